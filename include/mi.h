@@ -1,0 +1,352 @@
+/*
+ * mi.h: the public interface of libmi, a library for mechanistic
+ * interpretability of attention-only transformers.
+ *
+ * libmi takes a trained attention-only transformer apart into readable
+ * pieces: the direct path, one path per attention head, virtual heads where
+ * heads compose, each head's QK and OV circuit and eigenvalue summaries. The
+ * maths is that of "A Mathematical Framework for Transformer Circuits"
+ * (Elhage et al., 2021).
+ *
+ * Conventions
+ * -----------
+ * - Row-vector convention, as checkpoints store weights: a token's residual
+ *   vector is a row and `x · W_Q` is its query. Matrices are row-major; a
+ *   leading dimension `ld` is the distance, in elements, between the starts
+ *   of two consecutive rows.
+ * - Every fallible function returns an `mi_status`. On failure,
+ *   `mi_last_error()` describes exactly what was wrong, for the calling
+ *   thread. The library never prints, never aborts and never exits.
+ * - The out-parameter, when there is one, is named `out` and comes first.
+ *   Constructors set `*out = NULL` on failure. Destructors accept NULL.
+ * - Pointers returned through `out` are either owned (the caller frees them
+ *   with the matching `_free`) or borrowed (valid while the object that
+ *   lent them lives); each function says which.
+ *
+ * Thread safety
+ * -------------
+ * A model that is being built (`mi_model_create`, `mi_model_set_weight`,
+ * `mi_model_process`, `mi_model_load_vocab`) belongs to one thread. Once
+ * built, a model is only read, and any number of threads may query it at
+ * once. `mi_last_error()` is per thread.
+ *
+ * ABI policy
+ * ----------
+ * Within a major version symbols and enum values are only ever added: no
+ * signature, enum value or public struct layout changes. A changed function
+ * gets a successor named `_v2`. Option structs start with a `struct_size`
+ * field, so they can grow without breaking callers compiled against an
+ * older header.
+ */
+#ifndef MI_H
+#define MI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version and export                                                       */
+/* ------------------------------------------------------------------------ */
+
+#define MI_VERSION_MAJOR 0
+#define MI_VERSION_MINOR 1
+#define MI_VERSION_PATCH 0
+/** The version this header describes, as one number: major*10000 + minor*100 + patch. */
+#define MI_VERSION_NUMBER \
+  (MI_VERSION_MAJOR * 10000 + MI_VERSION_MINOR * 100 + MI_VERSION_PATCH)
+
+#if defined(__GNUC__)
+#define MI_API __attribute__((visibility("default")))
+#else
+#define MI_API
+#endif
+
+/**
+ * The version of the library actually loaded, as MI_VERSION_NUMBER computes
+ * it. Bindings compare its major part with the one they were written for.
+ */
+MI_API unsigned mi_version(void);
+
+/** The loaded library's version as static text, "MAJOR.MINOR.PATCH". */
+MI_API const char *mi_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes and errors                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * What a call did. Values are part of the ABI: they are only appended.
+ */
+typedef enum mi_status {
+  MI_OK = 0,
+  /** An argument was NULL, zero or otherwise unusable. */
+  MI_ERR_INVALID_ARGUMENT = -1,
+  /** An allocation failed, or a size would overflow. */
+  MI_ERR_OUT_OF_MEMORY = -2,
+  /** The operating system refused a file operation (open, stat, mmap). */
+  MI_ERR_IO = -3,
+  /** A file is not in the format it claims (bad header, bad JSON, bad field). */
+  MI_ERR_FORMAT = -4,
+  /** Shapes disagree: a tensor's shape, a caller buffer, a dimension. */
+  MI_ERR_SHAPE = -5,
+  /** Well-formed, but not something libmi does (e.g. a forward pass with MLPs). */
+  MI_ERR_UNSUPPORTED = -6,
+  /** A layer, head, token or row index is out of range. */
+  MI_ERR_INDEX = -7,
+  /** A tensor's dtype is unknown or not allowed where it is used. */
+  MI_ERR_DTYPE = -8,
+  /** A tensor the model needs is missing from the file. */
+  MI_ERR_MISSING_TENSOR = -9,
+  /** A file is shorter than its header says (data past the end of the file). */
+  MI_ERR_TRUNCATED = -10,
+  /** The object is not in a state that allows the call (e.g. processed twice). */
+  MI_ERR_STATE = -11,
+  /** A LAPACK routine failed to converge. */
+  MI_ERR_NUMERIC = -12
+} mi_status;
+
+/** Static, never NULL text naming a status ("invalid argument", ...). */
+MI_API const char *mi_status_str(mi_status status);
+
+/**
+ * The detail of the calling thread's last failure: which tensor, which shape,
+ * which byte offset. Never NULL (an empty string when there was none).
+ * Borrowed: valid until the next failing libmi call on this thread.
+ */
+MI_API const char *mi_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** An attention-only transformer and its weights (opaque). */
+typedef struct mi_model mi_model;
+
+/** Optional parts a model has; bits of `mi_config.parts`. */
+enum {
+  /** Learned positional embedding W_pos [n_ctx × d_model]. */
+  MI_PART_POS_EMBED = 1u << 0,
+  /** Query, key and value biases b_Q, b_K, b_V [d_head] per head. */
+  MI_PART_QKV_BIAS = 1u << 1,
+  /** Attention output bias b_O [d_model] per layer. */
+  MI_PART_OUT_BIAS = 1u << 2,
+  /** Unembedding bias b_U [d_vocab]. */
+  MI_PART_UNEMBED_BIAS = 1u << 3,
+  /** A LayerNorm before each attention layer (ln1: w, b [d_model]). */
+  MI_PART_LN = 1u << 4,
+  /** A LayerNorm before the unembedding (ln_final: w, b [d_model]). */
+  MI_PART_LN_FINAL = 1u << 5,
+  /**
+   * The checkpoint also has MLP layers. libmi reads only their attention
+   * weights: circuits work, the forward pass and path decomposition do not.
+   */
+  MI_PART_MLP = 1u << 6
+};
+
+/**
+ * The shape of a model. Fill it with `mi_config_init`, then set the fields.
+ */
+typedef struct mi_config {
+  /** sizeof(mi_config) as the caller was compiled; set by mi_config_init. */
+  size_t struct_size;
+  size_t n_layers;
+  size_t n_heads;    /**< query heads per layer */
+  size_t n_kv_heads; /**< key/value heads per layer; 0 means n_heads. Must divide n_heads. */
+  size_t d_model;
+  size_t d_head;
+  size_t d_vocab;
+  size_t n_ctx;      /**< rows of W_pos; longest sequence. 0: unlimited (no W_pos only) */
+  unsigned parts;    /**< MI_PART_* bits */
+  double ln_eps;     /**< LayerNorm epsilon; mi_config_init sets 1e-5 */
+} mi_config;
+
+/**
+ * Sets every field of `out` to its default: zeros, no optional parts,
+ * ln_eps = 1e-5, and struct_size. Call before filling a config.
+ */
+MI_API void mi_config_init(mi_config *out);
+
+/** Named weights of a model; see `mi_model_set_weight` for their shapes. */
+typedef enum mi_weight {
+  MI_W_E = 0,  /**< d_vocab × d_model, global */
+  MI_W_POS,    /**< n_ctx × d_model, global */
+  MI_W_Q,      /**< d_model × d_head, per (layer, head) */
+  MI_W_K,      /**< d_model × d_head, per (layer, kv head) */
+  MI_W_V,      /**< d_model × d_head, per (layer, kv head) */
+  MI_W_O,      /**< d_head × d_model, per (layer, head) */
+  MI_B_Q,      /**< 1 × d_head, per (layer, head) */
+  MI_B_K,      /**< 1 × d_head, per (layer, kv head) */
+  MI_B_V,      /**< 1 × d_head, per (layer, kv head) */
+  MI_B_O,      /**< 1 × d_model, per layer */
+  MI_W_U,      /**< d_model × d_vocab, global */
+  MI_B_U,      /**< 1 × d_vocab, global */
+  MI_LN1_W,    /**< 1 × d_model, per layer */
+  MI_LN1_B,    /**< 1 × d_model, per layer */
+  MI_LNF_W,    /**< 1 × d_model, global */
+  MI_LNF_B,    /**< 1 × d_model, global */
+  MI_WEIGHT_COUNT
+} mi_weight;
+
+/** Element types of caller arrays and of file tensors. */
+typedef enum mi_dtype {
+  MI_DTYPE_F32 = 0,
+  MI_DTYPE_F64 = 1,
+  MI_DTYPE_F16 = 2,
+  MI_DTYPE_BF16 = 3
+} mi_dtype;
+
+/**
+ * Creates a model of the shape `config` describes, every weight zero and
+ * every LayerNorm the identity (w = 1, b = 0). Set its weights with
+ * `mi_model_set_weight`, then optionally `mi_model_process`.
+ *
+ * @param out     receives the model (owned; free with mi_model_free), or NULL on failure
+ * @param config  in: the shape; `struct_size` must be set (mi_config_init)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL, a zero dimension or an
+ *         unset struct_size; MI_ERR_SHAPE when n_kv_heads does not divide
+ *         n_heads or W_pos is asked for with n_ctx = 0;
+ *         MI_ERR_OUT_OF_MEMORY when the weights do not fit.
+ */
+MI_API mi_status mi_model_create(mi_model **out, const mi_config *config);
+
+/** Frees a model. NULL is a no-op. */
+MI_API void mi_model_free(mi_model *model);
+
+/**
+ * Copies one weight into the model from caller memory (the caller may free
+ * its buffer afterwards). The weight is a rows × cols matrix (a vector is
+ * 1 × n) read at `data[i * row_stride + j]`, with shapes:
+ *
+ * | weight          | rows × cols         | indexed by       |
+ * |-----------------|---------------------|------------------|
+ * | W_E             | d_vocab × d_model   | -                |
+ * | W_pos           | n_ctx × d_model     | -                |
+ * | W_Q             | d_model × d_head    | layer, head      |
+ * | W_K, W_V        | d_model × d_head    | layer, kv head   |
+ * | W_O             | d_head × d_model    | layer, head      |
+ * | b_Q             | 1 × d_head          | layer, head      |
+ * | b_K, b_V        | 1 × d_head          | layer, kv head   |
+ * | b_O, ln1 w/b    | 1 × d_model         | layer            |
+ * | W_U             | d_model × d_vocab   | -                |
+ * | b_U             | 1 × d_vocab         | -                |
+ * | ln_final w/b    | 1 × d_model         | -                |
+ *
+ * Indices a weight is not indexed by must be 0.
+ *
+ * @param model       in/out: a model not yet processed
+ * @param which       the weight
+ * @param layer,head  which copy (see the table)
+ * @param dtype       MI_DTYPE_F32 or MI_DTYPE_F64 (stored as float32)
+ * @param data        in: the first element
+ * @param row_stride  elements between row starts; ≥ cols (any value for vectors)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown weight or dtype,
+ *         row_stride < cols); MI_ERR_INDEX (layer/head out of range or
+ *         non-zero where unused); MI_ERR_UNSUPPORTED (the config lacks that
+ *         optional part); MI_ERR_STATE (the model was already processed).
+ */
+MI_API mi_status mi_model_set_weight(mi_model *model, mi_weight which,
+                                     size_t layer, size_t head, mi_dtype dtype,
+                                     const void *data, size_t row_stride);
+
+/** Bits of `mi_model_process`'s `steps` and of `mi_model_processing`. */
+enum {
+  /**
+   * Fold each LayerNorm's scale and shift into the weights that read it
+   * (TransformerLens's fold_ln): W ← diag(w)·W, b ← b + b_ln·W for
+   * W_Q/K/V and for W_U, b_U. The LayerNorms then only normalise. The model
+   * computes exactly the same function.
+   */
+  MI_PROCESS_FOLD_LN = 1u << 0,
+  /**
+   * TransformerLens's center_writing_weights, with the centering of the
+   * weights that read through a LayerNorm: subtract the mean over d_model
+   * from every row of W_E, W_pos and W_O and from b_O (what is written to
+   * the residual stream), and from every column of W_Q, W_K, W_V and W_U
+   * (what reads it). Every read of the residual stream goes through a
+   * LayerNorm, which removes the mean over d_model first, so no output
+   * changes. Needs MI_PART_LN and MI_PART_LN_FINAL (else MI_ERR_UNSUPPORTED)
+   * and implies MI_PROCESS_FOLD_LN.
+   */
+  MI_PROCESS_CENTER_WRITING = 1u << 1,
+  /**
+   * TransformerLens's center_unembed: subtract the mean over d_vocab from
+   * every row of W_U and from b_U. Each position's logits move by one
+   * constant, which softmax ignores: no probability changes. Valid with or
+   * without LayerNorm.
+   */
+  MI_PROCESS_CENTER_UNEMBED = 1u << 2,
+  /** TransformerLens's default processing: all three. */
+  MI_PROCESS_TRANSFORMERLENS = (1u << 0) | (1u << 1) | (1u << 2)
+};
+
+/**
+ * Processes the weights in place, once. Steps a model lacks the parts for
+ * are refused rather than skipped, except MI_PROCESS_FOLD_LN on a model
+ * without LayerNorm weights, which is nothing to do and is recorded as done.
+ *
+ * @param model  in/out: a model not yet processed
+ * @param steps  MI_PROCESS_* bits; 0 only marks the model as built
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown bits);
+ *         MI_ERR_UNSUPPORTED (writing-weight centering without LayerNorm);
+ *         MI_ERR_STATE (already processed).
+ */
+MI_API mi_status mi_model_process(mi_model *model, unsigned steps);
+
+/**
+ * The MI_PROCESS_* steps applied to the weights (0 for raw weights). A
+ * checkpoint without LayerNorm weights reports MI_PROCESS_FOLD_LN once
+ * processed: its weights are already in folded form.
+ */
+MI_API unsigned mi_model_processing(const mi_model *model);
+
+/** Where a model's weights came from. */
+typedef enum mi_layout {
+  MI_LAYOUT_MEMORY = 0,           /**< mi_model_create and mi_model_set_weight */
+  MI_LAYOUT_TRANSFORMERLENS = 1,  /**< a TransformerLens state dict */
+  MI_LAYOUT_GPT2 = 2              /**< a Hugging Face GPT-2 checkpoint */
+} mi_layout;
+
+/** The layout the model's weights were read from. */
+MI_API mi_layout mi_model_layout(const mi_model *model);
+
+/**
+ * Copies the model's shape into `out` (as much of it as out->struct_size,
+ * which the caller sets, allows).
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL or struct_size 0.
+ */
+MI_API mi_status mi_model_get_config(mi_config *out, const mi_model *model);
+
+/**
+ * The shape of one weight (see `mi_model_set_weight`'s table).
+ *
+ * @param out_rows,out_cols  receive the shape
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL or an unknown weight;
+ *         MI_ERR_UNSUPPORTED when the model lacks that optional part.
+ */
+MI_API mi_status mi_model_weight_shape(size_t *out_rows, size_t *out_cols,
+                                       const mi_model *model, mi_weight which);
+
+/**
+ * Copies one weight, as the model now holds it (folded and centred when
+ * processed), into a caller buffer of rows × cols float32 at
+ * `out[i * ld + j]`.
+ *
+ * @param out  out: the caller's buffer, at least (rows - 1) * ld + cols floats
+ * @param ld   ≥ cols
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown weight, ld < cols);
+ *         MI_ERR_INDEX (layer/head out of range or non-zero where unused);
+ *         MI_ERR_UNSUPPORTED (the model lacks that part).
+ */
+MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *model,
+                                     mi_weight which, size_t layer, size_t head);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MI_H */

@@ -1,0 +1,91 @@
+/*
+ * internal.h: what the modules of libmi share and callers never see.
+ */
+#ifndef MI_INTERNAL_H
+#define MI_INTERNAL_H
+
+#include "mi.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* ---- errors (error.c) --------------------------------------------------- */
+
+/*
+ * Records `fmt` as the calling thread's last error and returns `status`, so a
+ * failure is reported in one line: `return mi__fail(MI_ERR_SHAPE, "...", ...);`
+ */
+mi_status mi__fail(mi_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Checks that a pointer argument is non-NULL, naming it in the error. */
+#define MI_CHECK_ARG(ptr)                                                   \
+  do {                                                                      \
+    if ((ptr) == NULL)                                                      \
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "%s: '%s' is NULL",          \
+                      __func__, #ptr);                                      \
+  } while (0)
+
+/* a * b into *out; false on size_t overflow. */
+static inline bool mi__mul_size(size_t *out, size_t a, size_t b) {
+  return !__builtin_mul_overflow(a, b, out);
+}
+
+/* ---- models (model.c) ---------------------------------------------------- */
+
+/*
+ * Every weight is one contiguous float32 array, row-major; per-layer and
+ * per-head copies are stacked (layer-major, then head), so W_Q of (l, h)
+ * starts at w[MI_W_Q] + (l * n_heads + h) * d_model * d_head. Arrays of
+ * absent optional parts are NULL.
+ */
+struct mi_model {
+  mi_config config;       /* n_kv_heads resolved (never 0) */
+  float *w[MI_WEIGHT_COUNT];
+  unsigned processing;    /* MI_PROCESS_* bits applied */
+  bool processed;         /* mi_model_process ran: weights are final */
+  mi_layout layout;
+};
+
+/* Shape of one copy of `which`, and how many copies the model stacks. */
+typedef struct mi__weight_geometry {
+  size_t rows, cols, copies;
+  bool per_layer, per_head, per_kv_head;
+} mi__weight_geometry;
+
+/* The geometry of `which` in a model of shape `config`. */
+mi__weight_geometry mi__weight_geometry_of(const mi_config *config, mi_weight which);
+
+/* The weight's name as the API and messages spell it ("W_Q", "ln1.w"). */
+const char *mi__weight_name(mi_weight which);
+
+/*
+ * Pointer to the (layer, head) copy of `which`, after checking indices
+ * (unused ones must be 0) and that the part exists. Borrowed.
+ */
+mi_status mi__weight_slot(float **out, const mi_model *model, mi_weight which,
+                          size_t layer, size_t head);
+
+/* The key/value head that query head `head` reads. */
+static inline size_t mi__kv_head(const mi_model *model, size_t head) {
+  return head / (model->config.n_heads / model->config.n_kv_heads);
+}
+
+/* Bytes per element of `dtype`; 0 for an unknown dtype. */
+size_t mi__dtype_size(mi_dtype dtype);
+
+/* One element of `dtype` at p (any alignment, little-endian) as float. */
+float mi__read_element(const unsigned char *p, mi_dtype dtype);
+
+/*
+ * mi_model_set_weight with a column stride too (both in elements), so loaders
+ * can copy packed or transposed tensors (GPT-2's c_attn, a tied W_U = W_Eᵀ).
+ */
+mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t layer,
+                                       size_t head, mi_dtype dtype, const void *data,
+                                       size_t row_stride, size_t col_stride);
+
+/* Sets model->layout; for loaders. */
+void mi__model_set_layout(mi_model *model, mi_layout layout);
+
+#endif /* MI_INTERNAL_H */

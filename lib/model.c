@@ -1,0 +1,463 @@
+/*
+ * model.c: mi_model's shape, weights, LayerNorm folding and centering.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+void mi_config_init(mi_config *out) {
+  if (out == NULL)
+    return;
+  memset(out, 0, sizeof *out);
+  out->struct_size = sizeof *out;
+  out->ln_eps = 1e-5;
+}
+
+static const char *const weight_names[MI_WEIGHT_COUNT] = {
+    [MI_W_E] = "W_E",       [MI_W_POS] = "W_pos",   [MI_W_Q] = "W_Q",
+    [MI_W_K] = "W_K",       [MI_W_V] = "W_V",       [MI_W_O] = "W_O",
+    [MI_B_Q] = "b_Q",       [MI_B_K] = "b_K",       [MI_B_V] = "b_V",
+    [MI_B_O] = "b_O",       [MI_W_U] = "W_U",       [MI_B_U] = "b_U",
+    [MI_LN1_W] = "ln1.w",   [MI_LN1_B] = "ln1.b",   [MI_LNF_W] = "ln_final.w",
+    [MI_LNF_B] = "ln_final.b",
+};
+
+const char *mi__weight_name(mi_weight which) {
+  return (unsigned)which < MI_WEIGHT_COUNT ? weight_names[which] : "?";
+}
+
+/* The optional part a weight belongs to; 0 for the weights every model has. */
+static unsigned weight_part(mi_weight which) {
+  switch (which) {
+  case MI_W_POS: return MI_PART_POS_EMBED;
+  case MI_B_Q: case MI_B_K: case MI_B_V: return MI_PART_QKV_BIAS;
+  case MI_B_O: return MI_PART_OUT_BIAS;
+  case MI_B_U: return MI_PART_UNEMBED_BIAS;
+  case MI_LN1_W: case MI_LN1_B: return MI_PART_LN;
+  case MI_LNF_W: case MI_LNF_B: return MI_PART_LN_FINAL;
+  default: return 0;
+  }
+}
+
+mi__weight_geometry mi__weight_geometry_of(const mi_config *c, mi_weight which) {
+  mi__weight_geometry g = {.rows = 1, .cols = c->d_model, .copies = 1};
+  switch (which) {
+  case MI_W_E: g.rows = c->d_vocab; break;
+  case MI_W_POS: g.rows = c->n_ctx; break;
+  case MI_W_Q: g.rows = c->d_model; g.cols = c->d_head; g.per_head = true; break;
+  case MI_W_K: case MI_W_V:
+    g.rows = c->d_model; g.cols = c->d_head; g.per_kv_head = true; break;
+  case MI_W_O: g.rows = c->d_head; g.per_head = true; break;
+  case MI_B_Q: g.cols = c->d_head; g.per_head = true; break;
+  case MI_B_K: case MI_B_V: g.cols = c->d_head; g.per_kv_head = true; break;
+  case MI_B_O: case MI_LN1_W: case MI_LN1_B: g.per_layer = true; break;
+  case MI_W_U: g.rows = c->d_model; g.cols = c->d_vocab; break;
+  case MI_B_U: g.cols = c->d_vocab; break;
+  default: break; /* ln_final: 1 × d_model, one copy */
+  }
+  if (g.per_head)
+    g.copies = c->n_layers * c->n_heads;
+  else if (g.per_kv_head)
+    g.copies = c->n_layers * c->n_kv_heads;
+  else if (g.per_layer)
+    g.copies = c->n_layers;
+  return g;
+}
+
+void mi_model_free(mi_model *model) {
+  if (model == NULL)
+    return;
+  for (int i = 0; i < MI_WEIGHT_COUNT; i++)
+    free(model->w[i]);
+  free(model);
+}
+
+/* Allocates the zeroed storage of one weight; LayerNorm scales start at 1. */
+static mi_status allocate_weight(mi_model *model, mi_weight which) {
+  mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
+  size_t count;
+  if (!mi__mul_size(&count, g.rows, g.cols) || !mi__mul_size(&count, count, g.copies) ||
+      count > SIZE_MAX / sizeof(float))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: %zu x %zu x %zu floats overflow size_t",
+                    mi__weight_name(which), g.copies, g.rows, g.cols);
+  float *w = calloc(count ? count : 1, sizeof *w);
+  if (w == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu floats",
+                    mi__weight_name(which), count);
+  if (which == MI_LN1_W || which == MI_LNF_W)
+    for (size_t i = 0; i < count; i++)
+      w[i] = 1.0f;
+  model->w[which] = w;
+  return MI_OK;
+}
+
+static mi_status check_config(const mi_config *c) {
+  if (c->struct_size == 0 || c->struct_size > sizeof *c)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                    "mi_config.struct_size is %zu; call mi_config_init first",
+                    c->struct_size);
+  const struct { const char *name; size_t value; } dims[] = {
+      {"n_layers", c->n_layers}, {"n_heads", c->n_heads}, {"d_model", c->d_model},
+      {"d_head", c->d_head},     {"d_vocab", c->d_vocab}};
+  for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+    if (dims[i].value == 0)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.%s is 0", dims[i].name);
+  if (c->n_kv_heads != 0 && (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads))
+    return mi__fail(MI_ERR_SHAPE, "n_kv_heads %zu does not divide n_heads %zu",
+                    c->n_kv_heads, c->n_heads);
+  if ((c->parts & MI_PART_POS_EMBED) && c->n_ctx == 0)
+    return mi__fail(MI_ERR_SHAPE, "a positional embedding needs n_ctx > 0");
+  if (c->parts & ~(unsigned)(MI_PART_MLP * 2 - 1))
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.parts has unknown bits 0x%x",
+                    c->parts);
+  if (!(c->ln_eps >= 0.0) || !isfinite(c->ln_eps))
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.ln_eps must be finite and >= 0");
+  return MI_OK;
+}
+
+mi_status mi_model_create(mi_model **out, const mi_config *config) {
+  MI_CHECK_ARG(out);
+  *out = NULL;
+  MI_CHECK_ARG(config);
+  mi_status status = check_config(config);
+  if (status != MI_OK)
+    return status;
+  mi_model *model = calloc(1, sizeof *model);
+  if (model == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate a model");
+  /* Copy only what the caller's struct has; the rest keeps its default. */
+  mi_config_init(&model->config);
+  memcpy(&model->config, config, config->struct_size);
+  model->config.struct_size = sizeof model->config;
+  if (model->config.n_kv_heads == 0)
+    model->config.n_kv_heads = model->config.n_heads;
+  for (int i = 0; i < MI_WEIGHT_COUNT; i++) {
+    unsigned part = weight_part((mi_weight)i);
+    if (part != 0 && !(model->config.parts & part))
+      continue;
+    status = allocate_weight(model, (mi_weight)i);
+    if (status != MI_OK) {
+      mi_model_free(model);
+      return status;
+    }
+  }
+  *out = model;
+  return MI_OK;
+}
+
+mi_status mi__weight_slot(float **out, const mi_model *model, mi_weight which,
+                          size_t layer, size_t head) {
+  if ((unsigned)which >= MI_WEIGHT_COUNT)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown weight %d", (int)which);
+  const mi_config *c = &model->config;
+  if (model->w[which] == NULL)
+    return mi__fail(MI_ERR_UNSUPPORTED, "the model has no %s", mi__weight_name(which));
+  mi__weight_geometry g = mi__weight_geometry_of(c, which);
+  bool layered = g.per_layer || g.per_head || g.per_kv_head;
+  size_t heads = g.per_head ? c->n_heads : g.per_kv_head ? c->n_kv_heads : 1;
+  if (layered ? layer >= c->n_layers : layer != 0)
+    return mi__fail(MI_ERR_INDEX, "%s: layer %zu out of range (%zu layers%s)",
+                    mi__weight_name(which), layer, layered ? c->n_layers : 0,
+                    layered ? "" : "; the weight is global, pass 0");
+  if (head >= heads)
+    return mi__fail(MI_ERR_INDEX, "%s: head %zu out of range (%zu %s)",
+                    mi__weight_name(which), head, heads,
+                    g.per_kv_head ? "kv heads" : g.per_head ? "heads" : "copy; pass 0");
+  *out = model->w[which] + (layer * heads + head) * g.rows * g.cols;
+  return MI_OK;
+}
+
+size_t mi__dtype_size(mi_dtype dtype) {
+  switch (dtype) {
+  case MI_DTYPE_F32: return 4;
+  case MI_DTYPE_F64: return 8;
+  case MI_DTYPE_F16: case MI_DTYPE_BF16: return 2;
+  }
+  return 0;
+}
+
+/* IEEE half precision to float, subnormals and infinities included. */
+static float half_to_float(uint16_t h) {
+  unsigned sign = h >> 15, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  float value;
+  if (exponent == 0)
+    value = ldexpf((float)mantissa, -24);
+  else if (exponent == 31)
+    value = mantissa ? NAN : INFINITY;
+  else
+    value = ldexpf((float)(mantissa | 0x400), (int)exponent - 25);
+  return sign ? -value : value;
+}
+
+float mi__read_element(const unsigned char *p, mi_dtype dtype) {
+  /* memcpy: file data need not be aligned. Little-endian host assumed. */
+  switch (dtype) {
+  case MI_DTYPE_F32: { float f; memcpy(&f, p, 4); return f; }
+  case MI_DTYPE_F64: { double d; memcpy(&d, p, 8); return (float)d; }
+  case MI_DTYPE_F16: { uint16_t h; memcpy(&h, p, 2); return half_to_float(h); }
+  case MI_DTYPE_BF16: {
+    uint16_t h; memcpy(&h, p, 2);
+    uint32_t bits = (uint32_t)h << 16; float f; memcpy(&f, &bits, 4); return f;
+  }
+  }
+  return 0.0f;
+}
+
+mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t layer,
+                                       size_t head, mi_dtype dtype, const void *data,
+                                       size_t row_stride, size_t col_stride) {
+  MI_CHECK_ARG(model);
+  MI_CHECK_ARG(data);
+  if (model->processed)
+    return mi__fail(MI_ERR_STATE, "%s: the model was already processed; weights are final",
+                    mi__weight_name(which));
+  size_t item = mi__dtype_size(dtype);
+  if (item == 0)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)dtype);
+  float *slot;
+  mi_status status = mi__weight_slot(&slot, model, which, layer, head);
+  if (status != MI_OK)
+    return status;
+  mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
+  if (g.rows > 1 && row_stride < g.cols * col_stride && col_stride < g.rows * row_stride)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                    "%s: row stride %zu and column stride %zu overlap a %zu x %zu matrix",
+                    mi__weight_name(which), row_stride, col_stride, g.rows, g.cols);
+  const unsigned char *bytes = data;
+  for (size_t i = 0; i < g.rows; i++)
+    for (size_t j = 0; j < g.cols; j++)
+      slot[i * g.cols + j] =
+          mi__read_element(bytes + (i * row_stride + j * col_stride) * item, dtype);
+  return MI_OK;
+}
+
+mi_status mi_model_set_weight(mi_model *model, mi_weight which, size_t layer, size_t head,
+                              mi_dtype dtype, const void *data, size_t row_stride) {
+  MI_CHECK_ARG(model);
+  if ((unsigned)which < MI_WEIGHT_COUNT) {
+    mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
+    if (g.rows > 1 && row_stride < g.cols)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "%s: row_stride %zu < %zu columns",
+                      mi__weight_name(which), row_stride, g.cols);
+  }
+  return mi__model_set_weight_strided(model, which, layer, head, dtype, data, row_stride, 1);
+}
+
+/* ---- processing ----------------------------------------------------------- */
+
+/* Makes sure an optional bias exists, zero, before folding writes into it. */
+static mi_status ensure_part(mi_model *model, unsigned part, mi_weight first,
+                             mi_weight last) {
+  if (model->config.parts & part)
+    return MI_OK;
+  model->config.parts |= part;
+  for (int i = first; i <= (int)last; i++) {
+    mi_status status = allocate_weight(model, (mi_weight)i);
+    if (status != MI_OK)
+      return status;
+  }
+  return MI_OK;
+}
+
+static bool any_nonzero(const float *v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (v[i] != 0.0f)
+      return true;
+  return false;
+}
+
+/*
+ * Folds a LayerNorm (w, b) into a reading matrix W (rows = d_model) and its
+ * bias: bias ← bias + b·W, then W ← diag(w)·W. `bias` may be NULL when b = 0.
+ */
+static void fold_into(float *W, float *bias, size_t d_model, size_t cols,
+                      const float *ln_w, const float *ln_b) {
+  if (bias != NULL)
+    for (size_t j = 0; j < cols; j++) {
+      double sum = bias[j];
+      for (size_t i = 0; i < d_model; i++)
+        sum += (double)ln_b[i] * W[i * cols + j];
+      bias[j] = (float)sum;
+    }
+  for (size_t i = 0; i < d_model; i++)
+    for (size_t j = 0; j < cols; j++)
+      W[i * cols + j] *= ln_w[i];
+}
+
+static mi_status fold_layernorms(mi_model *model) {
+  const mi_config *c = &model->config;
+  size_t D = c->d_model, dh = c->d_head;
+  if (c->parts & MI_PART_LN) {
+    if (any_nonzero(model->w[MI_LN1_B], c->n_layers * D)) {
+      mi_status status = ensure_part(model, MI_PART_QKV_BIAS, MI_B_Q, MI_B_V);
+      if (status != MI_OK)
+        return status;
+    }
+    for (size_t l = 0; l < c->n_layers; l++) {
+      const float *ln_w = model->w[MI_LN1_W] + l * D, *ln_b = model->w[MI_LN1_B] + l * D;
+      for (size_t h = 0; h < c->n_heads; h++) {
+        size_t i = l * c->n_heads + h;
+        fold_into(model->w[MI_W_Q] + i * D * dh,
+                  model->w[MI_B_Q] ? model->w[MI_B_Q] + i * dh : NULL, D, dh, ln_w, ln_b);
+      }
+      for (size_t h = 0; h < c->n_kv_heads; h++) {
+        size_t i = l * c->n_kv_heads + h;
+        for (mi_weight W = MI_W_K; W <= MI_W_V; W++) {
+          mi_weight b = W == MI_W_K ? MI_B_K : MI_B_V;
+          fold_into(model->w[W] + i * D * dh, model->w[b] ? model->w[b] + i * dh : NULL,
+                    D, dh, ln_w, ln_b);
+        }
+      }
+    }
+    for (size_t i = 0; i < c->n_layers * D; i++) {
+      model->w[MI_LN1_W][i] = 1.0f;
+      model->w[MI_LN1_B][i] = 0.0f;
+    }
+  }
+  if (c->parts & MI_PART_LN_FINAL) {
+    if (any_nonzero(model->w[MI_LNF_B], D)) {
+      mi_status status = ensure_part(model, MI_PART_UNEMBED_BIAS, MI_B_U, MI_B_U);
+      if (status != MI_OK)
+        return status;
+    }
+    fold_into(model->w[MI_W_U], model->w[MI_B_U], D, c->d_vocab, model->w[MI_LNF_W],
+              model->w[MI_LNF_B]);
+    for (size_t i = 0; i < D; i++) {
+      model->w[MI_LNF_W][i] = 1.0f;
+      model->w[MI_LNF_B][i] = 0.0f;
+    }
+  }
+  return MI_OK;
+}
+
+/* Subtracts from each of `count` rows of length n (stride n) its mean. */
+static void center_rows(float *m, size_t count, size_t n) {
+  for (size_t r = 0; r < count; r++) {
+    double mean = 0.0;
+    for (size_t j = 0; j < n; j++)
+      mean += m[r * n + j];
+    mean /= (double)n;
+    for (size_t j = 0; j < n; j++)
+      m[r * n + j] = (float)(m[r * n + j] - mean);
+  }
+}
+
+/* Subtracts from each column of a rows × cols matrix its mean. */
+static void center_columns(float *m, size_t rows, size_t cols) {
+  for (size_t j = 0; j < cols; j++) {
+    double mean = 0.0;
+    for (size_t i = 0; i < rows; i++)
+      mean += m[i * cols + j];
+    mean /= (double)rows;
+    for (size_t i = 0; i < rows; i++)
+      m[i * cols + j] = (float)(m[i * cols + j] - mean);
+  }
+}
+
+static void center_writing_weights(mi_model *model) {
+  const mi_config *c = &model->config;
+  size_t D = c->d_model, dh = c->d_head;
+  center_rows(model->w[MI_W_E], c->d_vocab, D);
+  if (model->w[MI_W_POS])
+    center_rows(model->w[MI_W_POS], c->n_ctx, D);
+  center_rows(model->w[MI_W_O], c->n_layers * c->n_heads * dh, D);
+  if (model->w[MI_B_O])
+    center_rows(model->w[MI_B_O], c->n_layers, D);
+  /* Readers: every input is LayerNorm-ed, so its mean over d_model is 0. */
+  for (size_t i = 0; i < c->n_layers * c->n_heads; i++)
+    center_columns(model->w[MI_W_Q] + i * D * dh, D, dh);
+  for (size_t i = 0; i < c->n_layers * c->n_kv_heads; i++) {
+    center_columns(model->w[MI_W_K] + i * D * dh, D, dh);
+    center_columns(model->w[MI_W_V] + i * D * dh, D, dh);
+  }
+  center_columns(model->w[MI_W_U], D, c->d_vocab);
+}
+
+mi_status mi_model_process(mi_model *model, unsigned steps) {
+  MI_CHECK_ARG(model);
+  if (steps & ~(unsigned)MI_PROCESS_TRANSFORMERLENS)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown processing bits 0x%x", steps);
+  if (model->processed)
+    return mi__fail(MI_ERR_STATE, "the model was already processed (steps 0x%x)",
+                    model->processing);
+  const unsigned both_ln = MI_PART_LN | MI_PART_LN_FINAL;
+  if ((steps & MI_PROCESS_CENTER_WRITING) && (model->config.parts & both_ln) != both_ln)
+    return mi__fail(MI_ERR_UNSUPPORTED,
+                    "centering writing weights needs a LayerNorm before every attention "
+                    "layer and before the unembedding; without one it changes the outputs");
+  if (steps & MI_PROCESS_CENTER_WRITING)
+    steps |= MI_PROCESS_FOLD_LN;
+  if (steps & MI_PROCESS_FOLD_LN) {
+    mi_status status = fold_layernorms(model);
+    if (status != MI_OK)
+      return status;
+  }
+  if (steps & MI_PROCESS_CENTER_WRITING)
+    center_writing_weights(model);
+  if (steps & MI_PROCESS_CENTER_UNEMBED) {
+    center_rows(model->w[MI_W_U], model->config.d_model, model->config.d_vocab);
+    if (model->w[MI_B_U])
+      center_rows(model->w[MI_B_U], 1, model->config.d_vocab);
+  }
+  model->processing = steps;
+  model->processed = true;
+  return MI_OK;
+}
+
+/* ---- accessors ------------------------------------------------------------ */
+
+unsigned mi_model_processing(const mi_model *model) {
+  return model ? model->processing : 0;
+}
+
+mi_layout mi_model_layout(const mi_model *model) {
+  return model ? model->layout : MI_LAYOUT_MEMORY;
+}
+
+void mi__model_set_layout(mi_model *model, mi_layout layout) { model->layout = layout; }
+
+mi_status mi_model_get_config(mi_config *out, const mi_model *model) {
+  MI_CHECK_ARG(out);
+  MI_CHECK_ARG(model);
+  size_t size = out->struct_size;
+  if (size == 0)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "out->struct_size is 0; call mi_config_init");
+  memcpy(out, &model->config, size < sizeof *out ? size : sizeof *out);
+  out->struct_size = size;
+  return MI_OK;
+}
+
+mi_status mi_model_weight_shape(size_t *out_rows, size_t *out_cols, const mi_model *model,
+                                mi_weight which) {
+  MI_CHECK_ARG(out_rows);
+  MI_CHECK_ARG(out_cols);
+  MI_CHECK_ARG(model);
+  if ((unsigned)which >= MI_WEIGHT_COUNT)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown weight %d", (int)which);
+  if (model->w[which] == NULL)
+    return mi__fail(MI_ERR_UNSUPPORTED, "the model has no %s", mi__weight_name(which));
+  mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
+  *out_rows = g.rows;
+  *out_cols = g.cols;
+  return MI_OK;
+}
+
+mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *model, mi_weight which,
+                              size_t layer, size_t head) {
+  MI_CHECK_ARG(out);
+  MI_CHECK_ARG(model);
+  float *slot;
+  mi_status status = mi__weight_slot(&slot, model, which, layer, head);
+  if (status != MI_OK)
+    return status;
+  mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
+  if (ld < g.cols)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "%s: ld %zu < %zu columns",
+                    mi__weight_name(which), ld, g.cols);
+  for (size_t i = 0; i < g.rows; i++)
+    memcpy(out + i * ld, slot + i * g.cols, g.cols * sizeof *out);
+  return MI_OK;
+}

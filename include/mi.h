@@ -345,6 +345,68 @@ MI_API mi_status mi_model_weight_shape(size_t *out_rows, size_t *out_cols,
 MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *model,
                                      mi_weight which, size_t layer, size_t head);
 
+/* ------------------------------------------------------------------------ */
+/* Loading models from safetensors files                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A `.safetensors` file holds a TransformerLens state dict or a Hugging Face
+ * GPT-2 checkpoint; the layout is detected from the tensor names.
+ */
+
+/* (end of section: Loading models from safetensors files) */
+
+/* ------------------------------------------------------------------------ */
+/* Vocabulary                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Optional token strings, so that results print as text.
+ */
+
+/* (end of section: Vocabulary) */
+
+/* ------------------------------------------------------------------------ */
+/* BLIS kernels and threads                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * How the large products run: which BLIS kernel set, how many threads.
+ */
+
+/* (end of section: BLIS kernels and threads) */
+
+/* ------------------------------------------------------------------------ */
+/* Circuits                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A circuit is a matrix kept as a product of factors, never formed whole
+ * unless the caller asks.
+ */
+
+/* (end of section: Circuits) */
+
+/* ------------------------------------------------------------------------ */
+/* Eigenvalue summaries and head reports                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Whether a head copies, at a glance.
+ */
+
+/* (end of section: Eigenvalue summaries and head reports) */
+
+/* ------------------------------------------------------------------------ */
+/* Forward pass, paths and attribution                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The model as a sum of paths, checked against its own forward pass.
+ */
+
+/* (end of section: Forward pass, paths and attribution) */
+
 #ifdef __cplusplus
 }
 #endif

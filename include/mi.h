@@ -352,7 +352,98 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
 /*
  * A `.safetensors` file holds a TransformerLens state dict or a Hugging Face
  * GPT-2 checkpoint; the layout is detected from the tensor names.
+ *
+ * TransformerLens (MI_LAYOUT_TRANSFORMERLENS), found by `embed.W_E`:
+ *   embed.W_E [d_vocab, d_model]        pos_embed.W_pos [n_ctx, d_model]
+ *   blocks.{l}.attn.W_Q [n_heads, d_model, d_head]
+ *   blocks.{l}.attn.W_K, W_V [n_kv_heads, d_model, d_head] (or _W_K, _W_V)
+ *   blocks.{l}.attn.W_O [n_heads, d_head, d_model]
+ *   blocks.{l}.attn.b_Q [n_heads, d_head]; b_K, b_V (or _b_K, _b_V)
+ *   [n_kv_heads, d_head]; b_O [d_model]
+ *   blocks.{l}.ln1.w, ln1.b, ln_final.w, ln_final.b [d_model]
+ *   unembed.W_U [d_model, d_vocab]      unembed.b_U [d_vocab]
+ * Hugging Face GPT-2 (MI_LAYOUT_GPT2), found by `wte.weight`, every name
+ * optionally prefixed by `transformer.`:
+ *   wte.weight [d_vocab, d_model] (W_E)  wpe.weight [n_ctx, d_model] (W_pos)
+ *   h.{l}.ln_1.weight, ln_1.bias [d_model]
+ *   h.{l}.attn.c_attn.weight [d_model, 3·d_model]: columns Q | K | V, head h
+ *   at columns h·d_head.. of each; c_attn.bias [3·d_model] likewise
+ *   h.{l}.attn.c_proj.weight [d_model, d_model]: rows h·d_head.. are W_O of
+ *   head h; c_proj.bias [d_model] is b_O
+ *   ln_f.weight, ln_f.bias [d_model]
+ *   lm_head.weight [d_vocab, d_model] (no prefix): W_U is its transpose;
+ *   when absent, W_U = W_Eᵀ (tied)
+ *   GPT-2 packs its heads, so n_heads comes from mi_load_options.n_heads or
+ *   the file's __metadata__ "n_head" (or "n_heads").
+ *
+ * Layers are `blocks.{l}` / `h.{l}` from 0 with no gap. Optional parts
+ * (MI_PART_*) follow from which tensors layer 0 has; every layer must have
+ * the same. MLP weights (`blocks.{l}.mlp.*`, `h.{l}.mlp.*`) are not read but
+ * set MI_PART_MLP. Other tensors (TransformerLens's attention masks, GPT-2's
+ * attn.bias buffers) are ignored, but their header entries are checked like
+ * all others. LayerNorm epsilon is 1e-5. Tensors are F32, F16, BF16 or F64.
  */
+
+/** How `mi_model_load` reads a file. Fill it with `mi_load_options_init`. */
+typedef struct mi_load_options {
+  /** sizeof(mi_load_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /**
+   * Query heads a layer. 0 (default): from the file (the TransformerLens
+   * shapes, or GPT-2's __metadata__). Otherwise it is used for GPT-2 and must
+   * agree with a TransformerLens file's shapes.
+   */
+  size_t n_heads;
+  /** MI_PROCESS_* steps applied after loading; default MI_PROCESS_FOLD_LN. */
+  unsigned process;
+} mi_load_options;
+
+/** Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN. NULL: no-op. */
+MI_API void mi_load_options_init(mi_load_options *out);
+
+/**
+ * Loads a model from a `.safetensors` file, which is mapped read-only for
+ * the duration of the call (the model keeps its own copy of the weights as
+ * float32), then applies `options->process` with `mi_model_process`. Every
+ * header field, shape and offset is checked against the file size before
+ * any data is read. `mi_model_layout` tells which name map was used.
+ *
+ * @param out      receives the model (owned; free with mi_model_free), or NULL on failure
+ * @param path     in: the file's path
+ * @param options  in: NULL for the defaults
+ * @return MI_OK;
+ *   MI_ERR_INVALID_ARGUMENT: NULL out/path, bad options (struct_size, unknown
+ *     process bits), or a GPT-2 file whose number of heads is not given;
+ *   MI_ERR_IO: the file cannot be opened, is not a regular file, or cannot be mapped;
+ *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
+ *     tensor ends past the end of the file (the message gives the byte offset);
+ *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
+ *     duplicate names, a malformed entry, overlapping tensors, or
+ *     __metadata__ that is not an object of strings;
+ *   MI_ERR_DTYPE: an unknown dtype, or a mapped tensor that is not float;
+ *   MI_ERR_SHAPE: a shape that disagrees with its byte length or with the
+ *     model's dimensions (the message names the tensor and both shapes), or
+ *     n_heads that does not divide d_model;
+ *   MI_ERR_MISSING_TENSOR: a required tensor is absent (named), a layer is
+ *     missing, or the names match neither layout;
+ *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for;
+ *   MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_load(mi_model **out, const char *path,
+                               const mi_load_options *options);
+
+/**
+ * `mi_model_load` from a safetensors image in caller memory (any alignment);
+ * the caller keeps its buffer, which is only read during the call. Returns
+ * the same statuses except MI_ERR_IO; an empty buffer is MI_ERR_TRUNCATED.
+ *
+ * @param out      receives the model (owned), or NULL on failure
+ * @param data     in: the file's bytes (non-NULL even when size is 0)
+ * @param size     their number
+ * @param options  in: NULL for the defaults
+ */
+MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t size,
+                                      const mi_load_options *options);
 
 /* (end of section: Loading models from safetensors files) */
 

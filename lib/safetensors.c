@@ -84,7 +84,7 @@ static const char *format_shape(char *buf, size_t size, const tensor *t) {
   size_t used = (size_t)snprintf(buf, size, "[");
   for (size_t i = 0; i < t->rank && used < size; i++) {
     if (i == KEPT_RANK) {
-      snprintf(buf + used, size - used, ", ...");
+      snprintf(buf + used, size - used, ", ...]");
       return buf;
     }
     used += (size_t)snprintf(buf + used, size - used, "%s%zu", i ? ", " : "", t->dims[i]);

@@ -425,8 +425,9 @@ static mi_status scan_layers(loader *ld, const char *prefix, const char *first_r
       ld->parts |= MI_PART_MLP;
   }
   if (n == 0)
-    return mi__fail(MI_ERR_MISSING_TENSOR, "tensor '%s0.%s' is missing: the file has no layers",
-                    prefix, first_required);
+    return mi__fail(MI_ERR_MISSING_TENSOR,
+                    "tensor '%s0.%s' is missing: the file has no layers", prefix,
+                    first_required);
   ld->n_layers = n;
   return MI_OK;
 }
@@ -596,7 +597,7 @@ static mi_status gpt2_layer(loader *ld, size_t l) {
   return copy(ld, MI_LN1_B, l, 0, lb, 0, D, 1);
 }
 
-/* One pass over a GPT-2 checkpoint (wte already checked by gpt2_heads' caller). */
+/* One pass over a GPT-2 checkpoint: checking, or copying. */
 static mi_status gpt2_map(loader *ld) {
   const char *p = ld->prefix;
   const tensor *wte, *wpe, *fw, *fb, *head;

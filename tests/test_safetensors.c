@@ -633,10 +633,10 @@ static const char *const BASE[][2] = {
     {"unembed.W_U", F32("[4,3]", 304, 352)},
 };
 /* A GPT-2 file of the same size, without n_head. */
-#define GPT2_HEADER(metadata)                                                \
+#define GPT2_HEADER(metadata, extra)                                         \
   "{" metadata "\"wte.weight\":" F32("[3,4]", 0, 48)                         \
   ",\"h.0.attn.c_attn.weight\":" F32("[4,12]", 48, 240)                      \
-  ",\"h.0.attn.c_proj.weight\":" F32("[4,4]", 240, 304) "}"
+  ",\"h.0.attn.c_proj.weight\":" F32("[4,4]", 240, 304) extra "}"
 
 typedef struct bad_file {
   const char *what;
@@ -663,17 +663,20 @@ static const bad_file BAD[] = {
      .extra = "\"bad\xff\xfe" "name\":" F32("[0]", 0, 0)},
     {"duplicate name", MI_ERR_FORMAT, "duplicate",
      .extra = "\"embed.W_E\":" F32("[3,4]", 0, 48)},
-    {"entry not an object", MI_ERR_FORMAT, "embed.W_E", .name = "embed.W_E", .entry = "[0, 48]"},
+    {"entry not an object", MI_ERR_FORMAT, "embed.W_E",
+     .name = "embed.W_E", .entry = "[0, 48]"},
     {"unknown dtype", MI_ERR_DTYPE, "'F7'", .name = "embed.W_E",
      .entry = "{\"dtype\":\"F7\",\"shape\":[3,4],\"data_offsets\":[0,48]}"},
     {"integer dtype for a weight", MI_ERR_DTYPE, "I32", .name = "embed.W_E",
      .entry = "{\"dtype\":\"I32\",\"shape\":[3,4],\"data_offsets\":[0,48]}"},
     {"dtype not a string", MI_ERR_FORMAT, "dtype", .name = "embed.W_E",
      .entry = "{\"dtype\":4,\"shape\":[3,4],\"data_offsets\":[0,48]}"},
-    {"shape product != byte length", MI_ERR_SHAPE, "span 48", .name = "embed.W_E", .entry = F32("[3,5]", 0, 48)},
+    {"shape product != byte length", MI_ERR_SHAPE, "span 48",
+     .name = "embed.W_E", .entry = F32("[3,5]", 0, 48)},
     {"negative shape", MI_ERR_FORMAT, "shape[0]", .name = "embed.W_E",
      .entry = F32("[-3,4]", 0, 48)},
-    {"non-integer shape", MI_ERR_FORMAT, "shape[1]", .name = "embed.W_E", .entry = F32("[3,4.0]", 0, 48)},
+    {"non-integer shape", MI_ERR_FORMAT, "shape[1]",
+     .name = "embed.W_E", .entry = F32("[3,4.0]", 0, 48)},
     {"shape not an array", MI_ERR_FORMAT, "shape", .name = "embed.W_E",
      .entry = "{\"dtype\":\"F32\",\"shape\":\"3x4\",\"data_offsets\":[0,48]}"},
     {"data_offsets of 3 numbers", MI_ERR_FORMAT, "data_offsets", .name = "embed.W_E",
@@ -692,7 +695,8 @@ static const bad_file BAD[] = {
      .extra = "\"huge\":" F32("[1099511627776]", 352, 4398046511456)},
     {"offset beyond 2^63", MI_ERR_FORMAT, "too big",
      .extra = "\"huge\":" F32("[0]", 0, 18446744073709551615)},
-    {"missing tensor", MI_ERR_MISSING_TENSOR, "blocks.0.attn.W_O", .name = "blocks.0.attn.W_O", .entry = ""},
+    {"missing tensor", MI_ERR_MISSING_TENSOR, "blocks.0.attn.W_O",
+     .name = "blocks.0.attn.W_O", .entry = ""},
     {"no layer", MI_ERR_MISSING_TENSOR, "no layers",
      .header = "{\"embed.W_E\":" F32("[3,4]", 0, 48) ",\"unembed.W_U\":" F32("[4,3]", 48, 96)
                ",\"blocks.x\":" F32("[0]", 0, 0) "}"},
@@ -715,7 +719,8 @@ static const bad_file BAD[] = {
                ",\"blocks.0.attn.W_O\":" F32("[2,2,4]", 304, 368)
                ",\"unembed.W_U\":" F32("[4,3]", 368, 416) "}",
      .data_size = 416},
-    {"W_O disagreeing with W_Q", MI_ERR_SHAPE, "blocks.0.attn.W_O", .name = "blocks.0.attn.W_O",
+    {"W_O disagreeing with W_Q", MI_ERR_SHAPE, "blocks.0.attn.W_O",
+     .name = "blocks.0.attn.W_O",
      .entry = F32("[2,4,2]", 240, 304)},
     {"W_U disagreeing with W_E", MI_ERR_SHAPE, "unembed.W_U", .name = "unembed.W_U",
      .entry = F32("[3,4]", 304, 352)},
@@ -725,15 +730,26 @@ static const bad_file BAD[] = {
      .extra = "\"blocks.0.attn.b_Q\":" F32("[2,2]", 352, 368), .data_size = 368},
     {"no known layout", MI_ERR_MISSING_TENSOR, "embed.W_E",
      .header = "{\"weight\":" F32("[3,4]", 0, 48) "}"},
-    {"GPT-2 without n_heads", MI_ERR_INVALID_ARGUMENT, "n_head", .header = GPT2_HEADER("")},
+    {"layer 1 with a bias layer 0 lacks", MI_ERR_MISSING_TENSOR, "blocks.1.attn.b_O",
+     .extra = "\"blocks.1.attn.W_Q\":" F32("[2,4,2]", 352, 416)
+              ",\"blocks.1.attn.W_K\":" F32("[2,4,2]", 416, 480)
+              ",\"blocks.1.attn.W_V\":" F32("[2,4,2]", 480, 544)
+              ",\"blocks.1.attn.W_O\":" F32("[2,2,4]", 544, 608)
+              ",\"blocks.1.attn.b_O\":" F32("[4]", 608, 624),
+     .data_size = 624},
+    {"GPT-2 lm_head of the wrong shape", MI_ERR_SHAPE, "lm_head.weight",
+     .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},",
+                           ",\"lm_head.weight\":" F32("[4,3]", 304, 352))},
+    {"GPT-2 without n_heads", MI_ERR_INVALID_ARGUMENT, "n_head",
+     .header = GPT2_HEADER("", "")},
     {"GPT-2 n_head not dividing d_model", MI_ERR_SHAPE, "does not divide",
-     .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":\"3\"},")},
+     .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":\"3\"},", "")},
     {"GPT-2 n_head not a number", MI_ERR_FORMAT, "n_head",
-     .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":\"99999999999999999999999\"},")},
+     .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":\"99999999999999999999999\"},", "")},
     {"__metadata__ value not a string", MI_ERR_FORMAT, "__metadata__",
-     .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":2},")},
+     .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":2},", "")},
     {"__metadata__ not an object", MI_ERR_FORMAT, "__metadata__",
-     .header = GPT2_HEADER("\"__metadata__\":\"n_head=2\",")},
+     .header = GPT2_HEADER("\"__metadata__\":\"n_head=2\",", "")},
 };
 
 /* The bytes of one bad case (malloc'd). */
@@ -774,8 +790,8 @@ START_TEST(the_base_of_the_bad_files_loads) {
   mi_model_free(model);
   free(bytes);
   /* And the GPT-2 one, once its heads are given. */
-  bytes = st_raw(GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},"),
-                 strlen(GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},")), 304, &size);
+  bytes = st_raw(GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},", ""),
+                 strlen(GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},", "")), 304, &size);
   TU_OK(mi_model_load_memory(&model, bytes, size, NULL));
   ck_assert_int_eq(mi_model_layout(model), MI_LAYOUT_GPT2);
   mi_model_free(model);

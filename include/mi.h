@@ -382,6 +382,12 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
  * set MI_PART_MLP. Other tensors (TransformerLens's attention masks, GPT-2's
  * attn.bias buffers) are ignored, but their header entries are checked like
  * all others. LayerNorm epsilon is 1e-5. Tensors are F32, F16, BF16 or F64.
+ *
+ * A TransformerLens model saved after fold_ln has no LayerNorm weights but
+ * still normalises. TransformerLens's `normalization_type` in __metadata__
+ * says so: "LNPre" gives the model identity LayerNorms (MI_PART_LN and
+ * MI_PART_LN_FINAL with w = 1, b = 0), "LN" requires the weights, "None"
+ * forbids them; without the key, LayerNorm exists where its weights do.
  */
 
 /** How `mi_model_load` reads a file. Fill it with `mi_load_options_init`. */
@@ -426,7 +432,8 @@ MI_API void mi_load_options_init(mi_load_options *out);
  *     n_heads that does not divide d_model;
  *   MI_ERR_MISSING_TENSOR: a required tensor is absent (named), a layer is
  *     missing, or the names match neither layout;
- *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for;
+ *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, or a
+ *     normalization_type other than LN, LNPre and None (e.g. RMS);
  *   MI_ERR_OUT_OF_MEMORY.
  */
 MI_API mi_status mi_model_load(mi_model **out, const char *path,

@@ -623,6 +623,36 @@ static mi_status gpt2_map(loader *ld) {
 
 /* ---- loading --------------------------------------------------------------- */
 
+/*
+ * TransformerLens's cfg.normalization_type, when __metadata__ has it. A model
+ * saved after fold_ln is "LNPre": it still normalises, but has no LayerNorm
+ * weights to say so. Gives in *out_identity the parts to add as identity
+ * LayerNorms (w = 1, b = 0, which is how mi_model_create makes them).
+ */
+static mi_status normalization(unsigned *out_identity, loader *ld) {
+  const unsigned both = MI_PART_LN | MI_PART_LN_FINAL;
+  const char *type =
+      json_string_value(json_object_get(ld->f->metadata, "normalization_type"));
+  *out_identity = 0;
+  if (type == NULL)
+    return MI_OK;
+  if (strcmp(type, "LN") == 0) {
+    ld->parts |= both; /* the weights must be there */
+    return MI_OK;
+  }
+  if (strcmp(type, "LNPre") != 0 && strcmp(type, "None") != 0)
+    return mi__fail(MI_ERR_UNSUPPORTED,
+                    "__metadata__ \"normalization_type\" is \"%s\"; libmi implements "
+                    "\"LN\", \"LNPre\" and \"None\"", type);
+  if (ld->parts & both)
+    return mi__fail(MI_ERR_FORMAT,
+                    "__metadata__ \"normalization_type\" is \"%s\", but the file has "
+                    "LayerNorm weights", type);
+  if (strcmp(type, "LNPre") == 0)
+    *out_identity = both;
+  return MI_OK;
+}
+
 static mi_status load(mi_model **out, const st_file *f, const mi_load_options *options) {
   loader ld = {.f = f};
   mi_layout layout;
@@ -646,6 +676,8 @@ static mi_status load(mi_model **out, const st_file *f, const mi_load_options *o
                     "neither 'embed.W_E' (TransformerLens) nor 'wte.weight' (GPT-2) is in "
                     "the file: not a model libmi can map");
   }
+  unsigned identity_ln;
+  TRY(normalization(&identity_ln, &ld));
   /* First pass: every tensor present and of the right shape; nothing allocated. */
   TRY(map(&ld));
 
@@ -658,7 +690,7 @@ static mi_status load(mi_model **out, const st_file *f, const mi_load_options *o
   config.d_head = ld.dims[DIM_HEAD];
   config.d_vocab = ld.dims[DIM_VOCAB];
   config.n_ctx = ld.dims[DIM_CTX];
-  config.parts = ld.parts;
+  config.parts = ld.parts | identity_ln;
   config.ln_eps = 1e-5; /* TransformerLens's default and GPT-2's */
   TRY(mi_model_create(&ld.model, &config));
   mi_status status = map(&ld);

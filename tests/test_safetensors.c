@@ -149,11 +149,18 @@ static void add_weight(st_writer *st, const char *dtype, const mi_model *model, 
  * The model as a TransformerLens state dict, with TL's buffers (a BOOL
  * mask, a scalar IGNORE) that the reader must skip. `underscore`: key/value
  * weights named _W_K, _W_V, _b_K, _b_V, as grouped-query models store them.
+ * `normalization`: NULL, or TL's normalization_type to store in
+ * __metadata__; any but "LN" leaves the LayerNorm weights out.
  */
-static st_writer *write_tl(const mi_model *model, const char *dtype, bool underscore) {
+static st_writer *write_tl(const mi_model *model, const char *dtype, bool underscore,
+                           const char *normalization) {
   mi_config c = config_of(model);
+  if (normalization != NULL && strcmp(normalization, "LN") != 0)
+    c.parts &= ~(unsigned)(MI_PART_LN | MI_PART_LN_FINAL);
   size_t D = c.d_model, V = c.d_vocab, H = c.n_heads, KV = c.n_kv_heads, dh = c.d_head;
   st_writer *st = st_writer_new();
+  if (normalization != NULL)
+    ck_assert(st_add_metadata(st, "normalization_type", normalization));
   const char *u = underscore ? "_" : "";
   char fmt[64];
   add_weight(st, dtype, model, MI_W_E, 0, 2, (size_t[]){V, D}, "embed.W_E");
@@ -313,7 +320,7 @@ START_TEST(tl_files_round_trip_in_every_dtype) {
   mi_load_options raw = raw_options();
   for (int i = 0; i < 4; i++) {
     mi_model *written = exact_model(&c, 10 + (uint64_t)i);
-    st_writer *st = write_tl(written, DTYPES[i], i % 2 == 1);
+    st_writer *st = write_tl(written, DTYPES[i], i % 2 == 1, NULL);
     char file[64];
     snprintf(file, sizeof file, "tl_%s.safetensors", DTYPES[i]);
     mi_model *loaded = save_and_load(st, file, &raw);
@@ -327,7 +334,7 @@ START_TEST(tl_files_round_trip_in_every_dtype) {
   /* No optional part at all: none is invented. */
   mi_config bare = tu_config(1, 2, 4, 2, 5, 0, 0);
   mi_model *written = exact_model(&bare, 3);
-  st_writer *st = write_tl(written, "F16", false);
+  st_writer *st = write_tl(written, "F16", false, NULL);
   mi_model *loaded = save_and_load(st, "tl_bare.safetensors", &raw);
   assert_same_weights(written, loaded);
   st_writer_free(st);
@@ -436,7 +443,7 @@ START_TEST(gpt2_and_tl_files_give_the_same_logits) {
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, GPT2_PARTS);
   mi_model *written = exact_model(&c, 7);
   tie_unembedding(written);
-  st_writer *tl = write_tl(written, "F32", false);
+  st_writer *tl = write_tl(written, "F32", false, NULL);
   st_writer *gpt2 = write_gpt2(written, "BF16", "", false, true);
   const size_t tokens[] = {0, 3, 8, 1, 5}, n = 5;
   double a[5 * 9], b[5 * 9];
@@ -477,7 +484,7 @@ static void center_logit_rows(double *x, size_t n, size_t V) {
 START_TEST(processing_on_load_keeps_the_logits) {
   mi_config c = tu_config(2, 2, 8, 4, 10, 6, ALL_PARTS);
   mi_model *written = exact_model(&c, 5);
-  st_writer *st = write_tl(written, "F32", false);
+  st_writer *st = write_tl(written, "F32", false, NULL);
   mi_load_options raw = raw_options(), folded, tl;
   mi_load_options_init(&folded);
   mi_load_options_init(&tl);
@@ -526,10 +533,44 @@ START_TEST(processing_on_load_keeps_the_logits) {
 }
 END_TEST
 
+/*
+ * A TransformerLens model saved after fold_ln has no LayerNorm weights but
+ * still normalises ("LNPre"); its __metadata__ says so, and the loaded model
+ * must compute what the model before folding did.
+ */
+START_TEST(folded_tl_checkpoints_keep_their_normalisation) {
+  mi_config c = tu_config(2, 2, 8, 4, 10, 6, ALL_PARTS);
+  mi_model *original = exact_model(&c, 11);
+  const size_t tokens[] = {1, 7, 7, 3, 0, 9}, n = 6, V = 10;
+  double want[6 * 10], got[6 * 10];
+  tu_reference_logits(want, original, tokens, n);
+  TU_OK(mi_model_process(original, MI_PROCESS_FOLD_LN));
+  st_writer *pre = write_tl(original, "F32", false, "LNPre");
+  mi_model *loaded = save_and_load(pre, "lnpre.safetensors", NULL);
+  ck_assert_uint_eq(config_of(loaded).parts, ALL_PARTS);
+  tu_reference_logits(got, loaded, tokens, n);
+  /* Folded weights rounded once to float32: the bound of processing_on_load. */
+  double scale = fmax(1.0, tu_max_abs(want, n * V));
+  ck_assert_msg(tu_max_abs_diff(got, want, n * V) <= 1e-5 * scale, "LNPre: %g",
+                tu_max_abs_diff(got, want, n * V));
+  mi_model_free(loaded);
+  st_writer_free(pre);
+  /* Declared "None", the same weights make a model without LayerNorm: other logits. */
+  st_writer *none = write_tl(original, "F32", false, "None");
+  loaded = save_and_load(none, "lnnone.safetensors", NULL);
+  ck_assert_uint_eq(config_of(loaded).parts & (MI_PART_LN | MI_PART_LN_FINAL), 0);
+  tu_reference_logits(got, loaded, tokens, n);
+  ck_assert(tu_max_abs_diff(got, want, n * V) > 1e-2 * scale);
+  mi_model_free(loaded);
+  st_writer_free(none);
+  mi_model_free(original);
+}
+END_TEST
+
 START_TEST(options_are_checked) {
   mi_config c = tu_config(1, 2, 4, 2, 5, 0, 0);
   mi_model *written = exact_model(&c, 1), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false);
+  st_writer *st = write_tl(written, "F32", false, NULL);
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
   mi_load_options_init(NULL);
@@ -575,7 +616,7 @@ START_TEST(mlp_weights_are_recorded_not_read) {
   double w[6 * 4] = {0};
   for (int layout = 0; layout < 2; layout++) {
     st_writer *st = layout ? write_gpt2(written, "F32", "transformer.", false, true)
-                           : write_tl(written, "F32", false);
+                           : write_tl(written, "F32", false, NULL);
     for (size_t l = 0; l < 2; l++)
       add(st, "F32", w, 2, (size_t[]){6, 4},
           layout ? "transformer.h.%zu.mlp.c_fc.weight" : "blocks.%zu.mlp.W_in", l);
@@ -740,6 +781,14 @@ static const bad_file BAD[] = {
     {"GPT-2 lm_head of the wrong shape", MI_ERR_SHAPE, "lm_head.weight",
      .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},",
                            ",\"lm_head.weight\":" F32("[4,3]", 304, 352))},
+    {"normalization_type RMS", MI_ERR_UNSUPPORTED, "RMS",
+     .extra = "\"__metadata__\":{\"normalization_type\":\"RMS\"}"},
+    {"normalization_type LNPre with LayerNorm weights", MI_ERR_FORMAT, "LNPre",
+     .extra = "\"__metadata__\":{\"normalization_type\":\"LNPre\"}"
+              ",\"blocks.0.ln1.w\":" F32("[4]", 352, 368),
+     .data_size = 368},
+    {"normalization_type LN without LayerNorm weights", MI_ERR_MISSING_TENSOR,
+     "blocks.0.ln1.w", .extra = "\"__metadata__\":{\"normalization_type\":\"LN\"}"},
     {"GPT-2 without n_heads", MI_ERR_INVALID_ARGUMENT, "n_head",
      .header = GPT2_HEADER("", "")},
     {"GPT-2 n_head not dividing d_model", MI_ERR_SHAPE, "does not divide",
@@ -832,6 +881,7 @@ static Suite *safetensors_suite(void) {
   tcase_add_test(tc, gpt2_packing_follows_conv1d);
   tcase_add_test(tc, gpt2_and_tl_files_give_the_same_logits);
   tcase_add_test(tc, processing_on_load_keeps_the_logits);
+  tcase_add_test(tc, folded_tl_checkpoints_keep_their_normalisation);
   tcase_add_test(tc, options_are_checked);
   tcase_add_test(tc, mlp_weights_are_recorded_not_read);
   tcase_add_test(tc, files_that_cannot_be_read);

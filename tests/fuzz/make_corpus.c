@@ -29,7 +29,7 @@ static int add(st_writer *w, const char *name, const char *dtype, size_t rank,
   return st_add(w, name, dtype, rank, shape, fill(n, seed++)) ? 0 : 1;
 }
 
-enum { TL_BIASES = 1, TL_LN = 2, TL_GQA = 4, TL_MLP = 8, TL_POS = 16 };
+enum { TL_BIASES = 1, TL_LN = 2, TL_GQA = 4, TL_MLP = 8, TL_POS = 16, TL_LNPRE = 32 };
 
 /* A TransformerLens state dict: d_model 4, d_vocab 5, n_ctx 3, d_head 2. */
 static st_writer *tl(const char *dtype, size_t layers, size_t heads, unsigned flags) {
@@ -40,6 +40,8 @@ static st_writer *tl(const char *dtype, size_t layers, size_t heads, unsigned fl
   st_writer *w = st_writer_new();
   if (w == NULL)
     return NULL;
+  if (flags & TL_LNPRE)
+    bad |= !st_add_metadata(w, "normalization_type", "LNPre");
   bad |= add(w, "embed.W_E", dtype, 2, (size_t[]){V, D});
   if (flags & TL_POS)
     bad |= add(w, "pos_embed.W_pos", dtype, 2, (size_t[]){3, D});
@@ -147,6 +149,7 @@ int main(int argc, char **argv) {
   bad |= save(tl("F16", 1, 4, TL_GQA | TL_BIASES), d, "tl_f16_gqa.safetensors");
   bad |= save(tl("BF16", 1, 1, 0), d, "tl_bf16_bare.safetensors");
   bad |= save(tl("F64", 2, 2, TL_MLP | TL_LN), d, "tl_f64_mlp.safetensors");
+  bad |= save(tl("F32", 2, 2, TL_LNPRE | TL_POS), d, "tl_f32_lnpre.safetensors");
   bad |= save(gpt2("F32", "", 0, 0, 1), d, "gpt2_f32_tied.safetensors");
   bad |= save(gpt2("F16", "transformer.", 1, 0, 1), d, "gpt2_f16_prefix.safetensors");
   bad |= save(gpt2("BF16", "", 1, 1, 1), d, "gpt2_bf16_mlp.safetensors");

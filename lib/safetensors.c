@@ -132,7 +132,7 @@ static mi_status parse_entry(tensor *t, const char *name, const json_t *entry,
     return mi__fail(MI_ERR_FORMAT, "tensor '%s': \"shape\" is missing or not an array", name);
   t->rank = json_array_size(shape);
   size_t count = 1;
-  bool overflow = false;
+  bool overflow = false, empty = false;
   for (size_t i = 0; i < t->rank; i++) {
     size_t dim;
     if (!json_size(&dim, json_array_get(shape, i)))
@@ -141,11 +141,11 @@ static mi_status parse_entry(tensor *t, const char *name, const json_t *entry,
     if (i < KEPT_RANK)
       t->dims[i] = dim;
     overflow |= !mi__mul_size(&count, count, dim);
+    empty |= dim == 0;
   }
   /* A zero dimension empties the tensor whatever the others say. */
-  for (size_t i = 0; i < t->rank && i < KEPT_RANK; i++)
-    if (t->dims[i] == 0)
-      count = 0, overflow = false;
+  if (empty)
+    count = 0, overflow = false;
   char shape_text[96];
   if (overflow || !mi__mul_size(&count, count, t->item))
     return mi__fail(MI_ERR_SHAPE, "tensor '%s': shape %s of %s overflows the address space",

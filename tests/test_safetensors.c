@@ -838,6 +838,12 @@ START_TEST(the_base_of_the_bad_files_loads) {
   ck_assert_uint_eq(c.d_vocab, 3);
   mi_model_free(model);
   free(bytes);
+  /* An empty tensor is legal however large its other dimensions, at any rank. */
+  base.extra = "\"empty\":" F32("[4294967296,4294967296,4294967296,1,1,0]", 352, 352);
+  bytes = bad_bytes(&base, &size);
+  TU_OK(mi_model_load_memory(&model, bytes, size, NULL));
+  mi_model_free(model);
+  free(bytes);
   /* And the GPT-2 one, once its heads are given. */
   bytes = st_raw(GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},", ""),
                  strlen(GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},", "")), 304, &size);

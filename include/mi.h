@@ -460,7 +460,99 @@ MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t s
 
 /*
  * Optional token strings, so that results print as text.
+ *
+ * A vocabulary is read from one of three formats, told apart by content:
+ * - Hugging Face `vocab.json`: a JSON object token -> id (GPT-2, RoBERTa).
+ * - Hugging Face `tokenizer.json`: its `model.vocab` object, plus the
+ *   `added_tokens` list ([{"id": .., "content": ..}, ...]). A token that is
+ *   in both must have the same id and text.
+ * - Plain text: one token a line, taken literally; the line number (from 0)
+ *   is the id. "\r\n" ends a line like "\n"; a last line without a newline
+ *   is a token. A text file whose first non-blank character is '{' is read
+ *   as JSON, so such a first token cannot be written in this format.
+ * A UTF-8 byte order mark is skipped.
+ *
+ * GPT-2's byte-level encoding is undone once, at load time: each character
+ * of a token stands for one byte (bytes_to_unicode: printable Latin-1
+ * characters for themselves, U+0100.. for the other 68 bytes), so `Ġthe`
+ * reads " the" and `Ċ` reads "\n". It applies to every vocab.json token, and
+ * to tokenizer.json's model.vocab when its decoder is ByteLevel. A token with
+ * a character outside that alphabet, an added token and a plain-text token
+ * are kept as written. Decoded tokens are bytes: a token may be part of a
+ * multi-byte UTF-8 character (GPT-2's "\xE2\x80" is half of "—"), and is
+ * returned as those bytes, not repaired; one may even be a NUL byte
+ * (GPT-2's id 188), which only `mi_model_token_bytes` shows whole.
+ *
+ * Ids must be below the model's d_vocab. Ids without a string (a d_vocab
+ * padded past the tokenizer's size) are allowed: asking for their string is
+ * an MI_ERR_INDEX, so a caller never mistakes a placeholder for a token.
  */
+
+/**
+ * Loads a vocabulary file into the model, replacing any earlier one (which
+ * stays in place when loading fails). Strings returned for the earlier one
+ * become invalid.
+ *
+ * @param model  in/out: the model; not shared with other threads during the call
+ * @param path   in: a vocab.json, tokenizer.json or text file
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_IO (cannot open or
+ *         read, not a regular file); MI_ERR_OUT_OF_MEMORY; and as
+ *         `mi_model_load_vocab_memory`. Messages start with the path.
+ */
+MI_API mi_status mi_model_load_vocab(mi_model *model, const char *path);
+
+/**
+ * `mi_model_load_vocab` from a buffer holding a file's bytes (copied; the
+ * caller keeps its buffer).
+ *
+ * @param data,size  in: the file's contents
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_FORMAT (empty, not
+ *         valid JSON with jansson's line and column, a duplicate key, an id
+ *         that is not an integer or is negative, two different tokens with
+ *         one id, no token at all, a malformed added_tokens entry, a NUL in
+ *         a text line); MI_ERR_INDEX (an id >= d_vocab, or more text lines
+ *         than d_vocab; the message names the token and its id);
+ *         MI_ERR_UNSUPPORTED (a tokenizer.json whose model.vocab is a list,
+ *         as Unigram models have); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_load_vocab_memory(mi_model *model, const void *data, size_t size);
+
+/**
+ * The readable string of token `id`: decoded, NUL-terminated.
+ *
+ * @param out    receives the string (borrowed: valid until the model is freed
+ *               or loads another vocabulary), or NULL on failure
+ * @param model  in: a model with a vocabulary
+ * @param id     the token id, < d_vocab
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_STATE (no vocabulary
+ *         loaded); MI_ERR_INDEX (id >= d_vocab, or an id without a string).
+ */
+MI_API mi_status mi_model_token_str(const char **out, const mi_model *model, size_t id);
+
+/**
+ * `mi_model_token_str` with the length, for tokens whose bytes include a
+ * NUL: `*out` holds `*out_len` bytes, then a NUL.
+ *
+ * @param out,out_len  receive the bytes (borrowed, as mi_model_token_str)
+ *                     and their count; NULL and 0 on failure
+ * @return as `mi_model_token_str`.
+ */
+MI_API mi_status mi_model_token_bytes(const char **out, size_t *out_len,
+                                      const mi_model *model, size_t id);
+
+/**
+ * The id of the token whose decoded string is `text` (" the" gives GPT-2's
+ * 262). The spelling in the file is accepted too ("Ġthe" also gives 262)
+ * when it is no token's decoded string. When several ids have one string
+ * (repeated lines of a text file) the lowest id is returned. A hash lookup.
+ *
+ * @param out    receives the id, or SIZE_MAX on failure
+ * @param model  in: a model with a vocabulary
+ * @param text   in: NUL-terminated
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_STATE (no vocabulary
+ *         loaded); MI_ERR_INDEX (no such token; the message quotes it).
+ */
+MI_API mi_status mi_model_token_id(size_t *out, const mi_model *model, const char *text);
 
 /* (end of section: Vocabulary) */
 

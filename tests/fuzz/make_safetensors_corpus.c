@@ -1,10 +1,10 @@
 /*
- * make_corpus.c: writes the fuzz seed corpus with the tests' safetensors
+ * make_safetensors_corpus.c: writes the fuzz seed corpus with the tests' safetensors
  * writer: small valid models in both layouts and all four dtypes, with and
  * without the optional parts, and a few broken files, so that the fuzzer
  * starts from inputs that reach every part of the reader.
  *
- * Usage: make_fuzz_corpus DIRECTORY (then commit tests/fuzz/corpus/).
+ * Usage: make_safetensors_corpus tests/fuzz/corpus/safetensors
  */
 #include "../st_writer.h"
 

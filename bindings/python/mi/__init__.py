@@ -14,7 +14,9 @@ and lists, ``array.array`` or any buffer of floats/doubles go in.
 
 import ctypes
 
-from ._native import Config, MiError, lib
+import os
+
+from ._native import Config, LoadOptions, MiError, lib
 from ._arrays import as_matrix, OutMatrix, numpy
 
 __all__ = ["Model", "MiError", "version", "PARTS", "WEIGHTS", "PROCESS"]
@@ -113,6 +115,57 @@ class Model:
             model.close()
             raise
         return model
+
+    @classmethod
+    def load(cls, path, n_heads=0, process="fold_ln", vocab=None):
+        """A model from a .safetensors file (TransformerLens or GPT-2 names) or
+        from its bytes (mi_model_load / mi_model_load_memory). ``process``: the
+        steps applied after loading (None for raw weights). ``vocab``: a
+        vocabulary file to load too; by default ``vocab.json`` or ``vocab.txt``
+        next to the model file is loaded when present."""
+        options = LoadOptions()
+        lib.mi_load_options_init(ctypes.byref(options))
+        options.n_heads = n_heads
+        options.process = 0 if process is None else _steps(process)
+        handle = ctypes.c_void_p()
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            data = bytes(path)
+            lib.mi_model_load_memory(ctypes.byref(handle), data, len(data), ctypes.byref(options))
+            model = cls(handle.value)
+        else:
+            path = os.fspath(path)
+            lib.mi_model_load(ctypes.byref(handle), path.encode(), ctypes.byref(options))
+            model = cls(handle.value)
+            if vocab is None:
+                folder = os.path.dirname(path)
+                vocab = next((os.path.join(folder, name) for name in ("vocab.json", "vocab.txt")
+                              if os.path.exists(os.path.join(folder, name))), None)
+        if vocab is not None:
+            try:
+                model.load_vocab(vocab)
+            except BaseException:
+                model.close()
+                raise
+        return model
+
+    def load_vocab(self, path):
+        """Loads token strings: vocab.json, tokenizer.json or one token a line."""
+        lib.mi_model_load_vocab(self._h(), os.fspath(path).encode())
+
+    def token_str(self, token_id):
+        """A token's readable text (GPT-2's byte-level symbols decoded; bytes
+        that are not UTF-8 are replaced)."""
+        pointer, length = ctypes.c_void_p(), ctypes.c_size_t()
+        lib.mi_model_token_bytes(ctypes.byref(pointer), ctypes.byref(length), self._h(), token_id)
+        if length.value == 0:
+            return ""
+        return ctypes.string_at(pointer.value, length.value).decode("utf-8", errors="replace")
+
+    def token_id(self, text):
+        """The id of a token's text (decoded or as the vocabulary file spells it)."""
+        out = ctypes.c_size_t()
+        lib.mi_model_token_id(ctypes.byref(out), self._h(), text.encode())
+        return out.value
 
     def _h(self):
         if not self._handle.value:

@@ -63,6 +63,15 @@ class Config(ctypes.Structure):
     ]
 
 
+class LoadOptions(ctypes.Structure):
+    """mi_load_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("n_heads", ctypes.c_size_t),
+        ("process", ctypes.c_uint),
+    ]
+
+
 def _check_status(status, func, args):
     """errcheck: a non-ok status becomes MiError with this thread's detail."""
     if status != 0:
@@ -93,6 +102,15 @@ PROTOTYPES = [
     ("mi_model_weight_shape", [c_size_p, c_size_p, _void_p, ctypes.c_int], _STATUS, True),
     ("mi_model_get_weight", [c_float_p, ctypes.c_size_t, _void_p, ctypes.c_int,
                              ctypes.c_size_t, ctypes.c_size_t], _STATUS, True),
+    ("mi_load_options_init", [ctypes.POINTER(LoadOptions)], None, False),
+    ("mi_model_load", [ctypes.POINTER(_void_p), ctypes.c_char_p,
+                       ctypes.POINTER(LoadOptions)], _STATUS, True),
+    ("mi_model_load_memory", [ctypes.POINTER(_void_p), ctypes.c_char_p, ctypes.c_size_t,
+                              ctypes.POINTER(LoadOptions)], _STATUS, True),
+    ("mi_model_load_vocab", [_void_p, ctypes.c_char_p], _STATUS, True),
+    ("mi_model_token_bytes", [ctypes.POINTER(ctypes.c_void_p), c_size_p, _void_p,
+                              ctypes.c_size_t], _STATUS, True),
+    ("mi_model_token_id", [c_size_p, _void_p, ctypes.c_char_p], _STATUS, True),
 ]
 
 

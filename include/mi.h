@@ -405,6 +405,63 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
  * The model as a sum of paths, checked against its own forward pass.
  */
 
+/**
+ * Optional outputs of `mi_model_forward`. Fill with `mi_forward_extras_init`,
+ * then point the buffers you want at caller memory; NULL ones are skipped.
+ */
+typedef struct mi_forward_extras {
+  /** sizeof(mi_forward_extras) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /**
+   * NULL, or the attention patterns: n_layers × n_heads × n × n floats;
+   * pattern (l, h) entry (query t, key s) at `patterns[((l·n_heads + h)·n + t)·n + s]`.
+   * Each row sums to 1; entries with s > t (the future) are 0.
+   */
+  float *patterns;
+  /** Floats available at `patterns`. */
+  size_t patterns_count;
+  /**
+   * NULL, or the residual stream: (n_layers + 1) × n × d_model floats;
+   * block l < n_layers is the stream entering layer l (block 0: W_E[token] +
+   * W_pos[position]), block n_layers the stream entering the final LayerNorm.
+   */
+  float *resid;
+  /** Floats available at `resid`. */
+  size_t resid_count;
+} mi_forward_extras;
+
+/** Sets every field of `out` to zero/NULL and sets struct_size. NULL is a no-op. */
+MI_API void mi_forward_extras_init(mi_forward_extras *out);
+
+/**
+ * Runs the model on a token sequence and writes the logits of every position.
+ *
+ * The model as it holds its weights now (folded or not): x₀ = W_E[token] +
+ * W_pos[position]; each layer adds, for every head, softmax(q·kᵀ/√d_head
+ * with a causal mask)·v·W_O, with q, k, v read from LayerNorm(x) (normalise
+ * with config.ln_eps, then scale by ln1.w and shift by ln1.b; after folding
+ * these are 1 and 0) plus b_Q, b_K, b_V, and query head h reading key/value
+ * head h / (n_heads / n_kv_heads); then b_O. Logits = LayerNorm_final(x)·W_U
+ * + b_U. Parts the model lacks are skipped. Products run in float32 through
+ * BLIS, LayerNorm statistics and softmax in double.
+ *
+ * @param out     out: n × d_vocab logits, row t at out + t·ld
+ * @param ld      leading dimension of `out`, ≥ d_vocab
+ * @param model   in: the model (borrowed; read only, so threads may share it)
+ * @param tokens  in: n token ids, each < d_vocab
+ * @param n       tokens, ≥ 1 and ≤ n_ctx when n_ctx > 0
+ * @param extras  in: NULL, or optional buffers for patterns and residual streams
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, model or tokens; n = 0;
+ *         ld < d_vocab; extras.struct_size 0 or too large);
+ *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
+ *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
+ *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of
+ *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats).
+ */
+MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
+                                  const size_t *tokens, size_t n,
+                                  const mi_forward_extras *extras);
+
 /* (end of section: Forward pass, paths and attribution) */
 
 #ifdef __cplusplus

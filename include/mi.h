@@ -462,6 +462,136 @@ MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
                                   const size_t *tokens, size_t n,
                                   const mi_forward_extras *extras);
 
+/*
+ * Attribution
+ * -----------
+ * With every attention pattern A and every LayerNorm scale σ⁻¹ frozen at
+ * their values in the forward pass, the model is affine in its residual
+ * stream: a LayerNorm reads a part v of the stream as (v − mean(v))·σ⁻¹·w
+ * (mean subtraction is linear, so each part carries its own), head (l, h)
+ * maps it to A·(that)·W_V·W_O, and the unembedding to (that)·W_U. The logits
+ * then split exactly into parts, each a source followed by a path of heads,
+ * one head a layer at most, layers increasing:
+ *
+ * - MI_SOURCE_EMBED: W_E[token] + W_pos[position]. Order 0 is the direct
+ *   path (through the final LayerNorm into W_U), order 1 a single head,
+ *   order ≥ 2 a virtual head.
+ * - MI_SOURCE_VALUE_BIAS: the constant (ln1.b·W_V + b_V)·W_O that head
+ *   (l, h) writes whatever it attends to (pattern rows sum to 1); its path
+ *   starts with that head. Folding moves ln1.b into b_V: the part is the
+ *   same either way.
+ * - MI_SOURCE_OUT_BIAS: b_O of layer `source_layer`, read by later heads.
+ * - MI_SOURCE_UNEMBED_BIAS: ln_final.b·W_U + b_U (order 0).
+ *
+ * b_Q and b_K, and the query/key side of every head, shape only the
+ * patterns, which are frozen: they have no part of their own. With
+ * max_order ≥ n_layers the parts sum to the forward logits (up to float32
+ * rounding); a smaller max_order leaves out the longer paths.
+ */
+
+/** Where a part enters the residual stream (see "Attribution"). */
+typedef enum mi_path_source {
+  MI_SOURCE_EMBED = 0,
+  MI_SOURCE_VALUE_BIAS = 1,
+  MI_SOURCE_OUT_BIAS = 2,
+  MI_SOURCE_UNEMBED_BIAS = 3
+} mi_path_source;
+
+/**
+ * One part of the logits, as `mi_model_attribute` reports it. Every pointer
+ * is borrowed and valid only during the callback. Fields may be appended.
+ */
+typedef struct mi_attribution_part {
+  mi_path_source source;
+  /** MI_SOURCE_OUT_BIAS: the layer whose b_O; MI_SOURCE_VALUE_BIAS: layer of the first head; else 0. */
+  size_t source_layer;
+  /** Heads on the path. */
+  size_t order;
+  /** The path's heads in layer order: (layers[i], heads[i]) for i < order. */
+  const size_t *layers, *heads;
+  /** The positions reported, as in the options; NULL means 0 … n_positions − 1. */
+  size_t n_positions;
+  const size_t *positions;
+  /** With MI_ATTRIBUTE_FULL_LOGITS: n_positions × d_vocab logits (row i: position i); else NULL. */
+  const float *logits;
+  /** With options.logit_tokens: n_positions values, logit of logit_tokens[i]; else NULL. */
+  const double *token_logit;
+  /** With options.diff_tokens: logit of logit_tokens[i] − logit of diff_tokens[i]; else NULL. */
+  const double *logit_diff;
+} mi_attribution_part;
+
+/** Bits of `mi_attribution_options.flags`. */
+enum {
+  /**
+   * Report each part's full logit vector at each position: one
+   * n_positions × d_model × d_vocab product a part. Without it, parts carry
+   * only the chosen tokens' logits (a few dot products a part).
+   */
+  MI_ATTRIBUTE_FULL_LOGITS = 1u << 0
+};
+
+/** What `mi_model_attribute` reports. Fill with `mi_attribution_options_init`. */
+typedef struct mi_attribution_options {
+  /** sizeof(mi_attribution_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /** Longest path (heads); the init sets SIZE_MAX: every path. */
+  size_t max_order;
+  /** NULL: every position; else n_positions positions, each < n (repeats allowed). */
+  const size_t *positions;
+  size_t n_positions;
+  /** NULL, or one token a reported position: its logit goes to token_logit. */
+  const size_t *logit_tokens;
+  /** NULL, or one token a reported position to subtract (needs logit_tokens). */
+  const size_t *diff_tokens;
+  /** MI_ATTRIBUTE_* bits. */
+  unsigned flags;
+} mi_attribution_options;
+
+/** Sets defaults (all paths, all positions, nothing asked) and struct_size. NULL is a no-op. */
+MI_API void mi_attribution_options_init(mi_attribution_options *out);
+
+/**
+ * Receives one part. Return 0 to go on, anything else to stop (the call then
+ * returns MI_OK with the parts delivered so far). `user` is the caller's.
+ */
+typedef int (*mi_attribution_fn)(const mi_attribution_part *part, void *user);
+
+/**
+ * Splits the logits of a token sequence into parts (see "Attribution") and
+ * hands them to `callback` one at a time, never holding more than one: the
+ * number of paths, ∏(1 + H) for the embedding alone, may be huge. Runs one
+ * forward pass first (only over positions up to the last one asked for;
+ * patterns are causal), then walks the paths depth first, each layer's
+ * values computed once for all the heads that extend a path.
+ *
+ * Order: the embedding's paths; then for each layer l, each head's value-bias
+ * paths and then the paths of b_O[l]; last the unembedding bias. Within a
+ * source a path comes before its extensions, extensions in increasing
+ * (layer, head). Sources a model lacks (no b_V and no ln1; no b_O; no b_U and
+ * no ln_final) are skipped; a source that is there but zero is reported.
+ * Up to order k, the embedding contributes Σ over i ≤ k of the products of i
+ * distinct layers' head counts (with all orders: ∏(1 + H_l) parts).
+ *
+ * @param out       out: NULL, or the number of parts delivered
+ * @param model     in: the model (borrowed)
+ * @param tokens    in: n token ids
+ * @param n         tokens, as for mi_model_forward
+ * @param options   in: what to report; see mi_attribution_options
+ * @param callback  called once a part
+ * @param user      passed to callback
+ * @return MI_OK (also when the callback stopped the walk);
+ *         MI_ERR_INVALID_ARGUMENT (NULL model, tokens, options or callback;
+ *         n = 0; bad struct_size or flags; positions without n_positions;
+ *         diff_tokens without logit_tokens; options asking for nothing);
+ *         MI_ERR_UNSUPPORTED (MLPs); MI_ERR_SHAPE (n > n_ctx);
+ *         MI_ERR_INDEX (a token ≥ d_vocab, a position ≥ n);
+ *         MI_ERR_OUT_OF_MEMORY (scratch of about L·H·n² + (L + 1)·n·(d_model +
+ *         n_kv_heads·d_head) floats, plus n_positions·d_vocab with full logits).
+ */
+MI_API mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *tokens,
+                                    size_t n, const mi_attribution_options *options,
+                                    mi_attribution_fn callback, void *user);
+
 /* (end of section: Forward pass, paths and attribution) */
 
 #ifdef __cplusplus

@@ -256,3 +256,335 @@ mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const s
     return status;
   return run_forward(model, tokens, n, out, ld, x.patterns, x.resid, NULL);
 }
+
+/* ---- attribution ------------------------------------------------------------ */
+
+void mi_attribution_options_init(mi_attribution_options *out) {
+  if (out == NULL)
+    return;
+  memset(out, 0, sizeof *out);
+  out->struct_size = sizeof *out;
+  out->max_order = SIZE_MAX;
+}
+
+/*
+ * One allocation carved into aligned pieces: `reserve` records each piece's
+ * offset (or an overflow), `carve` turns offsets into pointers.
+ */
+typedef struct plan {
+  size_t bytes;
+  bool overflow;
+} plan;
+
+static size_t reserve(plan *p, size_t a, size_t b, size_t c, size_t item) {
+  const size_t align = _Alignof(max_align_t);
+  size_t count, bytes, offset = p->bytes;
+  if (!mul3(&count, a, b, c) || !mi__mul_size(&bytes, count, item) ||
+      bytes > SIZE_MAX - align - offset)
+    p->overflow = true;
+  else
+    p->bytes = offset + (bytes + align - 1) / align * align;
+  return offset;
+}
+
+/* Everything a walk over the paths needs, allocated once. */
+typedef struct walk {
+  const mi_model *model;
+  size_t n;                 /* positions the paths run over: the last asked + 1 */
+  size_t max_order;
+  size_t n_positions;
+  const size_t *positions;
+  const size_t *logit_tokens, *diff_tokens;
+  bool full_logits;
+  const float *patterns;    /* L × H × n × n, frozen */
+  const double *ln_scale;   /* (L + 1) × n, frozen; 1 without LayerNorm */
+  float *stack;             /* (L + 1) × n × D: a path's vector, by order */
+  float *values;            /* (L + 1) × n × G × d_head: its values, by order */
+  float *u, *z, *y;         /* n × D, n × d_head, n_positions × D */
+  float *logits;            /* n_positions × d_vocab, or NULL */
+  double *token_logit, *logit_diff;
+  size_t *layers, *heads;   /* the path's heads, L each */
+  mi_attribution_part part;
+  mi_attribution_fn callback;
+  void *user;
+  size_t count;
+  bool stopped;
+} walk;
+
+/*
+ * What a LayerNorm with frozen scale makes of a part v of the stream, without
+ * its shift: (v - mean(v))·scale·w per row; v itself without a LayerNorm.
+ */
+static void frozen_norm(float *out, const float *v, const size_t *rows, size_t count, size_t D,
+                        const double *scale, const float *w) {
+  for (size_t r = 0; r < count; r++) {
+    size_t t = rows ? rows[r] : r;
+    const float *vr = v + t * D;
+    double mean = 0.0;
+    if (w != NULL) {
+      for (size_t i = 0; i < D; i++)
+        mean += vr[i];
+      mean /= (double)D;
+    }
+    for (size_t i = 0; i < D; i++)
+      out[r * D + i] = w ? (float)((vr[i] - mean) * scale[t] * w[i]) : vr[i];
+  }
+}
+
+/*
+ * Reports one part: y (n_positions × D) is what the unembedding reads from it;
+ * `bias` adds b_U (the unembedding-bias part).
+ */
+static mi_status emit(walk *w, bool bias) {
+  const mi_config *c = &w->model->config;
+  size_t D = c->d_model, V = c->d_vocab;
+  const float *W_U = w->model->w[MI_W_U], *b_U = bias ? w->model->w[MI_B_U] : NULL;
+  if (w->full_logits) {
+    mi_status status = mi__sgemm(1.0f, mi__matrix_rowmajor(w->y, w->n_positions, D),
+                                 mi__matrix_rowmajor((float *)W_U, D, V), 0.0f,
+                                 mi__matrix_rowmajor(w->logits, w->n_positions, V));
+    if (status != MI_OK)
+      return status;
+    if (b_U)
+      add_rows(w->logits, w->n_positions, V, V, b_U);
+  }
+  /* A few columns of W_U: dot products in double, no full unembedding. */
+  for (size_t i = 0; w->logit_tokens && i < w->n_positions; i++) {
+    size_t a = w->logit_tokens[i], b = w->diff_tokens ? w->diff_tokens[i] : a;
+    double la = b_U ? b_U[a] : 0.0, lb = b_U ? b_U[b] : 0.0;
+    for (size_t j = 0; j < D; j++) {
+      la += (double)w->y[i * D + j] * W_U[j * V + a];
+      lb += (double)w->y[i * D + j] * W_U[j * V + b];
+    }
+    w->token_logit[i] = la;
+    if (w->diff_tokens)
+      w->logit_diff[i] = la - lb;
+  }
+  w->count++;
+  if (w->callback(&w->part, w->user) != 0)
+    w->stopped = true;
+  return MI_OK;
+}
+
+/*
+ * Reports the path whose vector is stack[order] (its heads in layers[0..order)),
+ * then every extension of it by one head of a layer ≥ from, depth first.
+ */
+static mi_status walk_from(walk *w, size_t order, size_t from) {
+  const mi_model *m = w->model;
+  const mi_config *c = &m->config;
+  size_t n = w->n, D = c->d_model, dh = c->d_head, H = c->n_heads, G = c->n_kv_heads;
+  size_t nD = n * D;
+  float *v = w->stack + order * nD;
+  frozen_norm(w->y, v, w->positions, w->n_positions, D, w->ln_scale + c->n_layers * n,
+              m->w[MI_LNF_W]);
+  w->part.order = order;
+  mi_status status = emit(w, false);
+  if (status != MI_OK || w->stopped || order >= w->max_order)
+    return status;
+  float *values = w->values + order * n * G * dh, *child = v + nD;
+  mi__matrix U = mi__matrix_rowmajor(w->u, n, D), Z = mi__matrix_rowmajor(w->z, n, dh);
+  for (size_t l = from; l < c->n_layers; l++) {
+    frozen_norm(w->u, v, NULL, n, D, w->ln_scale + l * n, layer_vec(m, MI_LN1_W, l));
+    for (size_t g = 0; g < G && status == MI_OK; g++) {
+      mi__matrix Vg = {values + g * dh, n, dh, (ptrdiff_t)(G * dh), 1};
+      status = mi__sgemm(1.0f, U,
+                         mi__matrix_rowmajor(m->w[MI_W_V] + (l * G + g) * D * dh, D, dh),
+                         0.0f, Vg);
+    }
+    for (size_t h = 0; h < H && status == MI_OK && !w->stopped; h++) {
+      size_t i = l * H + h;
+      mi__matrix Vg = {values + mi__kv_head(m, h) * dh, n, dh, (ptrdiff_t)(G * dh), 1};
+      status = mi__sgemm(1.0f, mi__matrix_rowmajor((float *)w->patterns + i * n * n, n, n),
+                         Vg, 0.0f, Z);
+      if (status == MI_OK)
+        status = mi__sgemm(1.0f, Z, mi__matrix_rowmajor(m->w[MI_W_O] + i * dh * D, dh, D),
+                           0.0f, mi__matrix_rowmajor(child, n, D));
+      if (status != MI_OK)
+        break;
+      w->layers[order] = l;
+      w->heads[order] = h;
+      status = walk_from(w, order + 1, l + 1);
+    }
+    if (status != MI_OK || w->stopped)
+      return status;
+  }
+  return MI_OK;
+}
+
+/* Fills stack[order]'s n rows with one row vector (double, rounded once). */
+static void fill_rows(float *v, size_t n, size_t D, const double *row) {
+  for (size_t t = 0; t < n; t++)
+    for (size_t i = 0; i < D; i++)
+      v[t * D + i] = (float)row[i];
+}
+
+/*
+ * The constant that head (l, h) writes whatever it attends to, because each
+ * pattern row sums to 1: (ln1.b·W_V + b_V)·W_O, in double into `row`.
+ */
+static void value_bias(double *row, double *tmp, const mi_model *m, size_t l, size_t h) {
+  const mi_config *c = &m->config;
+  size_t D = c->d_model, dh = c->d_head, g = l * c->n_kv_heads + mi__kv_head(m, h);
+  const float *W_V = m->w[MI_W_V] + g * D * dh, *W_O = m->w[MI_W_O] + (l * c->n_heads + h) * dh * D;
+  const float *ln_b = layer_vec(m, MI_LN1_B, l);
+  for (size_t a = 0; a < dh; a++) {
+    tmp[a] = m->w[MI_B_V] ? m->w[MI_B_V][g * dh + a] : 0.0;
+    for (size_t i = 0; ln_b && i < D; i++)
+      tmp[a] += (double)ln_b[i] * W_V[i * dh + a];
+  }
+  for (size_t j = 0; j < D; j++) {
+    row[j] = 0.0;
+    for (size_t a = 0; a < dh; a++)
+      row[j] += tmp[a] * W_O[a * D + j];
+  }
+}
+
+/* Every source in order, each followed by the paths it starts. */
+static mi_status walk_all(walk *w, const size_t *tokens, double *row) {
+  const mi_model *m = w->model;
+  const mi_config *c = &m->config;
+  size_t n = w->n, D = c->d_model;
+  const float *W_E = m->w[MI_W_E], *W_pos = m->w[MI_W_POS];
+  for (size_t t = 0; t < n; t++)
+    for (size_t i = 0; i < D; i++)
+      w->stack[t * D + i] = W_E[tokens[t] * D + i] + (W_pos ? W_pos[t * D + i] : 0.0f);
+  w->part.source = MI_SOURCE_EMBED;
+  w->part.source_layer = 0;
+  mi_status status = walk_from(w, 0, 0);
+  bool value_biases = m->w[MI_B_V] != NULL || m->w[MI_LN1_B] != NULL;
+  for (size_t l = 0; l < c->n_layers && status == MI_OK && !w->stopped; l++) {
+    w->part.source_layer = l;
+    w->part.source = MI_SOURCE_VALUE_BIAS;
+    for (size_t h = 0; value_biases && w->max_order > 0 && h < c->n_heads; h++) {
+      value_bias(row, row + D, m, l, h);
+      fill_rows(w->stack + n * D, n, D, row);
+      w->layers[0] = l;
+      w->heads[0] = h;
+      status = walk_from(w, 1, l + 1);
+      if (status != MI_OK || w->stopped)
+        return status;
+    }
+    if (m->w[MI_B_O] != NULL) {
+      for (size_t i = 0; i < D; i++)
+        row[i] = m->w[MI_B_O][l * D + i];
+      fill_rows(w->stack, n, D, row);
+      w->part.source = MI_SOURCE_OUT_BIAS;
+      status = walk_from(w, 0, l + 1);
+    }
+  }
+  if (status != MI_OK || w->stopped || (!m->w[MI_B_U] && !m->w[MI_LNF_B]))
+    return status;
+  /* The unembedding's constant: ln_final.b·W_U + b_U. */
+  for (size_t i = 0; i < w->n_positions; i++)
+    for (size_t j = 0; j < D; j++)
+      w->y[i * D + j] = m->w[MI_LNF_B] ? m->w[MI_LNF_B][j] : 0.0f;
+  w->part.source = MI_SOURCE_UNEMBED_BIAS;
+  w->part.source_layer = 0;
+  w->part.order = 0;
+  return emit(w, true);
+}
+
+/* Checks the options against the model and the sequence; fills `out`. */
+static mi_status check_options(mi_attribution_options *out, const mi_attribution_options *in,
+                               const mi_config *c, size_t n) {
+  mi_attribution_options_init(out);
+  if (in->struct_size == 0 || in->struct_size > sizeof *out)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                    "options.struct_size is %zu; call mi_attribution_options_init first",
+                    in->struct_size);
+  memcpy(out, in, in->struct_size);
+  if (out->flags & ~(unsigned)MI_ATTRIBUTE_FULL_LOGITS)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "options.flags has unknown bits 0x%x", out->flags);
+  if (out->positions != NULL && out->n_positions == 0)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "options.positions is set but n_positions is 0");
+  size_t count = out->positions ? out->n_positions : n;
+  for (size_t i = 0; out->positions && i < count; i++)
+    if (out->positions[i] >= n)
+      return mi__fail(MI_ERR_INDEX, "options.positions[%zu] = %zu is past the %zu tokens", i,
+                      out->positions[i], n);
+  if (out->diff_tokens != NULL && out->logit_tokens == NULL)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "options.diff_tokens needs options.logit_tokens");
+  if (out->logit_tokens == NULL && !(out->flags & MI_ATTRIBUTE_FULL_LOGITS))
+    return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                    "the options ask for nothing: set logit_tokens or MI_ATTRIBUTE_FULL_LOGITS");
+  for (size_t i = 0; out->logit_tokens && i < count; i++) {
+    size_t a = out->logit_tokens[i], b = out->diff_tokens ? out->diff_tokens[i] : 0;
+    if (a >= c->d_vocab || b >= c->d_vocab)
+      return mi__fail(MI_ERR_INDEX, "options.%s[%zu] = %zu is out of range (d_vocab %zu)",
+                      a >= c->d_vocab ? "logit_tokens" : "diff_tokens", i,
+                      a >= c->d_vocab ? a : b, c->d_vocab);
+  }
+  out->n_positions = count;
+  return MI_OK;
+}
+
+mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *tokens,
+                             size_t n, const mi_attribution_options *options,
+                             mi_attribution_fn callback, void *user) {
+  if (out != NULL)
+    *out = 0;
+  MI_CHECK_ARG(model);
+  MI_CHECK_ARG(tokens);
+  MI_CHECK_ARG(options);
+  MI_CHECK_ARG(callback);
+  mi_status status = check_input(model, tokens, n);
+  if (status != MI_OK)
+    return status;
+  const mi_config *c = &model->config;
+  mi_attribution_options opt;
+  status = check_options(&opt, options, c, n);
+  if (status != MI_OK)
+    return status;
+  /* Patterns are causal: positions after the last one asked for change nothing. */
+  size_t last = opt.positions ? 0 : n - 1;
+  for (size_t i = 0; opt.positions && i < opt.n_positions; i++)
+    if (opt.positions[i] > last)
+      last = opt.positions[i];
+  n = last + 1;
+
+  size_t L = c->n_layers, D = c->d_model, dh = c->d_head, P = opt.n_positions;
+  plan p = {0, false};
+  size_t o_patterns = reserve(&p, L * c->n_heads, n, n, sizeof(float));
+  size_t o_scale = reserve(&p, L + 1, n, 1, sizeof(double));
+  size_t o_stack = reserve(&p, L + 1, n, D, sizeof(float));
+  size_t o_values = reserve(&p, L + 1, n, c->n_kv_heads * dh, sizeof(float));
+  size_t o_u = reserve(&p, n, D, 1, sizeof(float));
+  size_t o_z = reserve(&p, n, dh, 1, sizeof(float));
+  size_t o_y = reserve(&p, P, D, 1, sizeof(float));
+  size_t o_logits = reserve(&p, (opt.flags & MI_ATTRIBUTE_FULL_LOGITS) ? P : 0, c->d_vocab, 1,
+                            sizeof(float));
+  size_t o_token = reserve(&p, 2, P, 1, sizeof(double));
+  size_t o_path = reserve(&p, 2, L, 1, sizeof(size_t));
+  size_t o_row = reserve(&p, D + dh, 1, 1, sizeof(double));
+  if (p.overflow)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "attribution scratch for %zu tokens overflows", n);
+  unsigned char *base = allocate(p.bytes, 1, "attribution scratch", &status);
+  if (base == NULL)
+    return status;
+
+  walk w = {
+      .model = model, .n = n, .max_order = opt.max_order, .n_positions = P,
+      .positions = opt.positions, .logit_tokens = opt.logit_tokens,
+      .diff_tokens = opt.diff_tokens, .full_logits = opt.flags & MI_ATTRIBUTE_FULL_LOGITS,
+      .patterns = (float *)(base + o_patterns), .ln_scale = (double *)(base + o_scale),
+      .stack = (float *)(base + o_stack), .values = (float *)(base + o_values),
+      .u = (float *)(base + o_u), .z = (float *)(base + o_z), .y = (float *)(base + o_y),
+      .token_logit = (double *)(base + o_token), .layers = (size_t *)(base + o_path),
+      .callback = callback, .user = user};
+  w.logits = w.full_logits ? (float *)(base + o_logits) : NULL;
+  w.logit_diff = w.token_logit + P;
+  w.heads = w.layers + L;
+  w.part = (mi_attribution_part){
+      .layers = w.layers, .heads = w.heads, .n_positions = P, .positions = opt.positions,
+      .logits = w.logits, .token_logit = opt.logit_tokens ? w.token_logit : NULL,
+      .logit_diff = opt.diff_tokens ? w.logit_diff : NULL};
+  status = run_forward(model, tokens, n, NULL, 0, (float *)w.patterns, NULL,
+                       (double *)w.ln_scale);
+  if (status == MI_OK)
+    status = walk_all(&w, tokens, (double *)(base + o_row));
+  if (out != NULL)
+    *out = w.count;
+  free(base);
+  return status;
+}

@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -273,6 +274,384 @@ START_TEST(bad_inputs_are_refused) {
 }
 END_TEST
 
+/* ---- attribution ------------------------------------------------------------ */
+
+/*
+ * What the attribution tests share: the model's weights as doubles, the
+ * forward pass's patterns and LayerNorm scales (recomputed here in double
+ * from the library's residual streams), and sums over the parts seen.
+ */
+typedef struct attribution_check {
+  const mi_model *model;
+  mi_config c;
+  size_t n;
+  double *patterns;       /* L × H × n × n */
+  double *scale;          /* (L + 1) × n */
+  double *x0;             /* n × D: W_E[token] + W_pos */
+  double *sum;            /* n_positions × V: sum of the parts' logits */
+  double *sum_token, *sum_diff;
+  const mi_attribution_options *opt;
+  size_t count, by_source[4], by_order[8];
+  double worst;           /* largest |part − dense part| */
+  size_t stop_after;      /* 0: never stop */
+} attribution_check;
+
+/* v (n × D) read through frozen LayerNorm `which` (layer l, or the final one). */
+static void frozen_read(double *out, const double *v, const attribution_check *a, size_t l,
+                        bool final) {
+  size_t D = a->c.d_model, r, k;
+  bool has_ln = final ? (a->c.parts & MI_PART_LN_FINAL) : (a->c.parts & MI_PART_LN);
+  double *w = has_ln ? tu_weight(a->model, final ? MI_LNF_W : MI_LN1_W, final ? 0 : l, 0,
+                                 &r, &k) : NULL;
+  for (size_t t = 0; t < a->n; t++) {
+    double mean = 0;
+    for (size_t i = 0; w && i < D; i++)
+      mean += v[t * D + i] / D;
+    for (size_t i = 0; i < D; i++)
+      out[t * D + i] = w ? (v[t * D + i] - mean) * a->scale[l * a->n + t] * w[i] : v[t * D + i];
+  }
+  free(w);
+}
+
+/* v ← what head (l, h) writes when it reads v, patterns frozen. */
+static void dense_head(double *v, const attribution_check *a, size_t l, size_t h) {
+  size_t n = a->n, D = a->c.d_model, dh = a->c.d_head, r, k;
+  size_t g = h / (a->c.n_heads / a->c.n_kv_heads);
+  double *u = malloc(n * D * sizeof *u), *val = calloc(n * dh, sizeof *val);
+  frozen_read(u, v, a, l, false);
+  double *WV = tu_weight(a->model, MI_W_V, l, g, &r, &k);
+  double *WO = tu_weight(a->model, MI_W_O, l, h, &r, &k);
+  for (size_t s = 0; s < n; s++)
+    for (size_t b = 0; b < dh; b++)
+      for (size_t i = 0; i < D; i++)
+        val[s * dh + b] += u[s * D + i] * WV[i * dh + b];
+  const double *A = a->patterns + (l * a->c.n_heads + h) * n * n;
+  for (size_t t = 0; t < n; t++)
+    for (size_t j = 0; j < D; j++) {
+      double sum = 0;
+      for (size_t s = 0; s < n; s++)
+        for (size_t b = 0; b < dh; b++)
+          sum += A[t * n + s] * val[s * dh + b] * WO[b * D + j];
+      v[t * D + j] = sum;
+    }
+  free(u); free(val); free(WV); free(WO);
+}
+
+/* The part's logits (n × V) computed densely from its label alone. */
+static void dense_part(double *logits, const attribution_check *a,
+                       const mi_attribution_part *part) {
+  size_t n = a->n, D = a->c.d_model, V = a->c.d_vocab, dh = a->c.d_head, r, k;
+  double *v = calloc(n * D, sizeof *v), *y = malloc(n * D * sizeof *y);
+  double *WU = tu_weight(a->model, MI_W_U, 0, 0, &r, &k);
+  double *bU = tu_weight(a->model, MI_B_U, 0, 0, &r, &k);
+  size_t first = 0;
+  if (part->source == MI_SOURCE_EMBED) {
+    memcpy(v, a->x0, n * D * sizeof *v);
+  } else if (part->source == MI_SOURCE_OUT_BIAS) {
+    double *bO = tu_weight(a->model, MI_B_O, part->source_layer, 0, &r, &k);
+    for (size_t t = 0; t < n; t++)
+      memcpy(v + t * D, bO, D * sizeof *v);
+    free(bO);
+  } else if (part->source == MI_SOURCE_VALUE_BIAS) {
+    size_t l = part->layers[0], h = part->heads[0], g = h / (a->c.n_heads / a->c.n_kv_heads);
+    ck_assert_uint_eq(l, part->source_layer);
+    double *WV = tu_weight(a->model, MI_W_V, l, g, &r, &k);
+    double *WO = tu_weight(a->model, MI_W_O, l, h, &r, &k);
+    double *bV = tu_weight(a->model, MI_B_V, l, g, &r, &k);
+    double *lb = tu_weight(a->model, MI_LN1_B, l, 0, &r, &k);
+    for (size_t b = 0; b < dh; b++) {
+      double c = bV ? bV[b] : 0;
+      for (size_t i = 0; lb && i < D; i++)
+        c += lb[i] * WV[i * dh + b];
+      for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < D; j++)
+          v[t * D + j] += c * WO[b * D + j];
+    }
+    free(WV); free(WO); free(bV); free(lb);
+    first = 1;
+  }
+  for (size_t i = first; i < part->order; i++) {
+    ck_assert(i == 0 || part->layers[i] > part->layers[i - 1]);
+    dense_head(v, a, part->layers[i], part->heads[i]);
+  }
+  if (part->source == MI_SOURCE_UNEMBED_BIAS) {
+    double *fb = tu_weight(a->model, MI_LNF_B, 0, 0, &r, &k);
+    for (size_t t = 0; t < n; t++)
+      for (size_t i = 0; i < D; i++)
+        y[t * D + i] = fb ? fb[i] : 0;
+    free(fb);
+  } else {
+    frozen_read(y, v, a, a->c.n_layers, true);
+  }
+  for (size_t t = 0; t < n; t++)
+    for (size_t j = 0; j < V; j++) {
+      double sum = part->source == MI_SOURCE_UNEMBED_BIAS && bU ? bU[j] : 0;
+      for (size_t i = 0; i < D; i++)
+        sum += y[t * D + i] * WU[i * V + j];
+      logits[t * V + j] = sum;
+    }
+  free(v); free(y); free(WU); free(bU);
+}
+
+/* Checks each part against its dense value and adds it to the sums. */
+static int check_part(const mi_attribution_part *part, void *user) {
+  attribution_check *a = user;
+  size_t V = a->c.d_vocab, P = part->n_positions;
+  double *dense = malloc(a->n * V * sizeof *dense);
+  dense_part(dense, a, part);
+  for (size_t i = 0; i < P; i++) {
+    size_t t = part->positions ? part->positions[i] : i;
+    if (part->logits)
+      for (size_t j = 0; j < V; j++) {
+        a->worst = fmax(a->worst, fabs(part->logits[i * V + j] - dense[t * V + j]));
+        a->sum[i * V + j] += part->logits[i * V + j];
+      }
+    if (part->token_logit) {
+      size_t tok = a->opt->logit_tokens[i];
+      a->worst = fmax(a->worst, fabs(part->token_logit[i] - dense[t * V + tok]));
+      a->sum_token[i] += part->token_logit[i];
+    }
+    if (part->logit_diff) {
+      size_t tok = a->opt->logit_tokens[i], other = a->opt->diff_tokens[i];
+      double want = dense[t * V + tok] - dense[t * V + other];
+      a->worst = fmax(a->worst, fabs(part->logit_diff[i] - want));
+      a->sum_diff[i] += part->logit_diff[i];
+    }
+  }
+  free(dense);
+  a->count++;
+  a->by_source[part->source]++;
+  a->by_order[part->order]++;
+  return a->stop_after != 0 && a->count == a->stop_after;
+}
+
+/* Paths of up to k heads starting at layer `from`, the empty one included. */
+static size_t count_paths(const mi_config *c, size_t from, size_t k) {
+  size_t total = 1;
+  for (size_t l = from; k > 0 && l < c->n_layers; l++)
+    total += c->n_heads * count_paths(c, l + 1, k - 1);
+  return total;
+}
+
+/* Runs the forward pass and fills what the checks need; logits n × V too. */
+static attribution_check setup_check(const mi_model *model, const size_t *tokens, size_t n,
+                                     float *logits) {
+  attribution_check a = {.model = model, .n = n};
+  mi_config_init(&a.c);
+  TU_OK(mi_model_get_config(&a.c, model));
+  size_t L = a.c.n_layers, H = a.c.n_heads, D = a.c.d_model, V = a.c.d_vocab;
+  mi_forward_extras extras;
+  mi_forward_extras_init(&extras);
+  extras.patterns_count = L * H * n * n;
+  extras.resid_count = (L + 1) * n * D;
+  extras.patterns = malloc(extras.patterns_count * sizeof(float));
+  extras.resid = malloc(extras.resid_count * sizeof(float));
+  TU_OK(mi_model_forward(logits, V, model, tokens, n, &extras));
+  a.patterns = malloc(extras.patterns_count * sizeof(double));
+  for (size_t i = 0; i < extras.patterns_count; i++)
+    a.patterns[i] = extras.patterns[i];
+  a.scale = malloc((L + 1) * n * sizeof(double));
+  for (size_t l = 0; l <= L; l++)
+    for (size_t t = 0; t < n; t++) {
+      const float *x = extras.resid + (l * n + t) * D;
+      double mean = 0, var = 0;
+      for (size_t i = 0; i < D; i++)
+        mean += x[i] / D;
+      for (size_t i = 0; i < D; i++)
+        var += (x[i] - mean) * (x[i] - mean) / D;
+      a.scale[l * n + t] = 1.0 / sqrt(var + a.c.ln_eps);
+    }
+  a.x0 = malloc(n * D * sizeof(double));
+  for (size_t i = 0; i < n * D; i++)
+    a.x0[i] = extras.resid[i];
+  a.sum = calloc(n * V, sizeof(double));
+  a.sum_token = calloc(n, sizeof(double));
+  a.sum_diff = calloc(n, sizeof(double));
+  free(extras.patterns);
+  free(extras.resid);
+  return a;
+}
+
+static void free_check(attribution_check *a) {
+  free(a->patterns); free(a->scale); free(a->x0); free(a->sum); free(a->sum_token);
+  free(a->sum_diff);
+}
+
+/*
+ * Every part equals its dense double value computed from its label alone
+ * (so a mislabelled or wrong part fails), and with all orders the parts sum
+ * to the forward logits. Tolerances: each part is a few float32 products of
+ * the same size as the forward pass's, so 1e-5 of the logits' scale as
+ * there; the sum carries the rounding of every part (up to ~150), and the
+ * issue's bound 1e-4 of the scale holds with room (measured: a part within
+ * 1.1e-7 of the scale, the sum within 2.6e-7).
+ */
+START_TEST(parts_sum_to_the_logits) {
+  mi_config c = forward_config(_i);
+  mi_model *model = tu_random_model(&c, 140 + _i);
+  if (_i % 2)
+    TU_OK(mi_model_process(model, MI_PROCESS_FOLD_LN));
+  size_t n = N_TOKENS, V = c.d_vocab;
+  float *logits = malloc(n * V * sizeof *logits);
+  attribution_check a = setup_check(model, TOKENS, n, logits);
+  mi_attribution_options opt;
+  mi_attribution_options_init(&opt);
+  opt.flags = MI_ATTRIBUTE_FULL_LOGITS;
+  a.opt = &opt;
+  size_t count;
+  TU_OK(mi_model_attribute(&count, model, TOKENS, n, &opt, check_part, &a));
+  ck_assert_uint_eq(count, a.count);
+  /* The embedding has one path a subset of layers with one head each. */
+  size_t paths = 1;
+  for (size_t l = 0; l < a.c.n_layers; l++)
+    paths *= 1 + a.c.n_heads;
+  ck_assert_uint_eq(a.by_source[MI_SOURCE_EMBED], paths);
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < n * V; i++) {
+    scale = fmax(scale, fabs(logits[i]));
+    diff = fmax(diff, fabs(a.sum[i] - logits[i]));
+  }
+  ck_assert_msg(a.worst <= 1e-5 * scale, "config %d: a part is off by %g (scale %g)", _i,
+                a.worst, scale);
+  ck_assert_msg(diff <= 1e-4 * scale, "config %d: parts sum off by %g (scale %g)", _i, diff,
+                scale);
+  free_check(&a);
+  free(logits);
+  mi_model_free(model);
+}
+END_TEST
+
+/*
+ * Chosen positions, tokens and a logit difference, with paths up to order 1
+ * and up to order L: the counts follow the paths' combinatorics, and at full
+ * order the token logits and differences sum to the forward pass's.
+ */
+START_TEST(direct_logit_attribution_at_chosen_positions) {
+  mi_config c = forward_config(5);
+  mi_model *model = tu_random_model(&c, 77);
+  TU_OK(mi_model_process(model, MI_PROCESS_TRANSFORMERLENS));
+  size_t n = N_TOKENS, V = c.d_vocab;
+  float *logits = malloc(n * V * sizeof *logits);
+  size_t positions[3] = {6, 2, 6}, answer[3] = {4, 14, 0}, other[3] = {9, 1, 4};
+  for (size_t k = 0; k <= 3; k += 2) {
+    attribution_check a = setup_check(model, TOKENS, n, logits);
+    mi_attribution_options opt;
+    mi_attribution_options_init(&opt);
+    opt.max_order = k;
+    opt.positions = positions;
+    opt.n_positions = 3;
+    opt.logit_tokens = answer;
+    opt.diff_tokens = other;
+    a.opt = &opt;
+    TU_OK(mi_model_attribute(NULL, model, TOKENS, n, &opt, check_part, &a));
+    ck_assert_msg(a.worst <= 1e-5 * tu_max_abs(a.sum_token, 3) + 1e-6, "part off by %g",
+                  a.worst);
+    ck_assert_uint_eq(a.by_source[MI_SOURCE_EMBED], count_paths(&a.c, 0, k));
+    size_t value_bias = 0, out_bias = 0;
+    for (size_t l = 0; l < a.c.n_layers; l++) {
+      value_bias += k ? a.c.n_heads * count_paths(&a.c, l + 1, k - 1) : 0;
+      out_bias += count_paths(&a.c, l + 1, k);
+    }
+    ck_assert_uint_eq(a.by_source[MI_SOURCE_VALUE_BIAS], value_bias);
+    ck_assert_uint_eq(a.by_source[MI_SOURCE_OUT_BIAS], out_bias);
+    ck_assert_uint_eq(a.by_source[MI_SOURCE_UNEMBED_BIAS], 1);
+    ck_assert_uint_eq(a.by_order[0], 1 + a.c.n_layers + 1);
+    if (k == 3) {
+      double scale = 0;
+      for (size_t i = 0; i < n * V; i++)
+        scale = fmax(scale, fabs(logits[i]));
+      for (size_t i = 0; i < 3; i++) {
+        float want = logits[positions[i] * V + answer[i]];
+        float want_diff = want - logits[positions[i] * V + other[i]];
+        ck_assert_double_eq_tol(a.sum_token[i], want, 1e-4 * scale);
+        ck_assert_double_eq_tol(a.sum_diff[i], want_diff, 1e-4 * scale);
+      }
+    }
+    free_check(&a);
+  }
+  free(logits);
+  mi_model_free(model);
+}
+END_TEST
+
+/* A callback that returns non-zero stops the walk; the call still succeeds. */
+START_TEST(callback_stops_the_walk) {
+  mi_config c = forward_config(2);
+  mi_model *model = tu_random_model(&c, 3);
+  float *logits = malloc(N_TOKENS * c.d_vocab * sizeof *logits);
+  attribution_check a = setup_check(model, TOKENS, N_TOKENS, logits);
+  mi_attribution_options opt;
+  mi_attribution_options_init(&opt);
+  opt.flags = MI_ATTRIBUTE_FULL_LOGITS;
+  a.opt = &opt;
+  a.stop_after = 5;
+  size_t count = 0;
+  TU_OK(mi_model_attribute(&count, model, TOKENS, N_TOKENS, &opt, check_part, &a));
+  ck_assert_uint_eq(count, 5);
+  ck_assert_uint_eq(a.count, 5);
+  free_check(&a);
+  free(logits);
+  mi_model_free(model);
+}
+END_TEST
+
+static int never_called(const mi_attribution_part *part, void *user) {
+  (void)part;
+  (void)user;
+  ck_abort_msg("the callback ran for a refused call");
+  return 1;
+}
+
+START_TEST(bad_attribution_inputs_are_refused) {
+  mi_config c = tu_config(2, 2, 6, 3, 7, 5, ALL_PARTS);
+  mi_model *model = tu_random_model(&c, 9);
+  size_t tokens[6] = {1, 2, 3, 4, 5, 6}, bad_token[2] = {1, 7};
+  size_t pos[2] = {0, 3}, tok[2] = {1, 2}, far[2] = {1, 7};
+  mi_attribution_options opt;
+  mi_attribution_options_init(&opt);
+  opt.flags = MI_ATTRIBUTE_FULL_LOGITS;
+  size_t count = 99;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(&count, NULL, tokens, 3, &opt, never_called, NULL));
+  ck_assert_uint_eq(count, 0);
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, NULL, 3, &opt, never_called, NULL));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 3, NULL, never_called, NULL));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 3, &opt, NULL, NULL));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 0, &opt, never_called, NULL));
+  TU_FAILS(MI_ERR_INDEX, mi_model_attribute(NULL, model, bad_token, 2, &opt, never_called, NULL));
+  TU_FAILS(MI_ERR_SHAPE, mi_model_attribute(NULL, model, tokens, 6, &opt, never_called, NULL));
+  mi_attribution_options bad = opt;
+  bad.struct_size = 0;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 3, &bad, never_called, NULL));
+  bad = opt;
+  bad.flags = 1u << 7;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 3, &bad, never_called, NULL));
+  bad = opt;
+  bad.flags = 0;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 3, &bad, never_called, NULL));
+  ck_assert_msg(strstr(mi_last_error(), "ask for nothing") != NULL, "%s", mi_last_error());
+  bad = opt;
+  bad.positions = pos;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 3, &bad, never_called, NULL));
+  bad.n_positions = 2;
+  TU_FAILS(MI_ERR_INDEX, mi_model_attribute(NULL, model, tokens, 3, &bad, never_called, NULL));
+  ck_assert_msg(strstr(mi_last_error(), "positions[1] = 3") != NULL, "%s", mi_last_error());
+  bad = opt;
+  bad.diff_tokens = tok;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(NULL, model, tokens, 3, &bad, never_called, NULL));
+  bad.positions = pos;
+  bad.n_positions = 2;
+  bad.logit_tokens = tok;
+  bad.diff_tokens = far;
+  TU_FAILS(MI_ERR_INDEX, mi_model_attribute(NULL, model, tokens, 4, &bad, never_called, NULL));
+  ck_assert_msg(strstr(mi_last_error(), "diff_tokens[1] = 7") != NULL, "%s", mi_last_error());
+  mi_model_free(model);
+  mi_config mlp = tu_config(1, 2, 6, 3, 7, 5, MI_PART_MLP);
+  model = tu_random_model(&mlp, 9);
+  TU_FAILS(MI_ERR_UNSUPPORTED, mi_model_attribute(NULL, model, tokens, 3, &opt, never_called, NULL));
+  mi_model_free(model);
+}
+END_TEST
+
 static Suite *forward_suite(void) {
   Suite *s = suite_create("forward");
   TCase *pass = tcase_create("pass");
@@ -281,6 +660,12 @@ static Suite *forward_suite(void) {
   tcase_add_test(pass, unlimited_context_without_positions);
   tcase_add_test(pass, bad_inputs_are_refused);
   suite_add_tcase(s, pass);
+  TCase *attribution = tcase_create("attribution");
+  tcase_add_loop_test(attribution, parts_sum_to_the_logits, 0, N_CONFIGS);
+  tcase_add_test(attribution, direct_logit_attribution_at_chosen_positions);
+  tcase_add_test(attribution, callback_stops_the_walk);
+  tcase_add_test(attribution, bad_attribution_inputs_are_refused);
+  suite_add_tcase(s, attribution);
   return s;
 }
 

@@ -592,6 +592,75 @@ MI_API mi_status mi_model_attribute(size_t *out, const mi_model *model, const si
                                     size_t n, const mi_attribution_options *options,
                                     mi_attribution_fn callback, void *user);
 
+/*
+ * Composition scores
+ * ------------------
+ * How much a later head reads what an earlier head writes, from the weights
+ * alone (Elhage et al. 2021), in row-vector form with W_OV = W_V·W_O and
+ * W_QK = W_Q·W_Kᵀ (both d_model × d_model, rank ≤ d_head; for grouped heads
+ * W_K, W_V are the head's key/value head's). For head 1 in layer l1 and head 2
+ * in layer l2 > l1:
+ *
+ *   V-composition: ‖W_OV¹·W_OV²‖_F  / (‖W_OV¹‖_F ‖W_OV²‖_F)  (2 reads 1 as values)
+ *   Q-composition: ‖W_OV¹·W_QK²‖_F  / (‖W_OV¹‖_F ‖W_QK²‖_F)  (as queries)
+ *   K-composition: ‖W_OV¹·W_QK²ᵀ‖_F / (‖W_OV¹‖_F ‖W_QK²‖_F)  (as keys)
+ *
+ * These are TransformerLens's `all_composition_scores("V" | "Q" | "K")` on
+ * the same weights: process the model as TransformerLens did (fold_ln and
+ * centering, MI_PROCESS_TRANSFORMERLENS) to compare numbers. Each score is in
+ * [0, 1]; a score means little without the chance level of random matrices
+ * of the same shapes, `mi_model_composition_baseline`.
+ */
+
+/** Which composition `mi_model_composition_scores` computes. */
+typedef enum mi_composition {
+  MI_COMPOSE_Q = 0,
+  MI_COMPOSE_K = 1,
+  MI_COMPOSE_V = 2
+} mi_composition;
+
+/**
+ * Every head's composition score with every head of every later layer, in
+ * factored form: each head is reduced once to d_head × d_model factors
+ * through a QR of its tall weights (LAPACK, double), and one float32 GEMM
+ * per pair of layers gives all H × H pairs, each score the Frobenius norm of
+ * a d_head × d_head block (no d_model × d_model matrix is formed).
+ *
+ * @param out    out: `count` doubles, filled as [n_layers][n_heads][n_layers][n_heads]:
+ *               out[((l1·H + h1)·L + l2)·H + h2] is head (l1, h1) composing
+ *               into (l2, h2). Entries with l2 ≤ l1 are 0, as in
+ *               TransformerLens; so is a pair where either matrix is zero.
+ * @param count  doubles at `out`, ≥ (n_layers · n_heads)²
+ * @param model  in: the model, as it holds its weights now (borrowed); models
+ *               with MLPs are fine (only attention weights are read)
+ * @param kind   MI_COMPOSE_Q, _K or _V
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown kind);
+ *         MI_ERR_SHAPE (count too small); MI_ERR_OUT_OF_MEMORY (scratch of
+ *         2·L·H·d_head·d_model + (H·d_head)² floats); MI_ERR_NUMERIC (QR failed).
+ */
+MI_API mi_status mi_model_composition_scores(double *out, size_t count, const mi_model *model,
+                                             mi_composition kind);
+
+/**
+ * The chance level of a composition score for this model's shapes: the
+ * score of ‖A₁B₁·A₂B₂‖_F / (‖A₁B₁‖_F ‖A₂B₂‖_F) with every entry of
+ * A (d_model × d_head) and B (d_head × d_model) standard Gaussian, over 100
+ * samples from a fixed seed (the same numbers on every call and machine).
+ * One baseline serves all three kinds: W_OV and W_QK (and its transpose) are
+ * both such products, so their random versions have the same distribution.
+ * It depends only on d_model and d_head (about 1/√d_model when d_head is
+ * much smaller); compute it once per model. Cost: 100 × (two QRs of
+ * d_model × d_head and three d_head² × d_model products), in double.
+ *
+ * @param out    out: 3 doubles: the mean score, the standard deviation of
+ *               one random score (how far chance strays), and the standard
+ *               error of the mean (that deviation / √100)
+ * @param model  in: the model (borrowed); only its shape is read
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY
+ *         (4·d_model·d_head doubles of scratch); MI_ERR_NUMERIC (QR failed).
+ */
+MI_API mi_status mi_model_composition_baseline(double *out, const mi_model *model);
+
 /* (end of section: Forward pass, paths and attribution) */
 
 #ifdef __cplusplus

@@ -53,9 +53,30 @@ static void *allocate(size_t count, size_t size, const char *what, mi_status *st
   return p;
 }
 
-/* Product of a list of sizes, false on overflow. */
+/* a·b·c into *out; false on overflow. */
 static bool mul3(size_t *out, size_t a, size_t b, size_t c) {
   return mi__mul_size(out, a, b) && mi__mul_size(out, *out, c);
+}
+
+/*
+ * One allocation carved into aligned pieces: `reserve` records each piece's
+ * byte offset (or an overflow); the caller allocates p.bytes once and adds
+ * the offsets to it.
+ */
+typedef struct plan {
+  size_t bytes;
+  bool overflow;
+} plan;
+
+static size_t reserve(plan *p, size_t a, size_t b, size_t c, size_t item) {
+  const size_t align = _Alignof(max_align_t);
+  size_t count, bytes, offset = p->bytes;
+  if (!mul3(&count, a, b, c) || !mi__mul_size(&bytes, count, item) ||
+      bytes > SIZE_MAX - align - offset)
+    p->overflow = true;
+  else
+    p->bytes = offset + (bytes + align - 1) / align * align;
+  return offset;
 }
 
 /*
@@ -128,17 +149,21 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
                              double *ln_scale) {
   const mi_config *c = &model->config;
   size_t D = c->d_model, dh = c->d_head, H = c->n_heads, G = c->n_kv_heads;
-  size_t nD, nn, nGdh, total;
-  if (!mi__mul_size(&nD, n, D) || !mi__mul_size(&nn, n, n) || !mul3(&nGdh, n, G, dh) ||
-      __builtin_add_overflow(2 * nD, nn, &total) ||
-      __builtin_add_overflow(total, 2 * nGdh + 2 * n * dh, &total))
+  size_t nD = n * D, nn = n * n; /* the products below reserve them checked */
+  plan p = {0, false};
+  size_t o_x = reserve(&p, n, D, 1, sizeof(float)), o_xn = reserve(&p, n, D, 1, sizeof(float));
+  size_t o_scores = reserve(&p, n, n, 1, sizeof(float));
+  size_t o_k = reserve(&p, n, G, dh, sizeof(float)), o_v = reserve(&p, n, G, dh, sizeof(float));
+  size_t o_q = reserve(&p, n, dh, 1, sizeof(float)), o_z = reserve(&p, n, dh, 1, sizeof(float));
+  if (p.overflow)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "forward: scratch for %zu tokens overflows", n);
   mi_status status;
-  float *scratch = allocate(total, sizeof(float), "forward scratch", &status);
-  if (scratch == NULL)
+  unsigned char *base = allocate(p.bytes, 1, "forward scratch", &status);
+  if (base == NULL)
     return status;
-  float *x = scratch, *xn = x + nD, *scores = xn + nD, *k = scores + nn, *v = k + nGdh;
-  float *q = v + nGdh, *z = q + n * dh;
+  float *x = (float *)(base + o_x), *xn = (float *)(base + o_xn);
+  float *scores = (float *)(base + o_scores), *k = (float *)(base + o_k);
+  float *v = (float *)(base + o_v), *q = (float *)(base + o_q), *z = (float *)(base + o_z);
 
   const float *W_E = model->w[MI_W_E], *W_pos = model->w[MI_W_POS];
   for (size_t t = 0; t < n; t++)
@@ -206,7 +231,7 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
     if (status == MI_OK && model->w[MI_B_U])
       add_rows(logits, n, c->d_vocab, ld, model->w[MI_B_U]);
   }
-  free(scratch);
+  free(base);
   return status;
 }
 
@@ -244,7 +269,7 @@ mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const s
     memcpy(&x, extras, extras->struct_size);
   }
   size_t need_p = 0, need_r = 0;
-  bool over_p = !mi__mul_size(&need_p, c->n_layers * c->n_heads, n) ||
+  bool over_p = !mi__mul_size(&need_p, c->n_layers * c->n_heads, n) || /* L·H fits: W_Q */
                 !mi__mul_size(&need_p, need_p, n);
   bool over_r = !mul3(&need_r, c->n_layers + 1, n, c->d_model);
   status = check_buffer(x.patterns, x.patterns_count, need_p, over_p, "patterns",
@@ -265,26 +290,6 @@ void mi_attribution_options_init(mi_attribution_options *out) {
   memset(out, 0, sizeof *out);
   out->struct_size = sizeof *out;
   out->max_order = SIZE_MAX;
-}
-
-/*
- * One allocation carved into aligned pieces: `reserve` records each piece's
- * offset (or an overflow), `carve` turns offsets into pointers.
- */
-typedef struct plan {
-  size_t bytes;
-  bool overflow;
-} plan;
-
-static size_t reserve(plan *p, size_t a, size_t b, size_t c, size_t item) {
-  const size_t align = _Alignof(max_align_t);
-  size_t count, bytes, offset = p->bytes;
-  if (!mul3(&count, a, b, c) || !mi__mul_size(&bytes, count, item) ||
-      bytes > SIZE_MAX - align - offset)
-    p->overflow = true;
-  else
-    p->bytes = offset + (bytes + align - 1) / align * align;
-  return offset;
 }
 
 /* Everything a walk over the paths needs, allocated once. */

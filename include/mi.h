@@ -558,11 +558,15 @@ typedef int (*mi_attribution_fn)(const mi_attribution_part *part, void *user);
 
 /**
  * Splits the logits of a token sequence into parts (see "Attribution") and
- * hands them to `callback` one at a time, never holding more than one: the
+ * hands them to `callback` one at a time, never holding the whole set: the
  * number of paths, ∏(1 + H) for the embedding alone, may be huge. Runs one
  * forward pass first (only over positions up to the last one asked for;
  * patterns are causal), then walks the paths depth first, each layer's
- * values computed once for all the heads that extend a path.
+ * values computed once for all the heads that extend a path. Chosen tokens'
+ * logits cost a dot product with a gathered column of W_U; full logits are
+ * computed for a batch of parts at once (about 256 rows of parts ×
+ * positions, one GEMM reading W_U once), so parts reach the callback in
+ * batches, in order.
  *
  * Order: the embedding's paths; then for each layer l, each head's value-bias
  * paths and then the paths of b_O[l]; last the unembedding bias. Within a
@@ -586,7 +590,8 @@ typedef int (*mi_attribution_fn)(const mi_attribution_part *part, void *user);
  *         MI_ERR_UNSUPPORTED (MLPs); MI_ERR_SHAPE (n > n_ctx);
  *         MI_ERR_INDEX (a token ≥ d_vocab, a position ≥ n);
  *         MI_ERR_OUT_OF_MEMORY (scratch of about L·H·n² + (L + 1)·n·(d_model +
- *         n_kv_heads·d_head) floats, plus n_positions·d_vocab with full logits).
+ *         n_kv_heads·d_head) floats, plus max(256, n_positions)·d_vocab
+ *         with full logits).
  */
 MI_API mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *tokens,
                                     size_t n, const mi_attribution_options *options,

@@ -292,24 +292,36 @@ void mi_attribution_options_init(mi_attribution_options *out) {
   out->max_order = SIZE_MAX;
 }
 
-/* Everything a walk over the paths needs, allocated once. */
+/* Rows of parts' logits one batch aims at, so a GEMM reads W_U for many parts. */
+enum { BATCH_ROWS = 256 };
+
+/*
+ * Everything a walk over the paths needs, allocated once. Parts wait in a
+ * batch so that their full logits come from one GEMM that reads W_U once for
+ * many parts: one part at a time, streaming d_model × d_vocab floats from
+ * memory for a few rows is where the time would go.
+ */
 typedef struct walk {
   const mi_model *model;
   size_t n;                 /* positions the paths run over: the last asked + 1 */
-  size_t max_order;
-  size_t n_positions;
+  size_t L, max_order;
+  size_t P;                 /* positions reported */
   const size_t *positions;
-  const size_t *logit_tokens, *diff_tokens;
-  bool full_logits;
+  bool tokens, diffs, full_logits;
   const float *patterns;    /* L × H × n × n, frozen */
   const double *ln_scale;   /* (L + 1) × n, frozen; 1 without LayerNorm */
   float *stack;             /* (L + 1) × n × D: a path's vector, by order */
-  float *values;            /* (L + 1) × n × G × d_head: its values, by order */
-  float *u, *z, *y;         /* n × D, n × d_head, n_positions × D */
-  float *logits;            /* n_positions × d_vocab, or NULL */
-  double *token_logit, *logit_diff;
-  size_t *layers, *heads;   /* the path's heads, L each */
-  mi_attribution_part part;
+  float *values;            /* L × n × G × d_head: its values, by order */
+  float *u, *z;             /* n × D, n × d_head */
+  float *columns;           /* P × 2 × D: W_U's columns of each position's two tokens */
+  double *column_bias;      /* P × 2: their b_U */
+  size_t *path;             /* 2L: the current path's layers, then its heads */
+  size_t capacity, pending; /* parts a batch holds, parts waiting */
+  float *y;                 /* capacity × P × D: what the unembedding reads */
+  float *logits;            /* capacity × P × d_vocab, or NULL */
+  double *token_logit, *logit_diff; /* capacity × P each */
+  mi_attribution_part *parts;       /* capacity labels */
+  size_t *labels;           /* capacity × 2L: each waiting part's layers, heads */
   mi_attribution_fn callback;
   void *user;
   size_t count;
@@ -336,60 +348,80 @@ static void frozen_norm(float *out, const float *v, const size_t *rows, size_t c
   }
 }
 
-/*
- * Reports one part: y (n_positions × D) is what the unembedding reads from it;
- * `bias` adds b_U (the unembedding-bias part).
- */
-static mi_status emit(walk *w, bool bias) {
+/* Hands the waiting parts to the callback, after their full logits' GEMM. */
+static mi_status flush(walk *w) {
   const mi_config *c = &w->model->config;
-  size_t D = c->d_model, V = c->d_vocab;
-  const float *W_U = w->model->w[MI_W_U], *b_U = bias ? w->model->w[MI_B_U] : NULL;
-  if (w->full_logits) {
-    mi_status status = mi__sgemm(1.0f, mi__matrix_rowmajor(w->y, w->n_positions, D),
-                                 mi__matrix_rowmajor((float *)W_U, D, V), 0.0f,
-                                 mi__matrix_rowmajor(w->logits, w->n_positions, V));
+  size_t D = c->d_model, V = c->d_vocab, rows = w->pending * w->P;
+  if (w->full_logits && rows > 0) {
+    mi_status status = mi__sgemm(1.0f, mi__matrix_rowmajor(w->y, rows, D),
+                                 mi__matrix_rowmajor(w->model->w[MI_W_U], D, V), 0.0f,
+                                 mi__matrix_rowmajor(w->logits, rows, V));
     if (status != MI_OK)
       return status;
-    if (b_U)
-      add_rows(w->logits, w->n_positions, V, V, b_U);
   }
-  /* A few columns of W_U: dot products in double, no full unembedding. */
-  for (size_t i = 0; w->logit_tokens && i < w->n_positions; i++) {
-    size_t a = w->logit_tokens[i], b = w->diff_tokens ? w->diff_tokens[i] : a;
-    double la = b_U ? b_U[a] : 0.0, lb = b_U ? b_U[b] : 0.0;
-    for (size_t j = 0; j < D; j++) {
-      la += (double)w->y[i * D + j] * W_U[j * V + a];
-      lb += (double)w->y[i * D + j] * W_U[j * V + b];
-    }
-    w->token_logit[i] = la;
-    if (w->diff_tokens)
-      w->logit_diff[i] = la - lb;
+  for (size_t b = 0; b < w->pending && !w->stopped; b++) {
+    mi_attribution_part *part = &w->parts[b];
+    if (w->full_logits && part->source == MI_SOURCE_UNEMBED_BIAS && w->model->w[MI_B_U])
+      add_rows(w->logits + b * w->P * V, w->P, V, V, w->model->w[MI_B_U]);
+    w->count++;
+    if (w->callback(part, w->user) != 0)
+      w->stopped = true;
   }
-  w->count++;
-  if (w->callback(&w->part, w->user) != 0)
-    w->stopped = true;
+  w->pending = 0;
   return MI_OK;
 }
 
 /*
- * Reports the path whose vector is stack[order] (its heads in layers[0..order)),
- * then every extension of it by one head of a layer ≥ from, depth first.
+ * Queues the part whose unembedding input is the next batch slot's y, with
+ * the current source and path: its chosen tokens' logits now (a dot product
+ * with each gathered column, in double), its full logits at the flush.
  */
-static mi_status walk_from(walk *w, size_t order, size_t from) {
+static mi_status emit(walk *w, mi_path_source source, size_t source_layer, size_t order) {
+  size_t D = w->model->config.d_model, P = w->P, b = w->pending;
+  const float *y = w->y + b * P * D;
+  double *token_logit = w->token_logit + b * P, *logit_diff = w->logit_diff + b * P;
+  for (size_t i = 0; w->tokens && i < P; i++) {
+    const float *ua = w->columns + 2 * i * D, *ub = ua + D;
+    bool bias = source == MI_SOURCE_UNEMBED_BIAS;
+    double la = bias ? w->column_bias[2 * i] : 0.0, lb = bias ? w->column_bias[2 * i + 1] : 0.0;
+    for (size_t j = 0; j < D; j++) {
+      la += (double)y[j + i * D] * ua[j];
+      lb += (double)y[j + i * D] * ub[j];
+    }
+    token_logit[i] = la;
+    logit_diff[i] = la - lb;
+  }
+  size_t *label = w->labels + b * 2 * w->L;
+  memcpy(label, w->path, order * sizeof *label);
+  memcpy(label + w->L, w->path + w->L, order * sizeof *label);
+  w->parts[b] = (mi_attribution_part){
+      .source = source, .source_layer = source_layer, .order = order, .layers = label,
+      .heads = label + w->L, .n_positions = P, .positions = w->positions,
+      .logits = w->full_logits ? w->logits + b * P * w->model->config.d_vocab : NULL,
+      .token_logit = w->tokens ? token_logit : NULL,
+      .logit_diff = w->diffs ? logit_diff : NULL};
+  return ++w->pending == w->capacity ? flush(w) : MI_OK;
+}
+
+/*
+ * Reports the path whose vector is stack[order] (its heads in w->path), then
+ * every extension of it by one head of a layer ≥ from, depth first.
+ */
+static mi_status walk_from(walk *w, mi_path_source source, size_t source_layer, size_t order,
+                           size_t from) {
   const mi_model *m = w->model;
   const mi_config *c = &m->config;
   size_t n = w->n, D = c->d_model, dh = c->d_head, H = c->n_heads, G = c->n_kv_heads;
-  size_t nD = n * D;
-  float *v = w->stack + order * nD;
-  frozen_norm(w->y, v, w->positions, w->n_positions, D, w->ln_scale + c->n_layers * n,
-              m->w[MI_LNF_W]);
-  w->part.order = order;
-  mi_status status = emit(w, false);
+  float *v = w->stack + order * n * D;
+  frozen_norm(w->y + w->pending * w->P * D, v, w->positions, w->P, D,
+              w->ln_scale + w->L * n, m->w[MI_LNF_W]);
+  mi_status status = emit(w, source, source_layer, order);
   if (status != MI_OK || w->stopped || order >= w->max_order)
     return status;
-  float *values = w->values + order * n * G * dh, *child = v + nD;
+  float *values = w->values + order * n * G * dh, *child = v + n * D;
   mi__matrix U = mi__matrix_rowmajor(w->u, n, D), Z = mi__matrix_rowmajor(w->z, n, dh);
-  for (size_t l = from; l < c->n_layers; l++) {
+  for (size_t l = from; l < w->L; l++) {
+    /* The values of every key/value head, once for all the heads that extend. */
     frozen_norm(w->u, v, NULL, n, D, w->ln_scale + l * n, layer_vec(m, MI_LN1_W, l));
     for (size_t g = 0; g < G && status == MI_OK; g++) {
       mi__matrix Vg = {values + g * dh, n, dh, (ptrdiff_t)(G * dh), 1};
@@ -407,9 +439,9 @@ static mi_status walk_from(walk *w, size_t order, size_t from) {
                            0.0f, mi__matrix_rowmajor(child, n, D));
       if (status != MI_OK)
         break;
-      w->layers[order] = l;
-      w->heads[order] = h;
-      status = walk_from(w, order + 1, l + 1);
+      w->path[order] = l;
+      w->path[w->L + order] = h;
+      status = walk_from(w, source, source_layer, order + 1, l + 1);
     }
     if (status != MI_OK || w->stopped)
       return status;
@@ -417,7 +449,7 @@ static mi_status walk_from(walk *w, size_t order, size_t from) {
   return MI_OK;
 }
 
-/* Fills stack[order]'s n rows with one row vector (double, rounded once). */
+/* Fills the n rows of v (n × D) with one row vector (double, rounded once). */
 static void fill_rows(float *v, size_t n, size_t D, const double *row) {
   for (size_t t = 0; t < n; t++)
     for (size_t i = 0; i < D; i++)
@@ -431,7 +463,8 @@ static void fill_rows(float *v, size_t n, size_t D, const double *row) {
 static void value_bias(double *row, double *tmp, const mi_model *m, size_t l, size_t h) {
   const mi_config *c = &m->config;
   size_t D = c->d_model, dh = c->d_head, g = l * c->n_kv_heads + mi__kv_head(m, h);
-  const float *W_V = m->w[MI_W_V] + g * D * dh, *W_O = m->w[MI_W_O] + (l * c->n_heads + h) * dh * D;
+  const float *W_V = m->w[MI_W_V] + g * D * dh;
+  const float *W_O = m->w[MI_W_O] + (l * c->n_heads + h) * dh * D;
   const float *ln_b = layer_vec(m, MI_LN1_B, l);
   for (size_t a = 0; a < dh; a++) {
     tmp[a] = m->w[MI_B_V] ? m->w[MI_B_V][g * dh + a] : 0.0;
@@ -448,25 +481,20 @@ static void value_bias(double *row, double *tmp, const mi_model *m, size_t l, si
 /* Every source in order, each followed by the paths it starts. */
 static mi_status walk_all(walk *w, const size_t *tokens, double *row) {
   const mi_model *m = w->model;
-  const mi_config *c = &m->config;
-  size_t n = w->n, D = c->d_model;
+  size_t n = w->n, D = m->config.d_model;
   const float *W_E = m->w[MI_W_E], *W_pos = m->w[MI_W_POS];
   for (size_t t = 0; t < n; t++)
     for (size_t i = 0; i < D; i++)
       w->stack[t * D + i] = W_E[tokens[t] * D + i] + (W_pos ? W_pos[t * D + i] : 0.0f);
-  w->part.source = MI_SOURCE_EMBED;
-  w->part.source_layer = 0;
-  mi_status status = walk_from(w, 0, 0);
+  mi_status status = walk_from(w, MI_SOURCE_EMBED, 0, 0, 0);
   bool value_biases = m->w[MI_B_V] != NULL || m->w[MI_LN1_B] != NULL;
-  for (size_t l = 0; l < c->n_layers && status == MI_OK && !w->stopped; l++) {
-    w->part.source_layer = l;
-    w->part.source = MI_SOURCE_VALUE_BIAS;
-    for (size_t h = 0; value_biases && w->max_order > 0 && h < c->n_heads; h++) {
+  for (size_t l = 0; l < w->L && status == MI_OK && !w->stopped; l++) {
+    for (size_t h = 0; value_biases && w->max_order > 0 && h < m->config.n_heads; h++) {
       value_bias(row, row + D, m, l, h);
       fill_rows(w->stack + n * D, n, D, row);
-      w->layers[0] = l;
-      w->heads[0] = h;
-      status = walk_from(w, 1, l + 1);
+      w->path[0] = l;
+      w->path[w->L] = h;
+      status = walk_from(w, MI_SOURCE_VALUE_BIAS, l, 1, l + 1);
       if (status != MI_OK || w->stopped)
         return status;
     }
@@ -474,20 +502,18 @@ static mi_status walk_all(walk *w, const size_t *tokens, double *row) {
       for (size_t i = 0; i < D; i++)
         row[i] = m->w[MI_B_O][l * D + i];
       fill_rows(w->stack, n, D, row);
-      w->part.source = MI_SOURCE_OUT_BIAS;
-      status = walk_from(w, 0, l + 1);
+      status = walk_from(w, MI_SOURCE_OUT_BIAS, l, 0, l + 1);
     }
   }
-  if (status != MI_OK || w->stopped || (!m->w[MI_B_U] && !m->w[MI_LNF_B]))
-    return status;
-  /* The unembedding's constant: ln_final.b·W_U + b_U. */
-  for (size_t i = 0; i < w->n_positions; i++)
-    for (size_t j = 0; j < D; j++)
-      w->y[i * D + j] = m->w[MI_LNF_B] ? m->w[MI_LNF_B][j] : 0.0f;
-  w->part.source = MI_SOURCE_UNEMBED_BIAS;
-  w->part.source_layer = 0;
-  w->part.order = 0;
-  return emit(w, true);
+  if (status == MI_OK && !w->stopped && (m->w[MI_B_U] || m->w[MI_LNF_B])) {
+    /* The unembedding's constant: ln_final.b·W_U + b_U. */
+    float *y = w->y + w->pending * w->P * D;
+    for (size_t i = 0; i < w->P; i++)
+      for (size_t j = 0; j < D; j++)
+        y[i * D + j] = m->w[MI_LNF_B] ? m->w[MI_LNF_B][j] : 0.0f;
+    status = emit(w, MI_SOURCE_UNEMBED_BIAS, 0, 0);
+  }
+  return status == MI_OK && !w->stopped ? flush(w) : status;
 }
 
 /* Checks the options against the model and the sequence; fills `out`. */
@@ -524,6 +550,19 @@ static mi_status check_options(mi_attribution_options *out, const mi_attribution
   return MI_OK;
 }
 
+/* Copies W_U's column and b_U entry of each position's two tokens. */
+static void gather_columns(walk *w, const mi_attribution_options *opt) {
+  const mi_model *m = w->model;
+  size_t D = m->config.d_model, V = m->config.d_vocab;
+  for (size_t i = 0; w->tokens && i < w->P; i++)
+    for (int k = 0; k < 2; k++) {
+      size_t token = k == 0 || !opt->diff_tokens ? opt->logit_tokens[i] : opt->diff_tokens[i];
+      for (size_t j = 0; j < D; j++)
+        w->columns[(2 * i + k) * D + j] = m->w[MI_W_U][j * V + token];
+      w->column_bias[2 * i + k] = m->w[MI_B_U] ? m->w[MI_B_U][token] : 0.0;
+    }
+}
+
 mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *tokens,
                              size_t n, const mi_attribution_options *options,
                              mi_attribution_fn callback, void *user) {
@@ -549,18 +588,23 @@ mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *t
   n = last + 1;
 
   size_t L = c->n_layers, D = c->d_model, dh = c->d_head, P = opt.n_positions;
+  bool full = opt.flags & MI_ATTRIBUTE_FULL_LOGITS;
+  size_t capacity = full && P < BATCH_ROWS ? BATCH_ROWS / P : 1;
   plan p = {0, false};
   size_t o_patterns = reserve(&p, L * c->n_heads, n, n, sizeof(float));
   size_t o_scale = reserve(&p, L + 1, n, 1, sizeof(double));
   size_t o_stack = reserve(&p, L + 1, n, D, sizeof(float));
-  size_t o_values = reserve(&p, L + 1, n, c->n_kv_heads * dh, sizeof(float));
+  size_t o_values = reserve(&p, L, n, c->n_kv_heads * dh, sizeof(float));
   size_t o_u = reserve(&p, n, D, 1, sizeof(float));
   size_t o_z = reserve(&p, n, dh, 1, sizeof(float));
-  size_t o_y = reserve(&p, P, D, 1, sizeof(float));
-  size_t o_logits = reserve(&p, (opt.flags & MI_ATTRIBUTE_FULL_LOGITS) ? P : 0, c->d_vocab, 1,
-                            sizeof(float));
-  size_t o_token = reserve(&p, 2, P, 1, sizeof(double));
+  size_t o_columns = reserve(&p, opt.logit_tokens ? P : 0, 2, D, sizeof(float));
+  size_t o_column_bias = reserve(&p, P, 2, 1, sizeof(double));
   size_t o_path = reserve(&p, 2, L, 1, sizeof(size_t));
+  size_t o_y = reserve(&p, capacity, P, D, sizeof(float));
+  size_t o_logits = reserve(&p, full ? capacity : 0, P, c->d_vocab, sizeof(float));
+  size_t o_token = reserve(&p, 2 * capacity, P, 1, sizeof(double));
+  size_t o_parts = reserve(&p, capacity, 1, 1, sizeof(mi_attribution_part));
+  size_t o_labels = reserve(&p, capacity, 2, L, sizeof(size_t));
   size_t o_row = reserve(&p, D + dh, 1, 1, sizeof(double));
   if (p.overflow)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "attribution scratch for %zu tokens overflows", n);
@@ -569,21 +613,20 @@ mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *t
     return status;
 
   walk w = {
-      .model = model, .n = n, .max_order = opt.max_order, .n_positions = P,
-      .positions = opt.positions, .logit_tokens = opt.logit_tokens,
-      .diff_tokens = opt.diff_tokens, .full_logits = opt.flags & MI_ATTRIBUTE_FULL_LOGITS,
+      .model = model, .n = n, .L = L, .max_order = opt.max_order, .P = P,
+      .positions = opt.positions, .tokens = opt.logit_tokens != NULL,
+      .diffs = opt.diff_tokens != NULL, .full_logits = full,
       .patterns = (float *)(base + o_patterns), .ln_scale = (double *)(base + o_scale),
       .stack = (float *)(base + o_stack), .values = (float *)(base + o_values),
-      .u = (float *)(base + o_u), .z = (float *)(base + o_z), .y = (float *)(base + o_y),
-      .token_logit = (double *)(base + o_token), .layers = (size_t *)(base + o_path),
+      .u = (float *)(base + o_u), .z = (float *)(base + o_z),
+      .columns = (float *)(base + o_columns), .column_bias = (double *)(base + o_column_bias),
+      .path = (size_t *)(base + o_path), .capacity = capacity, .y = (float *)(base + o_y),
+      .logits = full ? (float *)(base + o_logits) : NULL,
+      .token_logit = (double *)(base + o_token),
+      .parts = (mi_attribution_part *)(base + o_parts), .labels = (size_t *)(base + o_labels),
       .callback = callback, .user = user};
-  w.logits = w.full_logits ? (float *)(base + o_logits) : NULL;
-  w.logit_diff = w.token_logit + P;
-  w.heads = w.layers + L;
-  w.part = (mi_attribution_part){
-      .layers = w.layers, .heads = w.heads, .n_positions = P, .positions = opt.positions,
-      .logits = w.logits, .token_logit = opt.logit_tokens ? w.token_logit : NULL,
-      .logit_diff = opt.diff_tokens ? w.logit_diff : NULL};
+  w.logit_diff = w.token_logit + capacity * P;
+  gather_columns(&w, &opt);
   status = run_forward(model, tokens, n, NULL, 0, (float *)w.patterns, NULL,
                        (double *)w.ln_scale);
   if (status == MI_OK)

@@ -403,6 +403,8 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
 
 /*
  * The model as a sum of paths, checked against its own forward pass.
+ * Every function here only reads the model: any number of threads may run
+ * them on one model at once. Callbacks run on the calling thread.
  */
 
 /**

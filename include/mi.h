@@ -352,7 +352,105 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
 /*
  * A `.safetensors` file holds a TransformerLens state dict or a Hugging Face
  * GPT-2 checkpoint; the layout is detected from the tensor names.
+ *
+ * TransformerLens (MI_LAYOUT_TRANSFORMERLENS), found by `embed.W_E`:
+ *   embed.W_E [d_vocab, d_model]        pos_embed.W_pos [n_ctx, d_model]
+ *   blocks.{l}.attn.W_Q [n_heads, d_model, d_head]
+ *   blocks.{l}.attn.W_K, W_V [n_kv_heads, d_model, d_head] (or _W_K, _W_V)
+ *   blocks.{l}.attn.W_O [n_heads, d_head, d_model]
+ *   blocks.{l}.attn.b_Q [n_heads, d_head]; b_K, b_V (or _b_K, _b_V)
+ *   [n_kv_heads, d_head]; b_O [d_model]
+ *   blocks.{l}.ln1.w, ln1.b, ln_final.w, ln_final.b [d_model]
+ *   unembed.W_U [d_model, d_vocab]      unembed.b_U [d_vocab]
+ * Hugging Face GPT-2 (MI_LAYOUT_GPT2), found by `wte.weight`, every name
+ * optionally prefixed by `transformer.`:
+ *   wte.weight [d_vocab, d_model] (W_E)  wpe.weight [n_ctx, d_model] (W_pos)
+ *   h.{l}.ln_1.weight, ln_1.bias [d_model]
+ *   h.{l}.attn.c_attn.weight [d_model, 3·d_model]: columns Q | K | V, head h
+ *   at columns h·d_head.. of each; c_attn.bias [3·d_model] likewise
+ *   h.{l}.attn.c_proj.weight [d_model, d_model]: rows h·d_head.. are W_O of
+ *   head h; c_proj.bias [d_model] is b_O
+ *   ln_f.weight, ln_f.bias [d_model]
+ *   lm_head.weight [d_vocab, d_model] (no prefix): W_U is its transpose;
+ *   when absent, W_U = W_Eᵀ (tied)
+ *   GPT-2 packs its heads, so n_heads comes from mi_load_options.n_heads or
+ *   the file's __metadata__ "n_head" (or "n_heads").
+ *
+ * Layers are `blocks.{l}` / `h.{l}` from 0 with no gap. Optional parts
+ * (MI_PART_*) follow from which tensors layer 0 has; every layer must have
+ * the same. MLP weights (`blocks.{l}.mlp.*`, `h.{l}.mlp.*`) are not read but
+ * set MI_PART_MLP. Other tensors (TransformerLens's attention masks, GPT-2's
+ * attn.bias buffers) are ignored, but their header entries are checked like
+ * all others. LayerNorm epsilon is 1e-5. Tensors are F32, F16, BF16 or F64.
+ *
+ * A TransformerLens model saved after fold_ln has no LayerNorm weights but
+ * still normalises. TransformerLens's `normalization_type` in __metadata__
+ * says so: "LNPre" gives the model identity LayerNorms (MI_PART_LN and
+ * MI_PART_LN_FINAL with w = 1, b = 0), "LN" requires the weights, "None"
+ * forbids them; without the key, LayerNorm exists where its weights do.
  */
+
+/** How `mi_model_load` reads a file. Fill it with `mi_load_options_init`. */
+typedef struct mi_load_options {
+  /** sizeof(mi_load_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /**
+   * Query heads a layer. 0 (default): from the file (the TransformerLens
+   * shapes, or GPT-2's __metadata__). Otherwise it is used for GPT-2 and must
+   * agree with a TransformerLens file's shapes.
+   */
+  size_t n_heads;
+  /** MI_PROCESS_* steps applied after loading; default MI_PROCESS_FOLD_LN. */
+  unsigned process;
+} mi_load_options;
+
+/** Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN. NULL: no-op. */
+MI_API void mi_load_options_init(mi_load_options *out);
+
+/**
+ * Loads a model from a `.safetensors` file, which is mapped read-only for
+ * the duration of the call (the model keeps its own copy of the weights as
+ * float32), then applies `options->process` with `mi_model_process`. Every
+ * header field, shape and offset is checked against the file size before
+ * any data is read. `mi_model_layout` tells which name map was used.
+ *
+ * @param out      receives the model (owned; free with mi_model_free), or NULL on failure
+ * @param path     in: the file's path
+ * @param options  in: NULL for the defaults
+ * @return MI_OK;
+ *   MI_ERR_INVALID_ARGUMENT: NULL out/path, bad options (struct_size, unknown
+ *     process bits), or a GPT-2 file whose number of heads is not given;
+ *   MI_ERR_IO: the file cannot be opened, is not a regular file, or cannot be mapped;
+ *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
+ *     tensor ends past the end of the file (the message gives the byte offset);
+ *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
+ *     duplicate names, a malformed entry, overlapping tensors, or
+ *     __metadata__ that is not an object of strings;
+ *   MI_ERR_DTYPE: an unknown dtype, or a mapped tensor that is not float;
+ *   MI_ERR_SHAPE: a shape that disagrees with its byte length or with the
+ *     model's dimensions (the message names the tensor and both shapes), or
+ *     n_heads that does not divide d_model;
+ *   MI_ERR_MISSING_TENSOR: a required tensor is absent (named), a layer is
+ *     missing, or the names match neither layout;
+ *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, or a
+ *     normalization_type other than LN, LNPre and None (e.g. RMS);
+ *   MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_load(mi_model **out, const char *path,
+                               const mi_load_options *options);
+
+/**
+ * `mi_model_load` from a safetensors image in caller memory (any alignment);
+ * the caller keeps its buffer, which is only read during the call. Returns
+ * the same statuses except MI_ERR_IO; an empty buffer is MI_ERR_TRUNCATED.
+ *
+ * @param out      receives the model (owned), or NULL on failure
+ * @param data     in: the file's bytes (non-NULL even when size is 0)
+ * @param size     their number
+ * @param options  in: NULL for the defaults
+ */
+MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t size,
+                                      const mi_load_options *options);
 
 /* (end of section: Loading models from safetensors files) */
 
@@ -362,7 +460,99 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
 
 /*
  * Optional token strings, so that results print as text.
+ *
+ * A vocabulary is read from one of three formats, told apart by content:
+ * - Hugging Face `vocab.json`: a JSON object token -> id (GPT-2, RoBERTa).
+ * - Hugging Face `tokenizer.json`: its `model.vocab` object, plus the
+ *   `added_tokens` list ([{"id": .., "content": ..}, ...]). A token that is
+ *   in both must have the same id and text.
+ * - Plain text: one token a line, taken literally; the line number (from 0)
+ *   is the id. "\r\n" ends a line like "\n"; a last line without a newline
+ *   is a token. A text file whose first non-blank character is '{' is read
+ *   as JSON, so such a first token cannot be written in this format.
+ * A UTF-8 byte order mark is skipped.
+ *
+ * GPT-2's byte-level encoding is undone once, at load time: each character
+ * of a token stands for one byte (bytes_to_unicode: printable Latin-1
+ * characters for themselves, U+0100.. for the other 68 bytes), so `Ġthe`
+ * reads " the" and `Ċ` reads "\n". It applies to every vocab.json token, and
+ * to tokenizer.json's model.vocab when its decoder is ByteLevel. A token with
+ * a character outside that alphabet, an added token and a plain-text token
+ * are kept as written. Decoded tokens are bytes: a token may be part of a
+ * multi-byte UTF-8 character (GPT-2's "\xE2\x80" is half of "—"), and is
+ * returned as those bytes, not repaired; one may even be a NUL byte
+ * (GPT-2's id 188), which only `mi_model_token_bytes` shows whole.
+ *
+ * Ids must be below the model's d_vocab. Ids without a string (a d_vocab
+ * padded past the tokenizer's size) are allowed: asking for their string is
+ * an MI_ERR_INDEX, so a caller never mistakes a placeholder for a token.
  */
+
+/**
+ * Loads a vocabulary file into the model, replacing any earlier one (which
+ * stays in place when loading fails). Strings returned for the earlier one
+ * become invalid.
+ *
+ * @param model  in/out: the model; not shared with other threads during the call
+ * @param path   in: a vocab.json, tokenizer.json or text file
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_IO (cannot open or
+ *         read, not a regular file); MI_ERR_OUT_OF_MEMORY; and as
+ *         `mi_model_load_vocab_memory`. Messages start with the path.
+ */
+MI_API mi_status mi_model_load_vocab(mi_model *model, const char *path);
+
+/**
+ * `mi_model_load_vocab` from a buffer holding a file's bytes (copied; the
+ * caller keeps its buffer).
+ *
+ * @param data,size  in: the file's contents
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_FORMAT (empty, not
+ *         valid JSON with jansson's line and column, a duplicate key, an id
+ *         that is not an integer or is negative, two different tokens with
+ *         one id, no token at all, a malformed added_tokens entry, a NUL in
+ *         a text line); MI_ERR_INDEX (an id >= d_vocab, or more text lines
+ *         than d_vocab; the message names the token and its id);
+ *         MI_ERR_UNSUPPORTED (a tokenizer.json whose model.vocab is a list,
+ *         as Unigram models have); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_load_vocab_memory(mi_model *model, const void *data, size_t size);
+
+/**
+ * The readable string of token `id`: decoded, NUL-terminated.
+ *
+ * @param out    receives the string (borrowed: valid until the model is freed
+ *               or loads another vocabulary), or NULL on failure
+ * @param model  in: a model with a vocabulary
+ * @param id     the token id, < d_vocab
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_STATE (no vocabulary
+ *         loaded); MI_ERR_INDEX (id >= d_vocab, or an id without a string).
+ */
+MI_API mi_status mi_model_token_str(const char **out, const mi_model *model, size_t id);
+
+/**
+ * `mi_model_token_str` with the length, for tokens whose bytes include a
+ * NUL: `*out` holds `*out_len` bytes, then a NUL.
+ *
+ * @param out,out_len  receive the bytes (borrowed, as mi_model_token_str)
+ *                     and their count; NULL and 0 on failure
+ * @return as `mi_model_token_str`.
+ */
+MI_API mi_status mi_model_token_bytes(const char **out, size_t *out_len,
+                                      const mi_model *model, size_t id);
+
+/**
+ * The id of the token whose decoded string is `text` (" the" gives GPT-2's
+ * 262). The spelling in the file is accepted too ("Ġthe" also gives 262)
+ * when it is no token's decoded string. When several ids have one string
+ * (repeated lines of a text file) the lowest id is returned. A hash lookup.
+ *
+ * @param out    receives the id, or SIZE_MAX on failure
+ * @param model  in: a model with a vocabulary
+ * @param text   in: NUL-terminated
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_STATE (no vocabulary
+ *         loaded); MI_ERR_INDEX (no such token; the message quotes it).
+ */
+MI_API mi_status mi_model_token_id(size_t *out, const mi_model *model, const char *text);
 
 /* (end of section: Vocabulary) */
 

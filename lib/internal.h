@@ -45,6 +45,7 @@ struct mi_model {
   unsigned processing;    /* MI_PROCESS_* bits applied */
   bool processed;         /* mi_model_process ran: weights are final */
   mi_layout layout;
+  struct mi__vocab *vocab; /* token strings (vocab.c); NULL until loaded */
 };
 
 /* Shape of one copy of `which`, and how many copies the model stacks. */
@@ -87,5 +88,10 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
 
 /* Sets model->layout; for loaders. */
 void mi__model_set_layout(mi_model *model, mi_layout layout);
+
+/* ---- vocabulary (vocab.c) ----------------------------------------------- */
+
+/* Frees a model's token strings; NULL is a no-op. */
+void mi__vocab_free(struct mi__vocab *vocab);
 
 #endif /* MI_INTERNAL_H */

@@ -72,6 +72,7 @@ void mi_model_free(mi_model *model) {
     return;
   for (int i = 0; i < MI_WEIGHT_COUNT; i++)
     free(model->w[i]);
+  mi__vocab_free(model->vocab);
   free(model);
 }
 

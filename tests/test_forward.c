@@ -574,6 +574,48 @@ START_TEST(direct_logit_attribution_at_chosen_positions) {
 }
 END_TEST
 
+/* Records each part's token logit, in order, for comparing two walks. */
+typedef struct part_log {
+  double values[512];
+  size_t count;
+} part_log;
+
+static int log_part(const mi_attribution_part *part, void *user) {
+  part_log *log = user;
+  ck_assert_uint_lt(log->count, 512);
+  log->values[log->count++] = part->token_logit[0];
+  return 0;
+}
+
+/*
+ * Folding LayerNorm moves ln1.b into b_V and ln_final's scale and shift into
+ * W_U and b_U; the frozen-LayerNorm parts must not change, part by part
+ * (tolerance: folding rounds weights to float32 once, as in test_model).
+ */
+START_TEST(parts_do_not_depend_on_folding) {
+  mi_config c = forward_config(5);
+  mi_model *model = tu_random_model(&c, 21);
+  size_t answer[2] = {3, 11}, positions[2] = {8, 4};
+  mi_attribution_options opt;
+  mi_attribution_options_init(&opt);
+  opt.positions = positions;
+  opt.n_positions = 2;
+  opt.logit_tokens = answer;
+  part_log *raw = calloc(1, sizeof *raw), *folded = calloc(1, sizeof *folded);
+  TU_OK(mi_model_attribute(NULL, model, TOKENS, N_TOKENS, &opt, log_part, raw));
+  TU_OK(mi_model_process(model, MI_PROCESS_FOLD_LN));
+  TU_OK(mi_model_attribute(NULL, model, TOKENS, N_TOKENS, &opt, log_part, folded));
+  ck_assert_uint_eq(raw->count, folded->count);
+  double scale = tu_max_abs(raw->values, raw->count);
+  for (size_t i = 0; i < raw->count; i++)
+    ck_assert_msg(fabs(raw->values[i] - folded->values[i]) <= 1e-5 * scale,
+                  "part %zu: %g raw, %g folded", i, raw->values[i], folded->values[i]);
+  free(raw);
+  free(folded);
+  mi_model_free(model);
+}
+END_TEST
+
 /* A callback that returns non-zero stops the walk; the call still succeeds. */
 START_TEST(callback_stops_the_walk) {
   mi_config c = forward_config(2);
@@ -663,6 +705,7 @@ static Suite *forward_suite(void) {
   TCase *attribution = tcase_create("attribution");
   tcase_add_loop_test(attribution, parts_sum_to_the_logits, 0, N_CONFIGS);
   tcase_add_test(attribution, direct_logit_attribution_at_chosen_positions);
+  tcase_add_test(attribution, parts_do_not_depend_on_folding);
   tcase_add_test(attribution, callback_stops_the_walk);
   tcase_add_test(attribution, bad_attribution_inputs_are_refused);
   suite_add_tcase(s, attribution);

@@ -644,7 +644,7 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out);
  * @param n       tokens, ≥ 1 and ≤ n_ctx when n_ctx > 0
  * @param extras  in: NULL, or optional buffers for patterns and residual streams
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, model or tokens; n = 0;
- *         ld < d_vocab; extras.struct_size 0 or too large);
+ *         ld < d_vocab; (n − 1)·ld overflows; extras.struct_size 0 or too large);
  *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
  *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
  *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of

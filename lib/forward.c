@@ -11,6 +11,7 @@
 #include "kernel.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -259,6 +260,9 @@ mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const s
   mi_status status = check_input(model, tokens, n);
   if (status != MI_OK)
     return status;
+  size_t span;
+  if (!mi__mul_size(&span, n - 1, ld) || span > (size_t)PTRDIFF_MAX - c->d_vocab)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "logits: %zu rows at ld %zu overflow", n, ld);
   mi_forward_extras x;
   mi_forward_extras_init(&x);
   if (extras != NULL) {

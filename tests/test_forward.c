@@ -241,6 +241,8 @@ START_TEST(bad_inputs_are_refused) {
   ck_assert_msg(strstr(mi_last_error(), "n = 0") != NULL, "%s", mi_last_error());
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_forward(out, 6, model, tokens, 3, NULL));
   ck_assert_msg(strstr(mi_last_error(), "ld 6") != NULL, "%s", mi_last_error());
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_forward(out, SIZE_MAX / 2, model, tokens, 3, NULL));
+  ck_assert_msg(strstr(mi_last_error(), "overflow") != NULL, "%s", mi_last_error());
   TU_FAILS(MI_ERR_INDEX, mi_model_forward(out, 7, model, bad_token, 2, NULL));
   ck_assert_msg(strstr(mi_last_error(), "token 7 at position 1") != NULL, "%s",
                 mi_last_error());

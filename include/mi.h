@@ -593,7 +593,270 @@ MI_API mi_status mi_model_token_id(size_t *out, const mi_model *model, const cha
 
 /*
  * The model as a sum of paths, checked against its own forward pass.
+ * Every function here only reads the model: any number of threads may run
+ * them on one model at once. Callbacks run on the calling thread.
  */
+
+/**
+ * Optional outputs of `mi_model_forward`. Fill with `mi_forward_extras_init`,
+ * then point the buffers you want at caller memory; NULL ones are skipped.
+ */
+typedef struct mi_forward_extras {
+  /** sizeof(mi_forward_extras) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /**
+   * NULL, or the attention patterns: n_layers × n_heads × n × n floats;
+   * pattern (l, h) entry (query t, key s) at `patterns[((l·n_heads + h)·n + t)·n + s]`.
+   * Each row sums to 1; entries with s > t (the future) are 0.
+   */
+  float *patterns;
+  /** Floats available at `patterns`. */
+  size_t patterns_count;
+  /**
+   * NULL, or the residual stream: (n_layers + 1) × n × d_model floats;
+   * block l < n_layers is the stream entering layer l (block 0: W_E[token] +
+   * W_pos[position]), block n_layers the stream entering the final LayerNorm.
+   */
+  float *resid;
+  /** Floats available at `resid`. */
+  size_t resid_count;
+} mi_forward_extras;
+
+/** Sets every field of `out` to zero/NULL and sets struct_size. NULL is a no-op. */
+MI_API void mi_forward_extras_init(mi_forward_extras *out);
+
+/**
+ * Runs the model on a token sequence and writes the logits of every position.
+ *
+ * The model as it holds its weights now (folded or not): x₀ = W_E[token] +
+ * W_pos[position]; each layer adds, for every head, softmax(q·kᵀ/√d_head
+ * with a causal mask)·v·W_O, with q, k, v read from LayerNorm(x) (normalise
+ * with config.ln_eps, then scale by ln1.w and shift by ln1.b; after folding
+ * these are 1 and 0) plus b_Q, b_K, b_V, and query head h reading key/value
+ * head h / (n_heads / n_kv_heads); then b_O. Logits = LayerNorm_final(x)·W_U
+ * + b_U. Parts the model lacks are skipped. Products run in float32 through
+ * BLIS, LayerNorm statistics and softmax in double.
+ *
+ * @param out     out: n × d_vocab logits, row t at out + t·ld
+ * @param ld      leading dimension of `out`, ≥ d_vocab
+ * @param model   in: the model (borrowed; read only, so threads may share it)
+ * @param tokens  in: n token ids, each < d_vocab
+ * @param n       tokens, ≥ 1 and ≤ n_ctx when n_ctx > 0
+ * @param extras  in: NULL, or optional buffers for patterns and residual streams
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, model or tokens; n = 0;
+ *         ld < d_vocab; (n − 1)·ld overflows; extras.struct_size 0 or too large);
+ *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
+ *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
+ *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of
+ *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats).
+ */
+MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
+                                  const size_t *tokens, size_t n,
+                                  const mi_forward_extras *extras);
+
+/*
+ * Attribution
+ * -----------
+ * With every attention pattern A and every LayerNorm scale σ⁻¹ frozen at
+ * their values in the forward pass, the model is affine in its residual
+ * stream: a LayerNorm reads a part v of the stream as (v − mean(v))·σ⁻¹·w
+ * (mean subtraction is linear, so each part carries its own), head (l, h)
+ * maps it to A·(that)·W_V·W_O, and the unembedding to (that)·W_U. The logits
+ * then split exactly into parts, each a source followed by a path of heads,
+ * one head a layer at most, layers increasing:
+ *
+ * - MI_SOURCE_EMBED: W_E[token] + W_pos[position]. Order 0 is the direct
+ *   path (through the final LayerNorm into W_U), order 1 a single head,
+ *   order ≥ 2 a virtual head.
+ * - MI_SOURCE_VALUE_BIAS: the constant (ln1.b·W_V + b_V)·W_O that head
+ *   (l, h) writes whatever it attends to (pattern rows sum to 1); its path
+ *   starts with that head. Folding moves ln1.b into b_V: the part is the
+ *   same either way.
+ * - MI_SOURCE_OUT_BIAS: b_O of layer `source_layer`, read by later heads.
+ * - MI_SOURCE_UNEMBED_BIAS: ln_final.b·W_U + b_U (order 0).
+ *
+ * b_Q and b_K, and the query/key side of every head, shape only the
+ * patterns, which are frozen: they have no part of their own. With
+ * max_order ≥ n_layers the parts sum to the forward logits (up to float32
+ * rounding); a smaller max_order leaves out the longer paths.
+ */
+
+/** Where a part enters the residual stream (see "Attribution"). */
+typedef enum mi_path_source {
+  MI_SOURCE_EMBED = 0,
+  MI_SOURCE_VALUE_BIAS = 1,
+  MI_SOURCE_OUT_BIAS = 2,
+  MI_SOURCE_UNEMBED_BIAS = 3
+} mi_path_source;
+
+/**
+ * One part of the logits, as `mi_model_attribute` reports it. Every pointer
+ * is borrowed and valid only during the callback. Fields may be appended.
+ */
+typedef struct mi_attribution_part {
+  mi_path_source source;
+  /** MI_SOURCE_OUT_BIAS: the layer whose b_O; MI_SOURCE_VALUE_BIAS: layer of the first head; else 0. */
+  size_t source_layer;
+  /** Heads on the path. */
+  size_t order;
+  /** The path's heads in layer order: (layers[i], heads[i]) for i < order. */
+  const size_t *layers, *heads;
+  /** The positions reported, as in the options; NULL means 0 … n_positions − 1. */
+  size_t n_positions;
+  const size_t *positions;
+  /** With MI_ATTRIBUTE_FULL_LOGITS: n_positions × d_vocab logits (row i: position i); else NULL. */
+  const float *logits;
+  /** With options.logit_tokens: n_positions values, logit of logit_tokens[i]; else NULL. */
+  const double *token_logit;
+  /** With options.diff_tokens: logit of logit_tokens[i] − logit of diff_tokens[i]; else NULL. */
+  const double *logit_diff;
+} mi_attribution_part;
+
+/** Bits of `mi_attribution_options.flags`. */
+enum {
+  /**
+   * Report each part's full logit vector at each position: one
+   * n_positions × d_model × d_vocab product a part. Without it, parts carry
+   * only the chosen tokens' logits (a few dot products a part).
+   */
+  MI_ATTRIBUTE_FULL_LOGITS = 1u << 0
+};
+
+/** What `mi_model_attribute` reports. Fill with `mi_attribution_options_init`. */
+typedef struct mi_attribution_options {
+  /** sizeof(mi_attribution_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /** Longest path (heads); the init sets SIZE_MAX: every path. */
+  size_t max_order;
+  /** NULL: every position; else n_positions positions, each < n (repeats allowed). */
+  const size_t *positions;
+  size_t n_positions;
+  /** NULL, or one token a reported position: its logit goes to token_logit. */
+  const size_t *logit_tokens;
+  /** NULL, or one token a reported position to subtract (needs logit_tokens). */
+  const size_t *diff_tokens;
+  /** MI_ATTRIBUTE_* bits. */
+  unsigned flags;
+} mi_attribution_options;
+
+/** Sets defaults (all paths, all positions, nothing asked) and struct_size. NULL is a no-op. */
+MI_API void mi_attribution_options_init(mi_attribution_options *out);
+
+/**
+ * Receives one part. Return 0 to go on, anything else to stop (the call then
+ * returns MI_OK with the parts delivered so far). `user` is the caller's.
+ */
+typedef int (*mi_attribution_fn)(const mi_attribution_part *part, void *user);
+
+/**
+ * Splits the logits of a token sequence into parts (see "Attribution") and
+ * hands them to `callback` one at a time, never holding the whole set: the
+ * number of paths, ∏(1 + H) for the embedding alone, may be huge. Runs one
+ * forward pass first (only over positions up to the last one asked for;
+ * patterns are causal), then walks the paths depth first, each layer's
+ * values computed once for all the heads that extend a path. Chosen tokens'
+ * logits cost a dot product with a gathered column of W_U; full logits are
+ * computed for a batch of parts at once (about 256 rows of parts ×
+ * positions, one GEMM reading W_U once), so parts reach the callback in
+ * batches, in order.
+ *
+ * Order: the embedding's paths; then for each layer l, each head's value-bias
+ * paths and then the paths of b_O[l]; last the unembedding bias. Within a
+ * source a path comes before its extensions, extensions in increasing
+ * (layer, head). Sources a model lacks (no b_V and no ln1; no b_O; no b_U and
+ * no ln_final) are skipped; a source that is there but zero is reported.
+ * Up to order k, the embedding contributes Σ over i ≤ k of the products of i
+ * distinct layers' head counts (with all orders: ∏(1 + H_l) parts).
+ *
+ * @param out       out: NULL, or the number of parts delivered
+ * @param model     in: the model (borrowed)
+ * @param tokens    in: n token ids
+ * @param n         tokens, as for mi_model_forward
+ * @param options   in: what to report; see mi_attribution_options
+ * @param callback  called once a part
+ * @param user      passed to callback
+ * @return MI_OK (also when the callback stopped the walk);
+ *         MI_ERR_INVALID_ARGUMENT (NULL model, tokens, options or callback;
+ *         n = 0; bad struct_size or flags; positions without n_positions;
+ *         diff_tokens without logit_tokens; options asking for nothing);
+ *         MI_ERR_UNSUPPORTED (MLPs); MI_ERR_SHAPE (n > n_ctx);
+ *         MI_ERR_INDEX (a token ≥ d_vocab, a position ≥ n);
+ *         MI_ERR_OUT_OF_MEMORY (scratch of about L·H·n² + (L + 1)·n·(d_model +
+ *         n_kv_heads·d_head) floats, plus max(256, n_positions)·d_vocab
+ *         with full logits).
+ */
+MI_API mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *tokens,
+                                    size_t n, const mi_attribution_options *options,
+                                    mi_attribution_fn callback, void *user);
+
+/*
+ * Composition scores
+ * ------------------
+ * How much a later head reads what an earlier head writes, from the weights
+ * alone (Elhage et al. 2021), in row-vector form with W_OV = W_V·W_O and
+ * W_QK = W_Q·W_Kᵀ (both d_model × d_model, rank ≤ d_head; for grouped heads
+ * W_K, W_V are the head's key/value head's). For head 1 in layer l1 and head 2
+ * in layer l2 > l1:
+ *
+ *   V-composition: ‖W_OV¹·W_OV²‖_F  / (‖W_OV¹‖_F ‖W_OV²‖_F)  (2 reads 1 as values)
+ *   Q-composition: ‖W_OV¹·W_QK²‖_F  / (‖W_OV¹‖_F ‖W_QK²‖_F)  (as queries)
+ *   K-composition: ‖W_OV¹·W_QK²ᵀ‖_F / (‖W_OV¹‖_F ‖W_QK²‖_F)  (as keys)
+ *
+ * These are TransformerLens's `all_composition_scores("V" | "Q" | "K")` on
+ * the same weights: process the model as TransformerLens did (fold_ln and
+ * centering, MI_PROCESS_TRANSFORMERLENS) to compare numbers. Each score is in
+ * [0, 1]; a score means little without the chance level of random matrices
+ * of the same shapes, `mi_model_composition_baseline`.
+ */
+
+/** Which composition `mi_model_composition_scores` computes. */
+typedef enum mi_composition {
+  MI_COMPOSE_Q = 0,
+  MI_COMPOSE_K = 1,
+  MI_COMPOSE_V = 2
+} mi_composition;
+
+/**
+ * Every head's composition score with every head of every later layer, in
+ * factored form: each head is reduced once to d_head × d_model factors
+ * through a QR of its tall weights (LAPACK, double), and one float32 GEMM
+ * per pair of layers gives all H × H pairs, each score the Frobenius norm of
+ * a d_head × d_head block (no d_model × d_model matrix is formed).
+ *
+ * @param out    out: `count` doubles, filled as [n_layers][n_heads][n_layers][n_heads]:
+ *               out[((l1·H + h1)·L + l2)·H + h2] is head (l1, h1) composing
+ *               into (l2, h2). Entries with l2 ≤ l1 are 0, as in
+ *               TransformerLens; so is a pair where either matrix is zero.
+ * @param count  doubles at `out`, ≥ (n_layers · n_heads)²
+ * @param model  in: the model, as it holds its weights now (borrowed); models
+ *               with MLPs are fine (only attention weights are read)
+ * @param kind   MI_COMPOSE_Q, _K or _V
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown kind);
+ *         MI_ERR_SHAPE (count too small); MI_ERR_OUT_OF_MEMORY (scratch of
+ *         2·L·H·d_head·d_model + (H·d_head)² floats); MI_ERR_NUMERIC (QR failed).
+ */
+MI_API mi_status mi_model_composition_scores(double *out, size_t count, const mi_model *model,
+                                             mi_composition kind);
+
+/**
+ * The chance level of a composition score for this model's shapes: the
+ * score of ‖A₁B₁·A₂B₂‖_F / (‖A₁B₁‖_F ‖A₂B₂‖_F) with every entry of
+ * A (d_model × d_head) and B (d_head × d_model) standard Gaussian, over 100
+ * samples from a fixed seed (the same numbers on every call and machine).
+ * One baseline serves all three kinds: W_OV and W_QK (and its transpose) are
+ * both such products, so their random versions have the same distribution.
+ * It depends only on d_model and d_head (about 1/√d_model when d_head is
+ * much smaller); compute it once per model. Cost: 100 × (two QRs of
+ * d_model × d_head and three d_head² × d_model products), in double.
+ *
+ * @param out    out: 3 doubles: the mean score, the standard deviation of
+ *               one random score (how far chance strays), and the standard
+ *               error of the mean (that deviation / √100)
+ * @param model  in: the model (borrowed); only its shape is read
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY
+ *         (4·d_model·d_head doubles of scratch); MI_ERR_NUMERIC (QR failed).
+ */
+MI_API mi_status mi_model_composition_baseline(double *out, const mi_model *model);
 
 /* (end of section: Forward pass, paths and attribution) */
 

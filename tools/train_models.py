@@ -875,8 +875,9 @@ def write_induction_card(path, card, vocab):
            tr["final_train_loss_mean_last_100"]),
         "On %s: loss %.3f on the first copy (uniform guess: %.3f), %.3f on "
         "the repeat (its first token excluded): the in-context loss drop."
-        % (tr["eval_sequences"], tr["eval_loss_first_copy"],
-           tr["eval_loss_uniform_baseline"], tr["eval_loss_repeat"]),
+        % (tr["eval_sequences"].replace("<bos>", "`<bos>`"),
+           tr["eval_loss_first_copy"], tr["eval_loss_uniform_baseline"],
+           tr["eval_loss_repeat"]),
         "",
         "## What it contains (found, measured on the saved weights)",
         "",

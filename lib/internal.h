@@ -6,6 +6,7 @@
 
 #include "mi.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -45,6 +46,9 @@ struct mi_model {
   unsigned processing;    /* MI_PROCESS_* bits applied */
   bool processed;         /* mi_model_process ran: weights are final */
   mi_layout layout;
+  /* References held besides the creator's (circuits keep their model alive);
+   * mi_model_free drops one and frees the model when none is left. */
+  atomic_size_t extra_refs;
 };
 
 /* Shape of one copy of `which`, and how many copies the model stacks. */
@@ -87,5 +91,12 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
 
 /* Sets model->layout; for loaders. */
 void mi__model_set_layout(mi_model *model, mi_layout layout);
+
+/* ---- circuits (circuit.c) ------------------------------------------------- */
+
+/* Takes a reference to a model; mi_model_free drops it. */
+static inline void mi__model_retain(mi_model *model) {
+  atomic_fetch_add(&model->extra_refs, 1);
+}
 
 #endif /* MI_INTERNAL_H */

@@ -1,0 +1,4 @@
+/*
+ * eigen.c: eigenvalue summaries and head reports.
+ */
+#include "linalg.h"

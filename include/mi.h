@@ -719,7 +719,106 @@ MI_API mi_status mi_circuit_eigenvalues(double *out_re, double *out_im, size_t c
 
 /*
  * Whether a head copies, at a glance.
+ *
+ * The eigenvalues λ of a square circuit say what it does to the token it
+ * reads (Elhage et al. 2021, "Detecting copying behavior"): an OV circuit
+ * whose eigenvalues are mostly positive real maps a token to itself in the
+ * logits (copying); a token QK circuit with mostly positive eigenvalues
+ * attends to tokens like the query.
+ *
+ * "Non-zero" eigenvalue: |λ| > 1e-6 · max|λ|. A circuit of factor rank r
+ * has at most r non-zero eigenvalues (those of the r × r matrix B·A); the
+ * threshold drops the numerically zero ones that B·A has when r > n, and
+ * eigenvalues that small weigh nothing in the sums below.
  */
+
+/** Eigenvalue statistics of one square circuit. */
+typedef struct mi_eigen_summary {
+  size_t struct_size;     /**< sizeof(mi_eigen_summary) as the caller was compiled */
+  /** Σλ / Σ|λ| over the non-zero eigenvalues, in [-1, 1] (Σλ is real: the
+   * complex ones come in conjugate pairs); 0 when all are zero. */
+  double copying_score;
+  /** Σ|λ| over positive real λ, over Σ|λ|: the share of eigenvalue mass
+   * that is positive real, in [0, 1]. */
+  double positive_real_fraction;
+  size_t nonzero;         /**< how many eigenvalues counted as non-zero */
+} mi_eigen_summary;
+
+/**
+ * Summarises the eigenvalues of a square circuit (see mi_circuit_eigenvalues).
+ *
+ * @param out  out: the caller sets out->struct_size; that many bytes are filled
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size 0);
+ *         MI_ERR_SHAPE (not square); MI_ERR_NUMERIC; MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_eigen_summary(mi_eigen_summary *out, const mi_circuit *circuit);
+
+/**
+ * The previous-token signature of a positional QK circuit (query position ×
+ * key position, mi_circuit_qk(POS, POS)): the share of query positions
+ * p = 1 … n-1 whose highest score among the keys it may attend to
+ * (positions 0 … p, causal) is at p - 1. Ties go to the lower position.
+ * Near 1 for a previous-token head.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_SHAPE (not square,
+ *         or fewer than 2 positions); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_prev_token_share(double *out, const mi_circuit *circuit);
+
+/** One head's line of mi_model_head_report. */
+typedef struct mi_head_report {
+  size_t struct_size; /**< sizeof(mi_head_report) as the caller was compiled */
+  size_t layer, head;
+  /** Summary of the token OV circuit W_E W_V W_O W_U (d_vocab × d_vocab). */
+  mi_eigen_summary ov;
+  /** Summary of the token QK circuit (MI_EMBED_TOKEN on both sides). */
+  mi_eigen_summary qk;
+  /** mi_circuit_prev_token_share of the positional QK circuit; NaN when
+   * not asked for or the model has no W_pos. */
+  double prev_token_share;
+} mi_head_report;
+
+/** What mi_model_head_report computes. Fill with mi_report_options_init. */
+typedef struct mi_report_options {
+  size_t struct_size;
+  /** MI_QK_* bits for the QK circuits; default MI_QK_BIAS | MI_QK_SCALE
+   * (what the forward pass scores). */
+  unsigned qk_flags;
+  /** Non-zero: also the previous-token share (default 1). Costs one
+   * n_ctx × n_ctx positional circuit per head. */
+  int prev_token;
+} mi_report_options;
+
+/** Sets `out` to the defaults, struct_size included. */
+MI_API void mi_report_options_init(mi_report_options *out);
+
+/**
+ * Eigenvalue summaries of every head of every layer in one call: line
+ * l * n_heads + h of `out` is head (l, h).
+ *
+ * It shares the vocabulary-sized work between all heads: the two Gram
+ * products W_U W_E and [W_E, 1]ᵀ[W_E, 1] (d_model × d_model, BLIS float32,
+ * about 2 · 2 · d_model² · d_vocab flops), then for each layer one product
+ * of those with all its W_V (resp. [W_Q; b_Q]), after which each head
+ * needs only its d_head × d_head matrix B·A (W_O · W_U W_E · W_V for OV,
+ * [W_K; b_K]ᵀ · Gram · [W_Q; b_Q] for QK) and its eigenvalues (double).
+ * The results equal those of mi_circuit_eigen_summary on the head's
+ * circuits up to the float32 rounding of the Grams.
+ *
+ * @param out      out: count lines; the caller sets out[0].struct_size,
+ *                 which is also the stride between lines (an array of the
+ *                 caller's mi_head_report); each line gets it too
+ * @param count    ≥ n_layers · n_heads
+ * @param model    in: the model
+ * @param options  in: NULL for the defaults
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size 0, bad option
+ *         bits); MI_ERR_SHAPE (count too small); MI_ERR_NUMERIC;
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_head_report(mi_head_report *out, size_t count,
+                                      const mi_model *model,
+                                      const mi_report_options *options);
+
 
 /* (end of section: Eigenvalue summaries and head reports) */
 

@@ -493,8 +493,8 @@ MI_API size_t mi_get_num_threads(void);
  *
  * Cost: a token circuit's factors are d_vocab × d_head (12.9 MB for GPT-2)
  * and its creation one d_vocab × d_model × d_head product. Queries that
- * stream (top-k) use one scratch tile of at most 256 × 4096 floats (4 MiB),
- * whatever n and m.
+ * stream (top-k) use one scratch tile of at most 256 × 4096 floats (4 MiB)
+ * per thread, whatever n and m.
  */
 
 /** A matrix kept as a product of two factors (opaque, reference-counted). */
@@ -655,11 +655,12 @@ enum {
  * the t-th best entry and out_value[...] its value. Ties go to the lower
  * index. NaN entries are not ordered.
  *
- * The matrix is streamed through one scratch tile (at most 256 × 4096
+ * The matrix is streamed through a scratch tile (at most 256 × 4096
  * floats, allocated once per call), each tile scanned while in cache, so
- * memory does not grow with n or m. Slices of i0..i1 let callers split
- * the work between threads; each call also uses the BLIS threads set by
- * mi_set_num_threads.
+ * memory does not grow with n or m. With T threads (mi_set_num_threads,
+ * else BLIS's default) the lines are cut into T slices, each streamed by
+ * its own thread with its own tile and single-threaded BLIS. Slices of
+ * i0..i1 let callers split the work further themselves.
  *
  * @param out_index,out_value  out: (i1 - i0 - 1) * ld + k elements each
  * @param ld  ≥ k

@@ -511,16 +511,9 @@ mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
     status = check_buffer(i1 - i0, k, ld, what);
   if (status != MI_OK)
     return status;
-  size_t tile_rows = i1 - i0 < MI__TILE_ROWS ? i1 - i0 : MI__TILE_ROWS;
-  size_t tile_cols = B.cols < MI__TILE_COLS ? B.cols : MI__TILE_COLS;
-  float *scratch = malloc(tile_rows * tile_cols * sizeof *scratch);
-  if (scratch == NULL)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: %zu x %zu scratch tile", what, tile_rows,
-                    tile_cols);
   topk_state state = {out_index, out_value, ld, k, i0,
                       (flags & MI_TOPK_SMALLEST) ? -1.0f : 1.0f};
-  status = mi__stream(A, B, i0, i1, scratch, topk_tile, &state);
-  free(scratch);
+  status = mi__stream(A, B, i0, i1, topk_tile, &state);
   if (status != MI_OK)
     return status;
   /* Heap sort each line in place: popping the worst to the back leaves

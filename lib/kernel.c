@@ -9,6 +9,7 @@
 
 #include <blis.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -202,24 +203,98 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
   return MI_OK;
 }
 
-mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, float *scratch,
-                     mi__tile_fn fn, void *user) {
-  if (A.cols != B.rows || i0 > i1 || i1 > A.rows)
-    return mi__fail(MI_ERR_SHAPE, "stream: rows %zu..%zu of (%zu x %zu)(%zu x %zu)", i0,
-                    i1, A.rows, A.cols, B.rows, B.cols);
-  for (size_t r = i0; r < i1; r += MI__TILE_ROWS) {
-    size_t rows = i1 - r < MI__TILE_ROWS ? i1 - r : MI__TILE_ROWS;
-    for (size_t c = 0; c < B.cols; c += MI__TILE_COLS) {
-      size_t cols = B.cols - c < MI__TILE_COLS ? B.cols - c : MI__TILE_COLS;
-      mi__matrix tile = {scratch, rows, cols, (ptrdiff_t)cols, 1};
-      mi_status status = mi__sgemm(1.0f, mi__matrix_rows(A, r, r + rows),
-                                   mi__matrix_cols(B, c, c + cols), 0.0f, tile);
-      if (status == MI_OK)
-        status = fn(scratch, cols, r, rows, c, cols, user);
+/* One thread's share of a stream. */
+typedef struct stream_job {
+  mi__matrix A, B;
+  size_t i0, i1;
+  float *scratch;
+  mi__tile_fn fn;
+  void *user;
+  dim_t threads; /* BLIS threads inside each GEMM */
+  mi_status status;
+} stream_job;
+
+static mi_status stream_rows(const stream_job *job) {
+  rntm_t rntm;
+  bli_rntm_init_from_global(&rntm);
+  bli_rntm_set_num_threads(job->threads, &rntm);
+  float one = 1.0f, zero = 0.0f;
+  const mi__matrix *A = &job->A, *B = &job->B;
+  for (size_t r = job->i0; r < job->i1; r += MI__TILE_ROWS) {
+    size_t rows = job->i1 - r < MI__TILE_ROWS ? job->i1 - r : MI__TILE_ROWS;
+    for (size_t c = 0; c < B->cols; c += MI__TILE_COLS) {
+      size_t cols = B->cols - c < MI__TILE_COLS ? B->cols - c : MI__TILE_COLS;
+      bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)rows, (dim_t)cols,
+                   (dim_t)A->cols, &one, A->data + (ptrdiff_t)r * A->rs, (inc_t)A->rs,
+                   (inc_t)A->cs, B->data + (ptrdiff_t)c * B->cs, (inc_t)B->rs,
+                   (inc_t)B->cs, &zero, job->scratch, (inc_t)cols, 1, NULL, &rntm);
+      mi_status status = job->fn(job->scratch, cols, r, rows, c, cols, job->user);
       if (status != MI_OK)
         return status;
     }
   }
+  return MI_OK;
+}
+
+static void *stream_worker(void *arg) {
+  stream_job *job = arg;
+  job->status = stream_rows(job);
+  return NULL;
+}
+
+mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_fn fn,
+                     void *user) {
+  enum { MAX_THREADS = 256 };
+  if (A.cols != B.rows || i0 > i1 || i1 > A.rows)
+    return mi__fail(MI_ERR_SHAPE, "stream: rows %zu..%zu of (%zu x %zu)(%zu x %zu)", i0,
+                    i1, A.rows, A.cols, B.rows, B.cols);
+  if (i0 == i1 || B.cols == 0)
+    return MI_OK;
+  if (A.data == NULL || B.data == NULL)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "stream: NULL matrix data");
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  rntm_t rntm;
+  init_rntm(&rntm);
+  size_t threads = bli_rntm_num_threads(&rntm) > 1 ? (size_t)bli_rntm_num_threads(&rntm) : 1;
+  size_t tiles = (i1 - i0 + MI__TILE_ROWS - 1) / MI__TILE_ROWS;
+  if (threads > tiles)
+    threads = tiles;
+  if (threads > MAX_THREADS)
+    threads = MAX_THREADS;
+  size_t tile_rows = i1 - i0 < MI__TILE_ROWS ? i1 - i0 : MI__TILE_ROWS;
+  size_t tile_cols = B.cols < MI__TILE_COLS ? B.cols : MI__TILE_COLS;
+  float *scratch = malloc(threads * tile_rows * tile_cols * sizeof *scratch);
+  if (scratch == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "stream: %zu scratch tiles of %zu x %zu", threads,
+                    tile_rows, tile_cols);
+  stream_job jobs[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  bool started[MAX_THREADS] = {false};
+  size_t per = (i1 - i0) / threads, extra = (i1 - i0) % threads, at = i0;
+  for (size_t t = 0; t < threads; t++) {
+    size_t rows = per + (t < extra);
+    /* One slice: BLIS's own threads work inside it; several: one each. */
+    jobs[t] = (stream_job){A, B, at, at + rows, scratch + t * tile_rows * tile_cols, fn,
+                           user, threads == 1 ? bli_rntm_num_threads(&rntm) : 1, MI_OK};
+    at += rows;
+  }
+  for (size_t t = 1; t < threads; t++)
+    started[t] = pthread_create(&ids[t], NULL, stream_worker, &jobs[t]) == 0;
+  stream_worker(&jobs[0]);
+  /* A slice whose thread did not start runs here. */
+  for (size_t t = 1; t < threads; t++) {
+    if (started[t])
+      pthread_join(ids[t], NULL);
+    else
+      stream_worker(&jobs[t]);
+  }
+  free(scratch);
+  for (size_t t = 0; t < threads; t++)
+    if (jobs[t].status != MI_OK)
+      return mi__fail(jobs[t].status, "stream: a tile consumer failed (%s)",
+                      mi_status_str(jobs[t].status));
   return MI_OK;
 }
 

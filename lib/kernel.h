@@ -66,14 +66,18 @@ typedef mi_status (*mi__tile_fn)(const float *tile, size_t ld, size_t row0, size
 enum { MI__TILE_ROWS = 256, MI__TILE_COLS = 4096 };
 
 /*
- * Computes rows i0..i1 of A·B tile by tile (MI__TILE_ROWS × MI__TILE_COLS)
- * into `scratch` and hands each tile to `fn` while it is still in cache.
- * `scratch` holds MI__TILE_ROWS × MI__TILE_COLS floats and is reused: the
- * caller allocates it once per query. Row tiles in order, columns in order
- * within a row tile.
+ * Computes rows i0..i1 of A·B tile by tile (at most MI__TILE_ROWS ×
+ * MI__TILE_COLS) and hands each tile to `fn` while it is still in cache.
+ * With T threads (mi_set_num_threads, else BLIS's default) the rows are cut
+ * into T contiguous slices, each streamed by its own thread with
+ * single-threaded BLIS and its own scratch tile, allocated once: no
+ * barriers inside the GEMMs (spin barriers collapse on a shared, loaded
+ * machine) and the scan runs in parallel too. `fn` is called concurrently
+ * for disjoint rows; within a slice, row tiles come in order and columns
+ * in order within a row tile. Extra memory: T tiles (4 MiB each).
  */
-mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, float *scratch,
-                     mi__tile_fn fn, void *user);
+mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_fn fn,
+                     void *user);
 
 /*
  * C (p × q, row-major, ldc) ← X·Y in double, where X (p × K) and Y (K × q)

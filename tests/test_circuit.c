@@ -162,6 +162,8 @@ static int best_first(const void *pa, const void *pb) {
  * many ties, so top-k must equal a full sort exactly, ties by lower index.
  */
 START_TEST(topk_matches_full_sort) {
+  /* _i threads: several split the lines into slices streamed in parallel. */
+  TU_OK(mi_set_num_threads((size_t)_i));
   size_t n = 290, r = 3, m = 4200, k = 7, ld = 9;
   tu_rng rng = tu_rng_seed(7);
   float *A = malloc(n * r * sizeof *A), *B = malloc(r * m * sizeof *B);
@@ -575,7 +577,7 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_loop_test(tc, queries_match_dense_reference, 0,
                       (int)(sizeof SHAPES / sizeof SHAPES[0]));
-  tcase_add_test(tc, topk_matches_full_sort);
+  tcase_add_loop_test(tc, topk_matches_full_sort, 1, 4);
   tcase_add_test(tc, topk_random_values);
   tcase_add_test(tc, model_circuits_match_dense_reference);
   tcase_add_loop_test(tc, eigenvalues_match_dense, 0, 5);

@@ -6,6 +6,7 @@
 
 #include "mi.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -46,6 +47,9 @@ struct mi_model {
   bool processed;         /* mi_model_process ran: weights are final */
   mi_layout layout;
   struct mi__vocab *vocab; /* token strings (vocab.c); NULL until loaded */
+  /* References held besides the creator's (circuits keep their model alive);
+   * mi_model_free drops one and frees the model when none is left. */
+  atomic_size_t extra_refs;
 };
 
 /* Shape of one copy of `which`, and how many copies the model stacks. */
@@ -93,5 +97,12 @@ void mi__model_set_layout(mi_model *model, mi_layout layout);
 
 /* Frees a model's token strings; NULL is a no-op. */
 void mi__vocab_free(struct mi__vocab *vocab);
+
+/* ---- circuits (circuit.c) ------------------------------------------------- */
+
+/* Takes a reference to a model; mi_model_free drops it. */
+static inline void mi__model_retain(mi_model *model) {
+  atomic_fetch_add(&model->extra_refs, 1);
+}
 
 #endif /* MI_INTERNAL_H */

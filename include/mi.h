@@ -1284,6 +1284,139 @@ MI_API mi_status mi_model_composition_scores(double *out, size_t count, const mi
  */
 MI_API mi_status mi_model_composition_baseline(double *out, const mi_model *model);
 
+/*
+ * Path enumeration
+ * ----------------
+ * Expanded through its heads (attention patterns aside), the model's map from
+ * input token to output logits is a sum of paths: at every layer skip, or go
+ * through one head. A path of order k passes heads h₁ … h_k in increasing
+ * layers; its OV product, d_vocab × d_vocab (source token × output logit), is
+ *
+ *   order 0 (direct path):    W_E · W_U
+ *   order k ≥ 1:              W_E · W_V¹W_O¹ · W_V²W_O² ⋯ W_V^k W_O^k · W_U
+ *
+ * (W_V of a grouped head is its key/value head's), the paper's
+ * W_U W_OV^k ⋯ W_OV¹ W_E transposed. This is the virtual head in the residual
+ * stream, not mi_circuit_compose of two token OV circuits (which would pass
+ * through W_U·W_E between the heads). The weights are the model's as it holds
+ * them (fold LayerNorm first: the products see ln.w folded in, but not the
+ * normalisation, the biases or the attention patterns; mi_model_attribute
+ * splits a real input's logits exactly). A model with L layers of H heads
+ * has ∏(1 + H) = (1 + H)^L paths, C(L, k)·H^k of order k.
+ *
+ * Norms. Every path's Frobenius norm comes from small Grams, never from a
+ * d_vocab-sized product per path: the two d_model × d_model Grams W_Eᵀ W_E
+ * and W_U W_Uᵀ once per call (float32 BLIS, 2·2·d_vocab·d_model² flops),
+ * then one d_head × d_head factor per head, and per path prefix two GEMMs
+ * of (d_head rows) × d_model × (every later head's d_head columns) that give
+ * all its one-head extensions at once (the root's have d_model rows). Norms
+ * are accurate to about 1e-5 relative (float32 GEMMs, small work in double).
+ */
+
+/** One path, as mi_model_paths hands it to the callback. Fields may be appended. */
+typedef struct mi_path {
+  /** sizeof(mi_path) as the library was compiled. */
+  size_t struct_size;
+  /** Heads on the path (0: the direct path). */
+  size_t order;
+  /** (layers[i], heads[i]) for i < order, layers increasing; borrowed, valid during the callback. */
+  const size_t *layers, *heads;
+  /** Frobenius norm of the path's OV product. */
+  double norm;
+  /**
+   * With MI_PATHS_CIRCUITS, the OV product as a circuit (else NULL), borrowed:
+   * valid during the callback only, freed after it returns. To keep one, make
+   * it again with mi_circuit_path (owned). Factors: the direct path reads W_E
+   * and W_U in place (mi_circuit_direct); order ≥ 1 has A = W_E W_V¹
+   * (d_vocab × d_head) and B = W_O¹ W_V² ⋯ W_O^k W_U (d_head × d_vocab).
+   */
+  const mi_circuit *circuit;
+} mi_path;
+
+/** Bits of mi_model_paths's `flags`. */
+enum {
+  /**
+   * Build each path's circuit for the callback: one d_head × d_model ×
+   * d_vocab product a path, plus d_vocab × d_model × d_head when the first
+   * head changes, and two factor copies (about 4·d_vocab·d_head floats).
+   */
+  MI_PATHS_CIRCUITS = 1u << 0
+};
+
+/**
+ * Receives one path. Return 0 to go on, anything else to stop (the call then
+ * returns MI_OK). `user` is the caller's.
+ */
+typedef int (*mi_path_fn)(const mi_path *path, void *user);
+
+/**
+ * How many paths have order ≤ max_order: Σ_{k ≤ max_order} C(L, k)·H^k
+ * (∏(1 + H) with max_order ≥ L). Reads only the shape.
+ *
+ * @param out        out: the count (0 on failure)
+ * @param max_order  longest path; SIZE_MAX for all
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY (the
+ *         count overflows size_t).
+ */
+MI_API mi_status mi_model_path_count(size_t *out, const mi_model *model, size_t max_order);
+
+/**
+ * Walks every path of order ≤ max_order and hands each, with its norm (and
+ * with MI_PATHS_CIRCUITS its circuit), to `callback`, never holding more
+ * than one path's labels at once. Order: the direct path, then depth first,
+ * as mi_model_attribute: a path before its extensions, extensions in
+ * increasing (layer, head).
+ *
+ * @param out        out: NULL, or the number of paths delivered
+ * @param model      in: the model (borrowed; read only)
+ * @param max_order  longest path; SIZE_MAX for all
+ * @param flags      0 or MI_PATHS_CIRCUITS
+ * @param callback   called once a path, on the calling thread
+ * @param user       passed to callback
+ * @return MI_OK (also when the callback stopped the walk);
+ *         MI_ERR_INVALID_ARGUMENT (NULL model or callback, unknown flags);
+ *         MI_ERR_UNSUPPORTED (the model has MLPs); MI_ERR_NUMERIC (an
+ *         eigen-decomposition of a Gram failed); MI_ERR_OUT_OF_MEMORY
+ *         (scratch of about (2·max_order + 4)·d_model·L·H·d_head floats, plus
+ *         the factors with MI_PATHS_CIRCUITS).
+ */
+MI_API mi_status mi_model_paths(size_t *out, const mi_model *model, size_t max_order,
+                                unsigned flags, mi_path_fn callback, void *user);
+
+/**
+ * The n paths of order ≤ max_order with the largest norms, largest first
+ * (equal norms: in mi_model_paths's order), from one walk that keeps only
+ * the n best.
+ *
+ * @param out_heads  out: n × n_layers; line i, entry l is the head path i
+ *                   passes in layer l, or SIZE_MAX when it skips layer l
+ *                   (all SIZE_MAX: the direct path)
+ * @param out_norm   out: n norms
+ * @param out_count  out: lines filled, min(n, number of paths)
+ * @param n          lines available, ≥ 1
+ * @param model      in: the model (borrowed)
+ * @param max_order  longest path; SIZE_MAX for all
+ * @return as mi_model_paths; also MI_ERR_INVALID_ARGUMENT for n = 0.
+ */
+MI_API mi_status mi_model_top_paths(size_t *out_heads, double *out_norm, size_t *out_count,
+                                    size_t n, const mi_model *model, size_t max_order);
+
+/**
+ * One path's OV product as a circuit (see "Path enumeration"): the direct
+ * path for order 0 (mi_circuit_direct), else A = W_E W_V¹ (d_vocab × d_head)
+ * and B = W_O¹ W_V² ⋯ W_O^k W_U (d_head × d_vocab), computed in float32.
+ *
+ * @param out     receives the circuit (owned; mi_circuit_free), NULL on failure
+ * @param model   in: the model
+ * @param order   heads on the path, ≤ n_layers
+ * @param layers,heads  in: `order` entries each (may be NULL for order 0)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL; order > n_layers; layers
+ *         not strictly increasing); MI_ERR_INDEX (a layer or head out of
+ *         range); MI_ERR_UNSUPPORTED (MLPs); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t order,
+                                 const size_t *layers, const size_t *heads);
+
 /* (end of section: Forward pass, paths and attribution) */
 
 #ifdef __cplusplus

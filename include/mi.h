@@ -1417,6 +1417,76 @@ MI_API mi_status mi_model_top_paths(size_t *out_heads, double *out_norm, size_t 
 MI_API mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t order,
                                  const size_t *layers, const size_t *heads);
 
+/*
+ * Copying and induction at full vocabulary
+ * ----------------------------------------
+ * A copying head's OV circuit (source token × output logit) puts each
+ * token's own logit high in its row; an induction head's K-composition
+ * circuit with a previous-token head puts each query token's score high on
+ * the key whose previous token was the same token. Both show as a strong
+ * diagonal, read here row by row without forming the d_vocab² matrix.
+ */
+
+/**
+ * The rank of each diagonal entry within its row: for rows i = i0 … i1 − 1
+ * of a square circuit, out[i − i0] = the number of entries j of row i with
+ * M[i][j] > M[i][i], strictly (0: the diagonal is the row's largest; ties go
+ * in the diagonal's favour). Rows are computed by BLIS in float32 in blocks
+ * of about 4 MiB (one scratch block allocated per call), and each compared
+ * with its own diagonal entry from the same product, so near-ties within
+ * float32 rounding rank as float32 orders them. NaN entries never count as
+ * greater; a row whose diagonal is NaN gets rank n.
+ *
+ * @param out     out: i1 − i0 ranks
+ * @param circuit in: a square circuit (n × n)
+ * @param i0,i1   rows i0 … i1 − 1, i0 < i1 ≤ n
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, i0 ≥ i1); MI_ERR_INDEX
+ *         (i1 > n); MI_ERR_SHAPE (not square); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_diag_rank(size_t *out, const mi_circuit *circuit, size_t i0,
+                                      size_t i1);
+
+/**
+ * Top-1 and top-5 copying accuracy of a square circuit: the share of rows
+ * whose diagonal rank (mi_circuit_diag_rank) is < 1 and < 5, over all n
+ * rows, streamed the same way. Beside the eigenvalue copying score
+ * (mi_circuit_eigen_summary) these say how often the diagonal actually wins,
+ * e.g. for a head's OV circuit (mi_circuit_ov) or a virtual path's
+ * (mi_circuit_path). Cost: one n × r × n product in float32, in blocks.
+ *
+ * @param out_top1,out_top5  out: shares in [0, 1]
+ * @return as mi_circuit_diag_rank (MI_ERR_SHAPE when not square).
+ */
+MI_API mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
+                                             const mi_circuit *circuit);
+
+/**
+ * The K-composition circuit of head 1 (layer1, head1) into a later head 2
+ * (layer2, head2), d_vocab × d_vocab:
+ *
+ *   W_E W_Q² W_K²ᵀ (W_E W_V¹ W_O¹)ᵀ  =  W_E W_QK² (W_E W_OV¹)ᵀ
+ *
+ * row = the query token, column = the token head 1 read and wrote into the
+ * key's residual stream: the token QK circuit of head 2 (mi_circuit_qk with
+ * MI_EMBED_TOKEN on both sides) with its key side W_E replaced by W_E W_OV¹.
+ * For a previous-token head 1 and an induction head 2 it has a strong
+ * diagonal: a query attends to the key after an earlier copy of itself.
+ * With MI_QK_BIAS, b_Q² and b_K² enter as in mi_circuit_qk (A = (W_E W_Q² +
+ * 1 b_Q²)·s, Bᵀ = W_E W_V¹ W_O¹ W_K² + 1 b_K²); head 1's own biases and
+ * positional parts do not. Factors: A as above (d_vocab × d_head), B its
+ * key side transposed (d_head × d_vocab), computed in float32 and owned.
+ *
+ * @param out    receives the circuit (owned; mi_circuit_free), NULL on failure
+ * @param model  in: the model (models with MLPs are fine: weights only)
+ * @param flags  MI_QK_BIAS, MI_QK_SCALE
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown flags, layer1 ≥
+ *         layer2); MI_ERR_INDEX (a layer or head out of range);
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_k_composition(mi_circuit **out, const mi_model *model,
+                                          size_t layer1, size_t head1, size_t layer2,
+                                          size_t head2, unsigned flags);
+
 /* (end of section: Forward pass, paths and attribution) */
 
 #ifdef __cplusplus

@@ -967,6 +967,18 @@ typedef struct mi_head_report {
   /** mi_circuit_prev_token_share of the positional QK circuit; NaN when
    * not asked for or the model has no W_pos. */
   double prev_token_share;
+  /*
+   * Appended: behaviour on the model's own attention patterns (see
+   * mi_model_attention_scores; options.behaviour_* say which sequences).
+   * NaN when not asked for (behaviour_sequences = 0), for a model with MLPs
+   * (no forward pass), or where no position defines the score.
+   */
+  /** Mean attention on the previous position (MI_SCORE_PREV_TOKEN). */
+  double prev_token_attention;
+  /** Mean attention on earlier copies of the query's token (MI_SCORE_DUPLICATE_TOKEN). */
+  double duplicate_token_attention;
+  /** Mean attention on the position after an earlier copy (MI_SCORE_INDUCTION). */
+  double induction_attention;
 } mi_head_report;
 
 /** What mi_model_head_report computes. Fill with mi_report_options_init. */
@@ -978,6 +990,16 @@ typedef struct mi_report_options {
   /** Non-zero: also the previous-token share (default 1). Costs one
    * n_ctx × n_ctx positional circuit per head. */
   int prev_token;
+  /* Appended: the behavioural scores (mi_head_report's *_attention). */
+  /** Random sequences to measure them on (default 16); 0 turns them off.
+   * Each costs one forward pass (without logits) of 2·half tokens. */
+  size_t behaviour_sequences;
+  /** Tokens before the repeat, so each sequence has 2·half tokens; 0
+   * (default): 32, or n_ctx / 2 when that is smaller. A value with
+   * 2·half > n_ctx fails with MI_ERR_SHAPE. */
+  size_t behaviour_half_length;
+  /** Seed of mi_model_repeated_tokens (default 1). */
+  uint64_t behaviour_seed;
 } mi_report_options;
 
 /** Sets `out` to the defaults, struct_size included. */
@@ -1002,9 +1024,17 @@ MI_API void mi_report_options_init(mi_report_options *out);
  * @param count    ≥ n_layers · n_heads
  * @param model    in: the model
  * @param options  in: NULL for the defaults
+ * With options.behaviour_sequences > 0 (the default) and lines large
+ * enough to hold them (struct_size past prev_token_share: callers compiled
+ * against an older header get the old fields only, and the forward passes
+ * are skipped), the behavioural scores too: mi_model_repeated_tokens with
+ * the options' sequences, half length and seed, then
+ * mi_model_attention_scores. A model with MLPs gets them as NaN (the rest
+ * of its report is computed as usual).
+ *
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size 0, bad option
- *         bits); MI_ERR_SHAPE (count too small); MI_ERR_NUMERIC;
- *         MI_ERR_OUT_OF_MEMORY.
+ *         bits); MI_ERR_SHAPE (count too small; behaviour_half_length with
+ *         2·half > n_ctx); MI_ERR_NUMERIC; MI_ERR_OUT_OF_MEMORY.
  */
 MI_API mi_status mi_model_head_report(mi_head_report *out, size_t count,
                                       const mi_model *model,
@@ -1486,6 +1516,90 @@ MI_API mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
 MI_API mi_status mi_circuit_k_composition(mi_circuit **out, const mi_model *model,
                                           size_t layer1, size_t head1, size_t layer2,
                                           size_t head2, unsigned flags);
+
+/*
+ * Behavioural head scores
+ * -----------------------
+ * What a head does on input, from the model's own attention patterns (the
+ * forward pass), as TransformerLens's head detector measures it. For a
+ * sequence of tokens x₀ … x_{n−1} and a head's pattern A (query t, key s):
+ *
+ * - previous-token: A[t][t−1], at every t ≥ 1;
+ * - duplicate-token: Σ A[t][s] over s < t with x_s = x_t, at every t that
+ *   has such an s;
+ * - induction: Σ A[t][s] over 1 ≤ s ≤ t with x_{s−1} = x_t (the position
+ *   after an earlier copy of the query's token), at every t that has one.
+ *
+ * Each score is the mean over the positions where it is defined (rows with
+ * no target are left out, not counted as 0), pooled over all sequences: in
+ * [0, 1], NaN when no position defines it. TransformerLens divides by every
+ * row instead: on sequences repeated twice its duplicate and induction
+ * scores are about half of these. No BOS token is prepended.
+ *
+ * What they capture: attention alone, on the sequences given; on random
+ * tokens repeated twice (mi_model_repeated_tokens) an induction head scores
+ * near 1 and a previous-token head near 1 on its score. Everything that
+ * shapes attention counts: LayerNorm of token plus position, the query and
+ * key biases, earlier layers (K-composition), which the weight-only
+ * signatures (mi_circuit_prev_token_share on W_pos alone, the QK
+ * eigenvalues) miss. On a trained 2-layer model with LayerNorm and biases,
+ * layer-0 heads put 14–23% of their attention on the previous token while
+ * the W_pos-only positional QK circuit put its top score on the previous
+ * position in at most 6% of rows. What they miss: what the head writes (its
+ * OV circuit: see mi_circuit_copying_accuracy), behaviour on natural text
+ * (random tokens have no bigram structure; duplicate-token rows are rare
+ * with a large vocabulary except in the repeat), and attention spread
+ * thinly over many matching keys counts as much as one sharp one.
+ */
+
+/** The scores of mi_model_attention_scores, in this order for each head. */
+typedef enum mi_attention_score {
+  MI_SCORE_PREV_TOKEN = 0,
+  MI_SCORE_DUPLICATE_TOKEN = 1,
+  MI_SCORE_INDUCTION = 2,
+  MI_SCORE_COUNT = 3 /**< scores a head */
+} mi_attention_score;
+
+/**
+ * Seeded random token sequences, each repeated twice: sequence q is
+ * out[q·2·half …]: half tokens drawn uniformly from 0 … d_vocab − 1
+ * (splitmix64 from `seed`, rejection sampling: the same tokens on every
+ * machine), then the same half tokens again.
+ *
+ * @param out          out: n_sequences · 2 · half token ids
+ * @param count        ids available at out
+ * @param model        in: the model (only d_vocab and n_ctx are read)
+ * @param n_sequences  ≥ 1
+ * @param half         ≥ 1; 2·half ≤ n_ctx when n_ctx > 0
+ * @param seed         any value
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, zero n_sequences or half);
+ *         MI_ERR_SHAPE (2·half > n_ctx, count too small);
+ *         MI_ERR_OUT_OF_MEMORY (the size overflows).
+ */
+MI_API mi_status mi_model_repeated_tokens(size_t *out, size_t count, const mi_model *model,
+                                          size_t n_sequences, size_t half, uint64_t seed);
+
+/**
+ * The behavioural scores (see "Behavioural head scores") of every head over
+ * caller token sequences: one forward pass of each (patterns only, no
+ * logits), then the scores pooled over all of them.
+ *
+ * @param out          out: [n_layers][n_heads][MI_SCORE_COUNT] doubles;
+ *                     out[(l·n_heads + h)·MI_SCORE_COUNT + score]
+ * @param count        doubles at out, ≥ n_layers · n_heads · MI_SCORE_COUNT
+ * @param model        in: the model (borrowed; read only)
+ * @param tokens       in: n_sequences · length ids, sequence q at q·length
+ * @param n_sequences  ≥ 1
+ * @param length       tokens a sequence, ≥ 1, ≤ n_ctx when n_ctx > 0
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL; n_sequences or length 0);
+ *         MI_ERR_UNSUPPORTED (the model has MLPs: no forward pass);
+ *         MI_ERR_SHAPE (count too small, length > n_ctx); MI_ERR_INDEX (a
+ *         token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (n_layers·n_heads·length²
+ *         floats of patterns, plus the forward pass's scratch).
+ */
+MI_API mi_status mi_model_attention_scores(double *out, size_t count, const mi_model *model,
+                                           const size_t *tokens, size_t n_sequences,
+                                           size_t length);
 
 /* (end of section: Forward pass, paths and attribution) */
 

@@ -5,6 +5,7 @@
 #include "linalg.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,8 @@ void mi_report_options_init(mi_report_options *out) {
   out->struct_size = sizeof *out;
   out->qk_flags = MI_QK_BIAS | MI_QK_SCALE;
   out->prev_token = 1;
+  out->behaviour_sequences = 16;
+  out->behaviour_seed = 1;
 }
 
 /* ---- the report ------------------------------------------------------------------- */
@@ -285,6 +288,8 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
     lines[i].layer = i / c->n_heads;
     lines[i].head = i % c->n_heads;
     lines[i].prev_token_share = NAN;
+    lines[i].prev_token_attention = lines[i].duplicate_token_attention = NAN;
+    lines[i].induction_attention = NAN;
     if (opt.prev_token && model->w[MI_W_POS] != NULL) {
       mi_circuit *pos;
       status = mi_circuit_qk(&pos, model, lines[i].layer, lines[i].head, MI_EMBED_POS,
@@ -294,6 +299,9 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
       mi_circuit_free(pos);
     }
   }
+  /* Behaviour only for callers whose lines have room for it. */
+  if (status == MI_OK && stride > offsetof(mi_head_report, prev_token_attention))
+    status = mi__head_behaviour(lines, model, &opt);
   if (status == MI_OK)
     for (size_t i = 0; i < heads; i++) {
       size_t size = stride < sizeof *lines ? stride : sizeof *lines;

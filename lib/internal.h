@@ -105,4 +105,22 @@ static inline void mi__model_retain(mi_model *model) {
   atomic_fetch_add(&model->extra_refs, 1);
 }
 
+/* ---- forward pass (forward.c) and head behaviour (behaviour.c) ------------- */
+
+/*
+ * The attention patterns (n_layers × n_heads × n × n floats, as
+ * mi_forward_extras.patterns) of a token sequence, without the logits. Checks
+ * the sequence (MLPs, n, n_ctx, token ids) as mi_model_forward does.
+ */
+mi_status mi__forward_patterns(float *patterns, const mi_model *model, const size_t *tokens,
+                               size_t n);
+
+/*
+ * Fills the behavioural fields of the n_layers × n_heads report lines (full
+ * mi_head_report, consecutive) as options ask; leaves them NaN for a model
+ * with MLPs or with options->behaviour_sequences = 0.
+ */
+mi_status mi__head_behaviour(mi_head_report *lines, const mi_model *model,
+                             const mi_report_options *options);
+
 #endif /* MI_INTERNAL_H */

@@ -2,7 +2,9 @@
  * bench_circuits: libmi's streamed top-k and head report at GPT-2-small
  * size against BLIS's plain GEMM floor, in one process, side by side.
  *
- *   bench_circuits [--no-fast-kernels] [--threads N] [--repeat R]
+ *   bench_circuits [--no-fast-kernels] [--threads N] [--repeat R] [--rows N]
+ *
+ * --rows N: top-k of the first N rows only (default all 50257), for quick runs.
  *
  * 1. Top-10 per row of the full token QK circuit (W_E W_Q W_Kᵀ W_Eᵀ) and
  *    of the token OV circuit (W_E W_V W_O W_U) of one random head:
@@ -46,6 +48,40 @@ static double peak_rss_mib(void) {
   struct rusage u;
   getrusage(RUSAGE_SELF, &u);
   return (double)u.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+/* Linux: VmHWM (peak RSS) in MiB, and its reset (clear_refs 5), so the
+ * peak of one phase can be measured after a higher one. */
+static double vm_hwm_mib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  double kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmHWM:", 6) == 0)
+      kib = atof(line + 6);
+  if (f)
+    fclose(f);
+  return kib / 1024.0;
+}
+
+static double vm_rss_mib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  double kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0)
+      kib = atof(line + 6);
+  if (f)
+    fclose(f);
+  return kib / 1024.0;
+}
+
+static void reset_hwm(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (f) {
+    fputs("5", f);
+    fclose(f);
+  }
 }
 
 static void check(mi_status status, const char *what) {
@@ -142,13 +178,13 @@ static void *floor_rows(void *arg) {
  * Floor (b2): the rows cut into `threads` slices like libmi's top-k, one
  * thread each with single-threaded BLIS and its own touched block.
  */
-static double gemm_floor(const float *A, inc_t ars, inc_t acs, const float *B, inc_t brs,
-                         inc_t bcs, float *blocks, size_t threads, int sliced) {
+static double gemm_floor(size_t rows, const float *A, inc_t ars, inc_t acs, const float *B,
+                         inc_t brs, inc_t bcs, float *blocks, size_t threads, int sliced) {
   floor_job jobs[64];
   pthread_t ids[64];
   size_t n = sliced ? threads : 1;
   for (size_t t = 0; t < n; t++) {
-    jobs[t] = (floor_job){A, B, ars, acs, brs, bcs, V * t / n, V * (t + 1) / n,
+    jobs[t] = (floor_job){A, B, ars, acs, brs, bcs, rows * t / n, rows * (t + 1) / n,
                           blocks + t * (size_t)BLOCK * V, rntm_for(sliced ? 1 : threads)};
   }
   double t0 = now();
@@ -163,6 +199,7 @@ static double gemm_floor(const float *A, inc_t ars, inc_t acs, const float *B, i
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows when piped */
   int fast = 1, repeat = 2;
+  size_t nrows = V;
   size_t threads = (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--no-fast-kernels") == 0)
@@ -171,11 +208,15 @@ int main(int argc, char **argv) {
       threads = (size_t)atoi(argv[++i]);
     else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
       repeat = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc)
+      nrows = (size_t)atol(argv[++i]);
     else {
-      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R] [--rows N]\n", argv[0]);
       return 2;
     }
   }
+  if (nrows == 0 || nrows > V)
+    nrows = V;
   if (fast)
     check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
   check(mi_set_num_threads(threads), "mi_set_num_threads");
@@ -200,16 +241,17 @@ int main(int argc, char **argv) {
   check(mi_circuit_qk(&qk, model, 0, 0, MI_EMBED_TOKEN, MI_EMBED_TOKEN, 0), "qk");
   check(mi_circuit_ov(&ov, model, 0, 0), "ov");
   printf("circuits made in %.1f s\n", now() - t0);
-  double rss_before = peak_rss_mib();
+  double rss_before = vm_rss_mib();
+  reset_hwm();
   double ours[2] = {INFINITY, INFINITY};
   for (int r = 0; r < repeat; r++)
     for (int c = 0; c < 2; c++) {
       double t = now();
-      check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, V), "topk");
+      check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, nrows), "topk");
       ours[c] = fmin(ours[c], now() - t);
       printf("  top-k %s: %.3f s\n", c ? "OV" : "QK", now() - t);
     }
-  double rss_after = peak_rss_mib();
+  double rss_after = vm_hwm_mib();
 
   /* The same factors, made here with BLIS in libmi's layout:
    * QK: A = W_E W_Q, B = (W_E W_K)ᵀ; OV: A = W_E W_V, B = W_O W_U. */
@@ -232,16 +274,18 @@ int main(int argc, char **argv) {
       sgemm(V, DH, D, E, D, 1, W + D * DH, DH, 1, fb, DH, &rntm);
     } else {
       sgemm(V, DH, D, E, D, 1, W + 2 * D * DH, DH, 1, fa, DH, &rntm);
-      sgemm(DH, V, D, W + 3 * D * DH, D, 1, U, V, 1, fb, V, &rntm);
+      /* B = W_O W_U, stored transposed (V × d_head) as libmi stores it. */
+      sgemm(V, DH, D, U, 1, V, W + 3 * D * DH, 1, D, fb, DH, &rntm);
     }
-    inc_t brs = c == 0 ? 1 : V, bcs = c == 0 ? DH : 1;
+    inc_t brs = 1, bcs = DH;
     for (int r = 0; r < repeat; r++) {
-      floor_t[c] = fmin(floor_t[c], gemm_floor(fa, DH, 1, fb, brs, bcs, block, nblocks, 0));
-      sliced_t[c] = fmin(sliced_t[c], gemm_floor(fa, DH, 1, fb, brs, bcs, block, nblocks, 1));
+      floor_t[c] = fmin(floor_t[c], gemm_floor(nrows, fa, DH, 1, fb, brs, bcs, block, nblocks, 0));
+      sliced_t[c] = fmin(sliced_t[c], gemm_floor(nrows, fa, DH, 1, fb, brs, bcs, block, nblocks, 1));
     }
   }
-  double flop = 2.0 * V * (double)V * DH;
-  printf("\ntop-%d per row of the full %d x %d circuit (rank %d)\n", K, V, V, DH);
+  double flop = 2.0 * (double)nrows * V * DH;
+  printf("\ntop-%d per row of rows 0..%zu of the %d x %d circuit (rank %d)\n", K, nrows, V,
+         V, DH);
   printf("floor b1: BLIS sgemm in 256-row blocks, %zu BLIS threads; b2: %zu row slices, "
          "one single-threaded BLIS each (libmi's split)\n", threads, nblocks);
   printf("%-9s %9s %9s %9s %8s %8s %8s %8s %8s\n", "circuit", "top-k s", "b1 s", "b2 s",
@@ -251,11 +295,12 @@ int main(int argc, char **argv) {
            c ? "token OV" : "token QK", ours[c], floor_t[c], sliced_t[c],
            ours[c] / floor_t[c], ours[c] / sliced_t[c], flop / ours[c] * 1e-9,
            flop / floor_t[c] * 1e-9, flop / sliced_t[c] * 1e-9);
-  printf("peak RSS: %.0f MiB before the top-k runs, %.0f MiB after (+%.0f MiB, of which "
-         "%.1f MiB are the results); a dense circuit would be %.1f GiB\n",
+  printf("resident: %.0f MiB before the top-k runs (model, circuits, results); peak during "
+         "them %.0f MiB (+%.1f MiB; results %.1f MiB); a dense circuit would be %.1f GiB; "
+         "process peak %.0f MiB\n",
          rss_before, rss_after, rss_after - rss_before,
          (double)V * K * (sizeof *idx + sizeof *val) / 1048576.0,
-         (double)V * V * 4 / 1073741824.0);
+         (double)V * V * 4 / 1073741824.0, peak_rss_mib());
   printf("first QK row's top-%d: token %zu (%.3f) ... token %zu (%.3f)\n", K, idx[0],
          (double)val[0], idx[K - 1], (double)val[K - 1]);
   mi_circuit_free(qk);

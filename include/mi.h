@@ -493,7 +493,7 @@ MI_API size_t mi_get_num_threads(void);
  *
  * Cost: a token circuit's factors are d_vocab × d_head (12.9 MB for GPT-2)
  * and its creation one d_vocab × d_model × d_head product. Queries that
- * stream (top-k) use one scratch tile of at most 256 × 4096 floats (4 MiB)
+ * stream (top-k) use one scratch tile of at most 256 × 4080 floats (4 MiB)
  * per thread, whatever n and m.
  */
 
@@ -655,7 +655,7 @@ enum {
  * the t-th best entry and out_value[...] its value. Ties go to the lower
  * index. NaN entries are not ordered.
  *
- * The matrix is streamed through a scratch tile (at most 256 × 4096
+ * The matrix is streamed through a scratch tile (at most 256 × 4080
  * floats, allocated once per call), each tile scanned while in cache, so
  * memory does not grow with n or m. With T threads (mi_set_num_threads,
  * else BLIS's default) the lines are cut into T slices, each streamed by

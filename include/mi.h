@@ -385,10 +385,15 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
  * call `mi_blis_select_fast_kernels()` first thing in `main()` to opt in.
  * The `mi` command and the benchmark opt in by default.
  *
- * Threads. `mi_set_num_threads` sets the threads of every later libmi BLIS
- * call through a per-call `rntm_t`; BLIS's global state is never touched.
- * With 0 (the default) BLIS's own setting applies: BLIS_NUM_THREADS, else
- * OMP_NUM_THREADS, else one thread. Debian links `libblis.so` to the OpenMP
+ * Threads. `mi_set_num_threads` sets how many threads every later libmi
+ * call computes with; BLIS's global state is never touched. With 0 (the
+ * default) BLIS's own setting applies: BLIS_NUM_THREADS, else
+ * OMP_NUM_THREADS, else one thread. libmi cuts each large product (and
+ * the top-k stream, and a report's per-head eigenvalues) into one slice a
+ * thread, each slice a BLIS call with a per-call `rntm_t` of one thread:
+ * BLIS's own threads meet at spin barriers inside every GEMM, which
+ * collapse when the cores are shared with other work (measured: a 2-thread
+ * sgemm at 7 GFLOP/s on a busy 2-core machine, against about 90 sliced). Debian links `libblis.so` to the OpenMP
  * variant (`libblis-openmp`); the pthreads and serial variants
  * (`libblis-pthread`, `libblis-serial`) are chosen system-wide with
  * `update-alternatives --config libblis.so.4-x86_64-linux-gnu`. With the

@@ -474,10 +474,14 @@ static mi_status topk_tile(const float *tile, size_t ld, size_t row0, size_t row
     while (j < cols) {
       size_t end = cols - j < CHUNK ? cols : j + CHUNK;
       /* Most chunks hold nothing better than the k-th best: test them
-       * with a branch-free (vectorised) scan first. */
+       * with a branch-free scan first, of a fixed length so that the
+       * compiler vectorises it at -O2. */
       int hit = 0;
-      for (size_t t = j; t < end; t++)
-        hit |= sign * x[t] > threshold;
+      if (end - j == CHUNK)
+        for (size_t t = 0; t < CHUNK; t++)
+          hit |= sign * x[j + t] > threshold;
+      else
+        hit = 1;
       if (hit)
         for (size_t t = j; t < end; t++)
           if (sign * x[t] > threshold) {

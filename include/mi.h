@@ -213,7 +213,12 @@ typedef enum mi_dtype {
  */
 MI_API mi_status mi_model_create(mi_model **out, const mi_config *config);
 
-/** Frees a model. NULL is a no-op. */
+/**
+ * Releases the caller's reference to a model. Circuits made from it hold
+ * references of their own (an atomic count), so the model's memory goes
+ * when the last of the caller and its circuits lets go: model and circuits
+ * may be freed in any order, from any thread. NULL is a no-op.
+ */
 MI_API void mi_model_free(mi_model *model);
 
 /**

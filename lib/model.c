@@ -339,28 +339,29 @@ static mi_status fold_layernorms(mi_model *model) {
   return MI_OK;
 }
 
-/* Subtracts from each of `count` rows of length n (stride n) its mean. */
-static void center_rows(float *m, size_t count, size_t n) {
-  for (size_t r = 0; r < count; r++) {
+/*
+ * Subtracts from each of `lines` lines of `len` elements its mean; element k
+ * of line i is m[i * line_stride + k * step]. Rows and columns alike.
+ */
+static void center_lines(float *m, size_t lines, size_t len, size_t line_stride,
+                         size_t step) {
+  for (size_t i = 0; i < lines; i++) {
+    float *line = m + i * line_stride;
     double mean = 0.0;
-    for (size_t j = 0; j < n; j++)
-      mean += m[r * n + j];
-    mean /= (double)n;
-    for (size_t j = 0; j < n; j++)
-      m[r * n + j] = (float)(m[r * n + j] - mean);
+    for (size_t k = 0; k < len; k++)
+      mean += line[k * step];
+    mean /= (double)len;
+    for (size_t k = 0; k < len; k++)
+      line[k * step] = (float)(line[k * step] - mean);
   }
 }
 
-/* Subtracts from each column of a rows × cols matrix its mean. */
+/* Each row of a count × n matrix loses its mean. */
+static void center_rows(float *m, size_t count, size_t n) { center_lines(m, count, n, n, 1); }
+
+/* Each column of a rows × cols matrix loses its mean. */
 static void center_columns(float *m, size_t rows, size_t cols) {
-  for (size_t j = 0; j < cols; j++) {
-    double mean = 0.0;
-    for (size_t i = 0; i < rows; i++)
-      mean += m[i * cols + j];
-    mean /= (double)rows;
-    for (size_t i = 0; i < rows; i++)
-      m[i * cols + j] = (float)(m[i * cols + j] - mean);
-  }
+  center_lines(m, cols, rows, 1, cols);
 }
 
 static void center_writing_weights(mi_model *model) {

@@ -1407,8 +1407,9 @@ MI_API mi_status mi_model_path_count(size_t *out, const mi_model *model, size_t 
  *         MI_ERR_INVALID_ARGUMENT (NULL model or callback, unknown flags);
  *         MI_ERR_UNSUPPORTED (the model has MLPs); MI_ERR_NUMERIC (an
  *         eigen-decomposition of a Gram failed); MI_ERR_OUT_OF_MEMORY
- *         (scratch of about (2·max_order + 4)·d_model·L·H·d_head floats, plus
- *         the factors with MI_PATHS_CIRCUITS).
+ *         (scratch of about (4·d_model + 2·max_order·d_head)·L·H·d_head
+ *         floats and 3·d_model² doubles, plus the factors with
+ *         MI_PATHS_CIRCUITS).
  */
 MI_API mi_status mi_model_paths(size_t *out, const mi_model *model, size_t max_order,
                                 unsigned flags, mi_path_fn callback, void *user);
@@ -1461,11 +1462,13 @@ MI_API mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t
  * The rank of each diagonal entry within its row: for rows i = i0 … i1 − 1
  * of a square circuit, out[i − i0] = the number of entries j of row i with
  * M[i][j] > M[i][i], strictly (0: the diagonal is the row's largest; ties go
- * in the diagonal's favour). Rows are computed by BLIS in float32 in blocks
- * of about 4 MiB (one scratch block allocated per call), and each compared
- * with its own diagonal entry from the same product, so near-ties within
- * float32 rounding rank as float32 orders them. NaN entries never count as
- * greater; a row whose diagonal is NaN gets rank n.
+ * in the diagonal's favour). Each diagonal entry is computed first, in
+ * double from the factors; the matrix is then streamed as mi_circuit_topk
+ * streams it (float32 BLIS tiles of at most 256 × 4096, one a thread,
+ * allocated once per call) and each entry compared with its row's diagonal,
+ * so an entry within float32 rounding of the diagonal may rank either side.
+ * NaN entries never count as greater; a row whose diagonal is NaN gets
+ * rank n. Extra memory: one float a row asked for, plus the tiles.
  *
  * @param out     out: i1 − i0 ranks
  * @param circuit in: a square circuit (n × n)
@@ -1482,7 +1485,8 @@ MI_API mi_status mi_circuit_diag_rank(size_t *out, const mi_circuit *circuit, si
  * rows, streamed the same way. Beside the eigenvalue copying score
  * (mi_circuit_eigen_summary) these say how often the diagonal actually wins,
  * e.g. for a head's OV circuit (mi_circuit_ov) or a virtual path's
- * (mi_circuit_path). Cost: one n × r × n product in float32, in blocks.
+ * (mi_circuit_path). Cost: one n × r × n product in float32, in tiles,
+ * and n ranks (size_t) of memory.
  *
  * @param out_top1,out_top5  out: shares in [0, 1]
  * @return as mi_circuit_diag_rank (MI_ERR_SHAPE when not square).

@@ -625,3 +625,8 @@ mi_status mi_circuit_eigenvalues(double *out_re, double *out_im, size_t count,
   free(re);
   return status;
 }
+
+void mi__circuit_factors(mi__matrix *A, mi__matrix *B, const mi_circuit *circuit) {
+  *A = circuit->A;
+  *B = circuit->B;
+}

@@ -9,64 +9,83 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Floats a block of streamed rows may hold (4 MiB, as a top-k tile). */
-enum { BLOCK_FLOATS = 1 << 20 };
-
 /*
- * Ranks of the diagonal of rows i0..i1 into out[i - i0], through `block`
- * (rows × m floats): each row computed once by BLIS, then compared with its
- * own diagonal entry as computed in the same product.
+ * Diagonal ranks stream the product through mi__stream's tiles (as top-k
+ * does). Each diagonal entry is computed first, in double from the factors,
+ * and a tile entry counts when it is above it; comparing in float against
+ * the largest float not above the diagonal keeps the scan in float (and
+ * vectorised) with the same answer as the comparison in double.
  */
-static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t m, size_t i0,
-                            size_t i1, float *block, size_t rows) {
-  mi_status status = MI_OK;
-  for (size_t r0 = i0; r0 < i1 && status == MI_OK; r0 += rows) {
-    size_t r1 = i1 - r0 < rows ? i1 : r0 + rows;
-    status = mi_circuit_rows(block, m, circuit, r0, r1);
-    for (size_t i = r0; i < r1 && status == MI_OK; i++) {
-      const float *x = block + (i - r0) * m;
-      float d = x[i];
-      size_t greater = 0;
-      for (size_t j = 0; j < m; j++) /* branch-free: the compiler vectorises it */
-        greater += x[j] > d;
-      out[i - i0] = isnan(d) ? m : greater;
-    }
+typedef struct rank_state {
+  const float *threshold; /* per row: the largest float ≤ its diagonal entry */
+  size_t *out, i0;
+} rank_state;
+
+static mi_status rank_tile(const float *tile, size_t ld, size_t row0, size_t rows,
+                           size_t col0, size_t cols, void *user) {
+  const rank_state *s = user;
+  for (size_t i = 0; i < rows; i++) {
+    size_t row = row0 + i, greater = 0;
+    const float *x = tile + i * ld;
+    float d = s->threshold[row - s->i0];
+    for (size_t j = 0; j < cols; j++) /* branch-free: the compiler vectorises it */
+      greater += x[j] > d;
+    if (row >= col0 && row < col0 + cols) /* the diagonal itself never counts */
+      greater -= x[row - col0] > d;
+    s->out[row - s->i0] += greater;
   }
+  return MI_OK;
+}
+
+/* Ranks of rows i0..i1 of a checked square circuit (n × n) into out. */
+static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, size_t i0,
+                            size_t i1) {
+  mi__matrix A, B;
+  mi__circuit_factors(&A, &B, circuit);
+  float *threshold = malloc((i1 - i0) * sizeof *threshold);
+  if (threshold == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "diagonal rank: %zu rows", i1 - i0);
+  for (size_t i = i0; i < i1; i++) {
+    double d = 0.0;
+    for (size_t t = 0; t < A.cols; t++)
+      d += (double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs] *
+           B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)i * B.cs];
+    float f = (float)d;
+    if ((double)f > d)
+      f = nextafterf(f, -INFINITY);
+    threshold[i - i0] = f;
+    out[i - i0] = 0;
+  }
+  rank_state state = {threshold, out, i0};
+  mi_status status = mi__stream(A, B, i0, i1, rank_tile, &state);
+  for (size_t i = i0; i < i1 && status == MI_OK; i++)
+    if (isnan(threshold[i - i0]))
+      out[i - i0] = n;
+  free(threshold);
   return status;
 }
 
-/* Checks a square circuit and allocates a block of streamed rows. */
-static mi_status diag_setup(float **out, size_t *rows, size_t *n, const mi_circuit *circuit,
-                            const char *what) {
+/* Checks that a circuit is square; its size into *n. */
+static mi_status check_square(size_t *n, const mi_circuit *circuit, const char *what) {
   size_t m;
   mi_circuit_shape(n, &m, NULL, circuit);
   if (*n != m)
     return mi__fail(MI_ERR_SHAPE, "%s of a %zu x %zu circuit: it is not square", what, *n, m);
-  *rows = BLOCK_FLOATS / m ? BLOCK_FLOATS / m : 1;
-  if (*rows > *n)
-    *rows = *n;
-  *out = malloc(*rows * m * sizeof **out);
-  if (*out == NULL)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: %zu rows of %zu floats", what, *rows, m);
   return MI_OK;
 }
 
 mi_status mi_circuit_diag_rank(size_t *out, const mi_circuit *circuit, size_t i0, size_t i1) {
   MI_CHECK_ARG(out);
   MI_CHECK_ARG(circuit);
-  size_t n = 0, rows = 1;
-  float *block;
-  mi_status status = diag_setup(&block, &rows, &n, circuit, "diagonal rank");
+  size_t n = 0;
+  mi_status status = check_square(&n, circuit, "diagonal rank");
   if (status != MI_OK)
     return status;
   if (i0 >= i1)
-    status = mi__fail(MI_ERR_INVALID_ARGUMENT, "diagonal rank: empty range %zu..%zu", i0, i1);
-  else if (i1 > n)
-    status = mi__fail(MI_ERR_INDEX, "diagonal rank: rows %zu..%zu of %zu", i0, i1, n);
-  else
-    status = diag_ranks(out, circuit, n, i0, i1, block, rows);
-  free(block);
-  return status;
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "diagonal rank: empty range %zu..%zu", i0, i1);
+  if (i1 > n)
+    return mi__fail(MI_ERR_INDEX, "diagonal rank: rows %zu..%zu of %zu", i0, i1, n);
+  return diag_ranks(out, circuit, n, i0, i1);
 }
 
 mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
@@ -74,28 +93,23 @@ mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
   MI_CHECK_ARG(out_top1);
   MI_CHECK_ARG(out_top5);
   MI_CHECK_ARG(circuit);
-  size_t n = 0, rows = 1;
-  float *block;
-  mi_status status = diag_setup(&block, &rows, &n, circuit, "copying accuracy");
+  size_t n = 0, top1 = 0, top5 = 0;
+  mi_status status = check_square(&n, circuit, "copying accuracy");
   if (status != MI_OK)
     return status;
-  size_t *rank = malloc(rows * sizeof *rank), top1 = 0, top5 = 0;
+  size_t *rank = malloc(n * sizeof *rank);
   if (rank == NULL)
-    status = mi__fail(MI_ERR_OUT_OF_MEMORY, "copying accuracy: %zu ranks", rows);
-  for (size_t i0 = 0; i0 < n && status == MI_OK; i0 += rows) {
-    size_t i1 = n - i0 < rows ? n : i0 + rows;
-    status = diag_ranks(rank, circuit, n, i0, i1, block, rows);
-    for (size_t i = 0; i < i1 - i0 && status == MI_OK; i++) {
-      top1 += rank[i] < 1;
-      top5 += rank[i] < 5;
-    }
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "copying accuracy: %zu ranks", n);
+  status = diag_ranks(rank, circuit, n, 0, n);
+  for (size_t i = 0; i < n && status == MI_OK; i++) {
+    top1 += rank[i] < 1;
+    top5 += rank[i] < 5;
   }
   if (status == MI_OK) {
     *out_top1 = (double)top1 / (double)n;
     *out_top5 = (double)top5 / (double)n;
   }
   free(rank);
-  free(block);
   return status;
 }
 

@@ -123,4 +123,10 @@ mi_status mi__forward_patterns(float *patterns, const mi_model *model, const siz
 mi_status mi__head_behaviour(mi_head_report *lines, const mi_model *model,
                              const mi_report_options *options);
 
+/* ---- circuit factors (circuit.c), for streamed queries elsewhere ---------- */
+
+/* The views of a circuit's factors A (n × r) and B (r × m); borrowed. */
+struct mi__matrix;
+void mi__circuit_factors(struct mi__matrix *A, struct mi__matrix *B, const mi_circuit *circuit);
+
 #endif /* MI_INTERNAL_H */

@@ -540,7 +540,8 @@ static mi_status walk_prepare(path_walk *w, double *direct_sq) {
   if (status == MI_OK && w->max_order > 0)
     for (size_t i = 0; i < D * D; i++)
       w->level[0].K[i] = (float)w->root[i];
-  for (size_t i = 0; i < heads && status == MI_OK; i++) {
+  /* Each head's W_V and W_V·S, for the walk below the direct path. */
+  for (size_t i = 0; i < heads && status == MI_OK && w->max_order > 0; i++) {
     size_t l = i / w->H, h = i % w->H;
     const float *W_V = value_weight(model, l, h);
     mi__matrix WO = mi__matrix_rowmajor((float *)output_weight(model, l, h), dh, D);
@@ -577,10 +578,11 @@ static mi_status walk_emit(path_walk *w, size_t order, double norm_sq) {
   mi_status status = MI_OK;
   if (w->circuits) {
     const mi_config *c = &w->model->config;
-    size_t V = c->d_vocab, dh = c->d_head, first = w->layers[0] * w->H + w->heads[0];
+    size_t V = c->d_vocab, dh = c->d_head;
     if (order == 0) {
       status = mi_circuit_direct(&circuit, w->model);
     } else {
+      size_t first = w->layers[0] * w->H + w->heads[0];
       float *A = w->factors, *B = A + V * dh;
       status = path_factors(first == w->first ? NULL : A, B, B + V * dh,
                             B + V * dh + dh * c->d_model, w->model, order, w->layers,

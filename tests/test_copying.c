@@ -8,24 +8,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* M = A·B (n × m) in double from float factors. */
-static double *dense_product(const float *A, const float *B, size_t n, size_t r, size_t m) {
-  double *M = malloc(n * m * sizeof *M);
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < m; j++) {
-      double s = 0;
-      for (size_t t = 0; t < r; t++)
-        s += (double)A[i * r + t] * B[t * m + j];
-      M[i * m + j] = s;
-    }
-  return M;
+/* Row i of A·B (n × n) in double from float factors into row[n]. */
+static void dense_row(double *row, const float *A, const float *B, size_t n, size_t r,
+                      size_t i) {
+  for (size_t j = 0; j < n; j++) {
+    double s = 0;
+    for (size_t t = 0; t < r; t++)
+      s += (double)A[i * r + t] * B[t * n + j];
+    row[j] = s;
+  }
 }
 
-/* Reference rank: entries of row i strictly above the diagonal entry. */
-static size_t dense_rank(const double *M, size_t n, size_t i) {
+/* Reference rank: entries of the row strictly above the diagonal entry; and ties. */
+static size_t dense_rank(const double *row, size_t n, size_t i, size_t *ties) {
   size_t greater = 0;
-  for (size_t j = 0; j < n; j++)
-    greater += M[i * n + j] > M[i * n + i];
+  for (size_t j = 0; j < n; j++) {
+    greater += row[j] > row[i];
+    *ties += j != i && row[j] == row[i];
+  }
   return greater;
 }
 
@@ -39,14 +39,15 @@ static float *random_floats(size_t count, tu_rng *rng, int integers) {
 /*
  * Ranks of every row, and of a sub-range, against the dense double product;
  * accuracy as the share of reference ranks < 1 and < 5. Case 0: random
- * Gaussian factors (n = 1500: several streamed blocks; a near-tie within
- * float32 rounding is improbable at these gaps, so ranks must agree
+ * Gaussian factors, n = 4500 (several row tiles and two column tiles, so
+ * some diagonals lie in a later tile than entries of their row; a near-tie
+ * within float32 rounding is improbable at these gaps, so ranks must agree
  * exactly); case 1: small integer factors, so entries are exact in float32
  * and many rows tie with their diagonal (ties count for the diagonal);
  * case 2: a diagonal boosted on every third row.
  */
 START_TEST(diag_rank_matches_dense_reference) {
-  size_t n = _i == 0 ? 1500 : 40, r = _i == 1 ? 2 : 5;
+  size_t n = _i == 0 ? 4500 : 40, r = _i == 1 ? 2 : 5;
   tu_rng rng = tu_rng_seed(40 + _i);
   float *A = random_floats(n * r, &rng, _i == 1), *B = random_floats(r * n, &rng, _i == 1);
   if (_i == 2) /* A = [G | e], B = [.. ; e'] with e the row's own marker */
@@ -56,27 +57,27 @@ START_TEST(diag_rank_matches_dense_reference) {
     }
   mi_circuit *c;
   TU_OK(mi_circuit_from_factors(&c, n, r, n, A, r, B, n));
-  double *M = dense_product(A, B, n, r, n);
-  size_t *rank = malloc(n * sizeof *rank), top1 = 0, top5 = 0, ties = 0;
+  double *row = malloc(n * sizeof *row);
+  size_t *rank = malloc(n * sizeof *rank), *want = malloc(n * sizeof *want);
+  size_t top1 = 0, top5 = 0, ties = 0;
   TU_OK(mi_circuit_diag_rank(rank, c, 0, n));
   for (size_t i = 0; i < n; i++) {
-    size_t want = dense_rank(M, n, i);
-    ck_assert_msg(rank[i] == want, "row %zu: rank %zu, dense %zu", i, rank[i], want);
-    top1 += want < 1;
-    top5 += want < 5;
-    for (size_t j = 0; j < n; j++)
-      ties += j != i && M[i * n + j] == M[i * n + i];
+    dense_row(row, A, B, n, r, i);
+    want[i] = dense_rank(row, n, i, &ties);
+    ck_assert_msg(rank[i] == want[i], "row %zu: rank %zu, dense %zu", i, rank[i], want[i]);
+    top1 += want[i] < 1;
+    top5 += want[i] < 5;
   }
   if (_i == 1)
     ck_assert_uint_gt(ties, 0); /* the case does test ties */
   TU_OK(mi_circuit_diag_rank(rank, c, 7, 19));
   for (size_t i = 7; i < 19; i++)
-    ck_assert_uint_eq(rank[i - 7], dense_rank(M, n, i));
+    ck_assert_uint_eq(rank[i - 7], want[i]);
   double acc1, acc5;
   TU_OK(mi_circuit_copying_accuracy(&acc1, &acc5, c));
   ck_assert_double_eq(acc1, (double)top1 / n);
   ck_assert_double_eq(acc5, (double)top5 / n);
-  free(A); free(B); free(M); free(rank);
+  free(A); free(B); free(row); free(rank); free(want);
   mi_circuit_free(c);
 }
 END_TEST

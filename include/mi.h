@@ -562,7 +562,84 @@ MI_API mi_status mi_model_token_id(size_t *out, const mi_model *model, const cha
 
 /*
  * How the large products run: which BLIS kernel set, how many threads.
+ *
+ * Every large product runs through BLIS (Debian's libblis 0.9 and later).
+ *
+ * Kernel sets. BLIS chooses its kernels once per process, at its first use,
+ * from the CPU or from the environment variable BLIS_ARCH_TYPE read as the
+ * number of its `arch_t` enum (0 = skx, 3 = haswell, 6 = zen3, 7 = zen2,
+ * 8 = zen, 25 = generic; -1 = its own choice). Its own choice is slow on
+ * some machines: `generic` on AMD EPYC processors it does not know (those
+ * with AVX-512), `haswell` on Xeons with AVX-512 (about 2× slower than skx
+ * for circuit products). libmi never changes this behind the caller's back:
+ * call `mi_blis_select_fast_kernels()` first thing in `main()` to opt in.
+ * The `mi` command and the benchmark opt in by default.
+ *
+ * Threads. `mi_set_num_threads` sets the threads of every later libmi BLIS
+ * call through a per-call `rntm_t`; BLIS's global state is never touched.
+ * With 0 (the default) BLIS's own setting applies: BLIS_NUM_THREADS, else
+ * OMP_NUM_THREADS, else one thread. Debian links `libblis.so` to the OpenMP
+ * variant (`libblis-openmp`); the pthreads and serial variants
+ * (`libblis-pthread`, `libblis-serial`) are chosen system-wide with
+ * `update-alternatives --config libblis.so.4-x86_64-linux-gnu`. With the
+ * OpenMP variant, do not fork() after libmi has run a threaded product (the
+ * child may hang in OpenMP's thread pool).
+ *
+ * LAPACK (the double-precision eigen and singular value work) runs on the
+ * BLAS that Debian's libblas alternative provides, BLIS's by default.
  */
+
+/**
+ * Opts this process in to the fastest BLIS kernel set its CPU runs: skx
+ * where AVX-512 (F, DQ, CD, BW, VL) is present; else, with AVX2 and FMA,
+ * zen3/zen2/zen on the matching AMD processors and haswell otherwise; else
+ * BLIS's own choice. It sets the environment variable BLIS_ARCH_TYPE of
+ * this process (setenv; not thread-safe against concurrent getenv, so call
+ * it at start-up, before other threads run), which BLIS reads at its first
+ * use. When BLIS_ARCH_TYPE is already set, the caller's value wins and is
+ * only checked, as `mi_blis_kernel_set` would check it.
+ *
+ * It cannot affect a BLIS that has already started: libmi refuses once it
+ * has itself called BLIS or LAPACK. BLIS used directly by the program before
+ * this call is not detected; then the call has no effect.
+ *
+ * @return MI_OK; MI_ERR_STATE when libmi has already used BLIS;
+ *         MI_ERR_INVALID_ARGUMENT when a BLIS_ARCH_TYPE the caller set is
+ *         one BLIS would abort on or this CPU cannot run (see below);
+ *         MI_ERR_OUT_OF_MEMORY when setenv fails.
+ */
+MI_API mi_status mi_blis_select_fast_kernels(void);
+
+/**
+ * Reports the kernel set BLIS uses in this process ("skx", "zen3",
+ * "haswell", "generic", ...), starting BLIS if it has not started.
+ *
+ * Before libmi's first BLIS call (this one included) it checks
+ * BLIS_ARCH_TYPE, because BLIS 0.9 aborts the process on a number it has no
+ * kernels for and reads any text as a number ("" and "skx" as 0, skx's
+ * AVX-512 kernels, which fault on a CPU without AVX-512). Every libmi
+ * function that computes returns the same MI_ERR_INVALID_ARGUMENT for such
+ * a value instead of letting BLIS abort.
+ *
+ * @param out  receives static text (borrowed, valid for the process)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL or a BLIS_ARCH_TYPE that
+ *         is not a whole number, names no kernel set of this BLIS, or names
+ *         one this CPU cannot run.
+ */
+MI_API mi_status mi_blis_kernel_set(const char **out);
+
+/**
+ * Sets how many threads each later libmi BLIS call uses, process-wide
+ * (an atomic: safe to call from any thread; calls already running keep
+ * their count).
+ *
+ * @param n  threads per call; 0 = BLIS's own setting (see above)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT when n > 4096.
+ */
+MI_API mi_status mi_set_num_threads(size_t n);
+
+/** The value last given to mi_set_num_threads (0 = BLIS's own setting). */
+MI_API size_t mi_get_num_threads(void);
 
 /* (end of section: BLIS kernels and threads) */
 
@@ -573,7 +650,257 @@ MI_API mi_status mi_model_token_id(size_t *out, const mi_model *model, const cha
 /*
  * A circuit is a matrix kept as a product of factors, never formed whole
  * unless the caller asks.
+ *
+ * A circuit is an n × m matrix M = A·B with A: n × r and B: r × m in
+ * float32, r small (d_head, d_model, or a product's inner rank). Queries
+ * answer from the factors; only mi_circuit_rows/cols/dense write n × m
+ * numbers, into the caller's buffer.
+ *
+ * The circuits of head (l, h), in the row-vector form the library computes
+ * (rows index what is read first), and in the paper's column-vector
+ * notation, which is the transpose (mi_circuit_transpose is free):
+ *
+ * | constructor            | matrix (row form)          | rows × cols                | paper            |
+ * |------------------------|----------------------------|----------------------------|------------------|
+ * | qk(TOKEN, TOKEN)       | W_E W_Q W_Kᵀ W_Eᵀ          | query (destination) token × key (source) token | W_Eᵀ W_QK W_E |
+ * | qk(POS, POS)           | W_pos W_Q W_Kᵀ W_posᵀ      | query position × key position | W_posᵀ W_QK W_pos |
+ * | qk(TOKEN, POS)         | W_E W_Q W_Kᵀ W_posᵀ        | query token × key position | W_posᵀ W_QK W_E  |
+ * | qk(POS, TOKEN)         | W_pos W_Q W_Kᵀ W_Eᵀ        | query position × key token | W_Eᵀ W_QK W_pos  |
+ * | ov                     | W_E W_V W_O W_U            | source token × output token (logit) | W_U W_OV W_E (transposed) |
+ * | direct                 | W_E W_U                    | input token × output token | W_U W_E          |
+ *
+ * with W_QK = W_Q W_Kᵀ and W_OV = W_V W_O; W_K and W_V are those of the
+ * key/value head the query head reads (grouped-query models). The weights
+ * are the model's as they are when the circuit is made (folded and centred
+ * if processed). A token QK circuit scores a query token against a key
+ * token as if each were alone in the residual stream (no positional part).
+ *
+ * Lifetime: a circuit keeps its model alive (a reference count), so model
+ * and circuits may be freed in any order. The direct path reads W_E and
+ * W_U in place; other circuits compute their factors once, at creation.
+ * A model's weights must not change while circuits made from it exist.
+ * Circuits are immutable: any number of threads may query one at once.
+ *
+ * Cost: a token circuit's factors are d_vocab × d_head (12.9 MB for GPT-2)
+ * and its creation one d_vocab × d_model × d_head product. Queries that
+ * stream (top-k) use one scratch tile of at most 256 × 4096 floats (4 MiB)
+ * per thread, whatever n and m.
  */
+
+/** A matrix kept as a product of two factors (opaque, reference-counted). */
+typedef struct mi_circuit mi_circuit;
+
+/** Which embedding a side of a QK circuit reads. */
+typedef enum mi_embedding {
+  MI_EMBED_TOKEN = 0, /**< W_E: rows or columns are tokens (d_vocab) */
+  MI_EMBED_POS = 1    /**< W_pos: rows or columns are positions (n_ctx) */
+} mi_embedding;
+
+/** Bits of mi_circuit_qk's `flags`. */
+enum {
+  /**
+   * Include the query and key biases: the score is
+   * (x W_Q + b_Q)(y W_K + b_K)ᵀ, exactly what the forward pass computes
+   * before the softmax. In the factored form each factor row gets its
+   * bias added: A = E_q W_Q + 1 b_Q, Bᵀ = E_k W_K + 1 b_K, so the rank stays
+   * d_head. (For the bare matrices W_QK this is the augmented form
+   * [W_Q; b_Q][W_K; b_K]ᵀ acting on [x, 1], which grows by one rank.)
+   * A model without biases ignores the bit.
+   */
+  MI_QK_BIAS = 1u << 0,
+  /** Multiply by 1/√d_head, as attention does before the softmax. */
+  MI_QK_SCALE = 1u << 1
+};
+
+/**
+ * The QK circuit of head (layer, head): query side × key side scores.
+ *
+ * @param out    receives the circuit (owned; mi_circuit_free), NULL on failure
+ * @param model  in: the model (a reference is taken)
+ * @param query,key  which embedding each side reads (see the table above)
+ * @param flags  MI_QK_* bits
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown embedding or flag
+ *         bits); MI_ERR_INDEX (layer or head out of range);
+ *         MI_ERR_UNSUPPORTED (MI_EMBED_POS and the model has no W_pos);
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_qk(mi_circuit **out, const mi_model *model, size_t layer,
+                               size_t head, mi_embedding query, mi_embedding key,
+                               unsigned flags);
+
+/**
+ * The token OV circuit of head (layer, head): W_E W_V W_O W_U, d_vocab ×
+ * d_vocab, row = the source token attended to, column = the output logit it
+ * moves. Biases (b_V, b_O) add the same vector to every row and are left
+ * out. A = W_E W_V (d_vocab × d_head), B = W_O W_U (d_head × d_vocab).
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (layer or
+ *         head out of range); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_ov(mi_circuit **out, const mi_model *model, size_t layer,
+                               size_t head);
+
+/**
+ * The direct path W_E W_U (input token × output token, rank d_model), with
+ * A = W_E and B = W_U read in place from the model.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_direct(mi_circuit **out, const mi_model *model);
+
+/**
+ * A circuit from caller factors, copied (the caller may free them after):
+ * A is n × r at A[i * lda + t], B is r × m at B[t * ldb + j].
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, a zero dimension,
+ *         lda < r or ldb < m); MI_ERR_OUT_OF_MEMORY (also on size overflow).
+ */
+MI_API mi_status mi_circuit_from_factors(mi_circuit **out, size_t n, size_t r, size_t m,
+                                         const float *A, size_t lda, const float *B,
+                                         size_t ldb);
+
+/**
+ * The transpose Mᵀ = Bᵀ Aᵀ, sharing the factors (no copy, no arithmetic).
+ * Turns the row form into the paper's column form and back.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_transpose(mi_circuit **out, const mi_circuit *circuit);
+
+/**
+ * The product first · second (first's columns must match second's rows),
+ * still factored: A₁ (B₁ A₂) B₂, with the small r₁ × r₂ middle folded into
+ * the factor of the larger rank, so the result has rank min(r₁, r₂) and
+ * shares the other factor. Costs about r₁·r₂·max(n, m) flops: e.g. a
+ * virtual OV circuit is mi_circuit_compose(ov₁, ov₂) with the shared
+ * d_vocab axis contracted through the factors.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_SHAPE (inner
+ *         dimensions differ); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_compose(mi_circuit **out, const mi_circuit *first,
+                                    const mi_circuit *second);
+
+/** Frees a circuit (its model when it held the last reference). NULL is a no-op. */
+MI_API void mi_circuit_free(mi_circuit *circuit);
+
+/**
+ * The circuit's shape and factor rank r (an upper bound on the matrix's
+ * rank). Any of the out pointers may be NULL.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT when circuit is NULL.
+ */
+MI_API mi_status mi_circuit_shape(size_t *out_rows, size_t *out_cols, size_t *out_rank,
+                                  const mi_circuit *circuit);
+
+/**
+ * One entry M[i][j], as a dot product of two factor rows in double.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (i or j out
+ *         of range).
+ */
+MI_API mi_status mi_circuit_entry(double *out, const mi_circuit *circuit, size_t i,
+                                  size_t j);
+
+/**
+ * Rows i0..i1 (i1 exclusive) of the matrix into out[(i - i0) * ld + j],
+ * j < m, computed by BLIS in float32. Nothing else of `out` is written.
+ *
+ * @param out  out: at least (i1 - i0 - 1) * ld + m floats
+ * @param ld   ≥ m (the circuit's columns)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, ld < m, i0 ≥ i1);
+ *         MI_ERR_INDEX (i1 > n); MI_ERR_OUT_OF_MEMORY (buffer size overflows).
+ */
+MI_API mi_status mi_circuit_rows(float *out, size_t ld, const mi_circuit *circuit,
+                                 size_t i0, size_t i1);
+
+/**
+ * Columns j0..j1 (exclusive) into out[i * ld + (j - j0)], i < n.
+ *
+ * @param ld  ≥ j1 - j0
+ * @return as mi_circuit_rows, with the roles of rows and columns swapped.
+ */
+MI_API mi_status mi_circuit_cols(float *out, size_t ld, const mi_circuit *circuit,
+                                 size_t j0, size_t j1);
+
+/**
+ * The whole n × m matrix into out[i * ld + j]. For a token circuit that is
+ * 10 GB: prefer the streaming queries.
+ *
+ * @return as mi_circuit_rows.
+ */
+MI_API mi_status mi_circuit_dense(float *out, size_t ld, const mi_circuit *circuit);
+
+/** Bits of mi_circuit_topk's `flags`. */
+enum {
+  MI_TOPK_COLUMNS = 1u << 0, /**< best rows of each column (default: best columns of each row) */
+  MI_TOPK_SMALLEST = 1u << 1 /**< smallest values (default: largest) */
+};
+
+/**
+ * The k largest (or smallest) entries of each row i0..i1 (exclusive) of
+ * the matrix, or with MI_TOPK_COLUMNS of each column i0..i1. Line
+ * i - i0 of the output holds k (index, value) pairs, best first:
+ * out_index[(i - i0) * ld + t] is the column (row, for MI_TOPK_COLUMNS) of
+ * the t-th best entry and out_value[...] its value. Ties go to the lower
+ * index. NaN entries are not ordered.
+ *
+ * The matrix is streamed through a scratch tile (at most 256 × 4096
+ * floats, allocated once per call), each tile scanned while in cache, so
+ * memory does not grow with n or m. With T threads (mi_set_num_threads,
+ * else BLIS's default) the lines are cut into T slices, each streamed by
+ * its own thread with its own tile and single-threaded BLIS. Slices of
+ * i0..i1 let callers split the work further themselves.
+ *
+ * @param out_index,out_value  out: (i1 - i0 - 1) * ld + k elements each
+ * @param ld  ≥ k
+ * @param k   1 ≤ k ≤ the length of a line (m for rows, n for columns)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown flag bits, k = 0
+ *         or larger than a line, ld < k, i0 ≥ i1); MI_ERR_INDEX (i1 past
+ *         the last line); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
+                                 const mi_circuit *circuit, size_t k, unsigned flags,
+                                 size_t i0, size_t i1);
+
+/**
+ * The Frobenius norm ‖AB‖_F = √tr((AᵀA)(BBᵀ)) from the two r × r Gram
+ * matrices, accumulated in double.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_frobenius_norm(double *out, const mi_circuit *circuit);
+
+/**
+ * The `count` largest singular values, decreasing, in double: QR of A and
+ * of Bᵀ (A = Q_A R_A, Bᵀ = Q_B R_B), then the SVD of the small R_A R_Bᵀ.
+ * Values past the factor rank are 0.
+ *
+ * @param out    out: count doubles
+ * @param count  1 ≤ count ≤ min(n, m)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, count out of range);
+ *         MI_ERR_NUMERIC (LAPACK did not converge); MI_ERR_OUT_OF_MEMORY
+ *         (it needs (n + m)·r doubles of scratch).
+ */
+MI_API mi_status mi_circuit_singular_values(double *out, size_t count,
+                                            const mi_circuit *circuit);
+
+/**
+ * The eigenvalues of a square circuit (n = m) of largest modulus, as
+ * (real, imaginary) pairs, from the r × r matrix B·A (formed in double):
+ * AB and BA have the same non-zero eigenvalues, and AB's others are 0.
+ * Sorted by decreasing modulus; a complex conjugate pair is adjacent,
+ * positive imaginary part first.
+ *
+ * @param out_re,out_im  out: count doubles each
+ * @param count  1 ≤ count ≤ min(n, r): the eigenvalues past that are 0
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, count out of range);
+ *         MI_ERR_SHAPE (the circuit is not square); MI_ERR_NUMERIC
+ *         (geev did not converge); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_eigenvalues(double *out_re, double *out_im, size_t count,
+                                        const mi_circuit *circuit);
+
 
 /* (end of section: Circuits) */
 
@@ -583,7 +910,136 @@ MI_API mi_status mi_model_token_id(size_t *out, const mi_model *model, const cha
 
 /*
  * Whether a head copies, at a glance.
+ *
+ * The eigenvalues λ of a square circuit say what it does to the token it
+ * reads (Elhage et al. 2021, "Detecting copying behavior"): an OV circuit
+ * whose eigenvalues are mostly positive real maps a token to itself in the
+ * logits (copying); a token QK circuit with mostly positive eigenvalues
+ * attends to tokens like the query.
+ *
+ * "Non-zero" eigenvalue: |λ| > 1e-6 · max|λ|. A circuit of factor rank r
+ * has at most r non-zero eigenvalues (those of the r × r matrix B·A); the
+ * threshold drops the numerically zero ones that B·A has when r > n, and
+ * eigenvalues that small weigh nothing in the sums below.
  */
+
+/** Eigenvalue statistics of one square circuit. */
+typedef struct mi_eigen_summary {
+  size_t struct_size;     /**< sizeof(mi_eigen_summary) as the caller was compiled */
+  /** Σλ / Σ|λ| over the non-zero eigenvalues, in [-1, 1] (Σλ is real: the
+   * complex ones come in conjugate pairs); 0 when all are zero. */
+  double copying_score;
+  /** Σ|λ| over positive real λ, over Σ|λ|: the share of eigenvalue mass
+   * that is positive real, in [0, 1]. */
+  double positive_real_fraction;
+  size_t nonzero;         /**< how many eigenvalues counted as non-zero */
+} mi_eigen_summary;
+
+/**
+ * Summarises the eigenvalues of a square circuit (see mi_circuit_eigenvalues).
+ *
+ * @param out  out: the caller sets out->struct_size; that many bytes are filled
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size 0);
+ *         MI_ERR_SHAPE (not square); MI_ERR_NUMERIC; MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_eigen_summary(mi_eigen_summary *out, const mi_circuit *circuit);
+
+/**
+ * The previous-token signature of a positional QK circuit (query position ×
+ * key position, mi_circuit_qk(POS, POS)): the share of query positions
+ * p = 1 … n-1 whose highest score among the keys it may attend to
+ * (positions 0 … p, causal) is at p - 1. Ties go to the lower position.
+ * Near 1 for a previous-token head.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_SHAPE (not square,
+ *         or fewer than 2 positions); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_prev_token_share(double *out, const mi_circuit *circuit);
+
+/** One head's line of mi_model_head_report. */
+typedef struct mi_head_report {
+  size_t struct_size; /**< sizeof(mi_head_report) as the caller was compiled */
+  size_t layer, head;
+  /** Summary of the token OV circuit W_E W_V W_O W_U (d_vocab × d_vocab). */
+  mi_eigen_summary ov;
+  /** Summary of the token QK circuit (MI_EMBED_TOKEN on both sides). */
+  mi_eigen_summary qk;
+  /** mi_circuit_prev_token_share of the positional QK circuit; NaN when
+   * not asked for or the model has no W_pos. */
+  double prev_token_share;
+  /*
+   * Appended: behaviour on the model's own attention patterns (see
+   * mi_model_attention_scores; options.behaviour_* say which sequences).
+   * NaN when not asked for (behaviour_sequences = 0), for a model with MLPs
+   * (no forward pass), or where no position defines the score.
+   */
+  /** Mean attention on the previous position (MI_SCORE_PREV_TOKEN). */
+  double prev_token_attention;
+  /** Mean attention on earlier copies of the query's token (MI_SCORE_DUPLICATE_TOKEN). */
+  double duplicate_token_attention;
+  /** Mean attention on the position after an earlier copy (MI_SCORE_INDUCTION). */
+  double induction_attention;
+} mi_head_report;
+
+/** What mi_model_head_report computes. Fill with mi_report_options_init. */
+typedef struct mi_report_options {
+  size_t struct_size;
+  /** MI_QK_* bits for the QK circuits; default MI_QK_BIAS | MI_QK_SCALE
+   * (what the forward pass scores). */
+  unsigned qk_flags;
+  /** Non-zero: also the previous-token share (default 1). Costs one
+   * n_ctx × n_ctx positional circuit per head. */
+  int prev_token;
+  /* Appended: the behavioural scores (mi_head_report's *_attention). */
+  /** Random sequences to measure them on (default 16); 0 turns them off.
+   * Each costs one forward pass (without logits) of 2·half tokens. */
+  size_t behaviour_sequences;
+  /** Tokens before the repeat, so each sequence has 2·half tokens; 0
+   * (default): 32, or n_ctx / 2 when that is smaller. A value with
+   * 2·half > n_ctx fails with MI_ERR_SHAPE. */
+  size_t behaviour_half_length;
+  /** Seed of mi_model_repeated_tokens (default 1). */
+  uint64_t behaviour_seed;
+} mi_report_options;
+
+/** Sets `out` to the defaults, struct_size included. */
+MI_API void mi_report_options_init(mi_report_options *out);
+
+/**
+ * Eigenvalue summaries of every head of every layer in one call: line
+ * l * n_heads + h of `out` is head (l, h).
+ *
+ * It shares the vocabulary-sized work between all heads: the two Gram
+ * products W_U W_E and [W_E, 1]ᵀ[W_E, 1] (d_model × d_model, BLIS float32,
+ * about 2 · 2 · d_model² · d_vocab flops), then for each layer one product
+ * of those with all its W_V (resp. [W_Q; b_Q]), after which each head
+ * needs only its d_head × d_head matrix B·A (W_O · W_U W_E · W_V for OV,
+ * [W_K; b_K]ᵀ · Gram · [W_Q; b_Q] for QK) and its eigenvalues (double).
+ * The results equal those of mi_circuit_eigen_summary on the head's
+ * circuits up to the float32 rounding of the Grams.
+ *
+ * @param out      out: count lines; the caller sets out[0].struct_size,
+ *                 which is also the stride between lines (an array of the
+ *                 caller's mi_head_report); each line gets it too
+ * @param count    ≥ n_layers · n_heads
+ * @param model    in: the model
+ * @param options  in: NULL for the defaults
+ * With options.behaviour_sequences > 0 (the default) and lines large
+ * enough to hold them (struct_size past prev_token_share: callers compiled
+ * against an older header get the old fields only, and the forward passes
+ * are skipped), the behavioural scores too: mi_model_repeated_tokens with
+ * the options' sequences, half length and seed, then
+ * mi_model_attention_scores. A model with MLPs gets them as NaN (the rest
+ * of its report is computed as usual).
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size 0, bad option
+ *         bits); MI_ERR_SHAPE (count too small; behaviour_half_length with
+ *         2·half > n_ctx); MI_ERR_NUMERIC; MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_head_report(mi_head_report *out, size_t count,
+                                      const mi_model *model,
+                                      const mi_report_options *options);
+
 
 /* (end of section: Eigenvalue summaries and head reports) */
 
@@ -857,6 +1313,297 @@ MI_API mi_status mi_model_composition_scores(double *out, size_t count, const mi
  *         (4·d_model·d_head doubles of scratch); MI_ERR_NUMERIC (QR failed).
  */
 MI_API mi_status mi_model_composition_baseline(double *out, const mi_model *model);
+
+/*
+ * Path enumeration
+ * ----------------
+ * Expanded through its heads (attention patterns aside), the model's map from
+ * input token to output logits is a sum of paths: at every layer skip, or go
+ * through one head. A path of order k passes heads h₁ … h_k in increasing
+ * layers; its OV product, d_vocab × d_vocab (source token × output logit), is
+ *
+ *   order 0 (direct path):    W_E · W_U
+ *   order k ≥ 1:              W_E · W_V¹W_O¹ · W_V²W_O² ⋯ W_V^k W_O^k · W_U
+ *
+ * (W_V of a grouped head is its key/value head's), the paper's
+ * W_U W_OV^k ⋯ W_OV¹ W_E transposed. This is the virtual head in the residual
+ * stream, not mi_circuit_compose of two token OV circuits (which would pass
+ * through W_U·W_E between the heads). The weights are the model's as it holds
+ * them (fold LayerNorm first: the products see ln.w folded in, but not the
+ * normalisation, the biases or the attention patterns; mi_model_attribute
+ * splits a real input's logits exactly). A model with L layers of H heads
+ * has ∏(1 + H) = (1 + H)^L paths, C(L, k)·H^k of order k.
+ *
+ * Norms. Every path's Frobenius norm comes from small Grams, never from a
+ * d_vocab-sized product per path: the two d_model × d_model Grams W_Eᵀ W_E
+ * and W_U W_Uᵀ once per call (float32 BLIS, 2·2·d_vocab·d_model² flops),
+ * then one d_head × d_head factor per head, and per path prefix two GEMMs
+ * of (d_head rows) × d_model × (every later head's d_head columns) that give
+ * all its one-head extensions at once (the root's have d_model rows). Norms
+ * are accurate to about 1e-5 relative (float32 GEMMs, small work in double).
+ */
+
+/** One path, as mi_model_paths hands it to the callback. Fields may be appended. */
+typedef struct mi_path {
+  /** sizeof(mi_path) as the library was compiled. */
+  size_t struct_size;
+  /** Heads on the path (0: the direct path). */
+  size_t order;
+  /** (layers[i], heads[i]) for i < order, layers increasing; borrowed, valid during the callback. */
+  const size_t *layers, *heads;
+  /** Frobenius norm of the path's OV product. */
+  double norm;
+  /**
+   * With MI_PATHS_CIRCUITS, the OV product as a circuit (else NULL), borrowed:
+   * valid during the callback only, freed after it returns. To keep one, make
+   * it again with mi_circuit_path (owned). Factors: the direct path reads W_E
+   * and W_U in place (mi_circuit_direct); order ≥ 1 has A = W_E W_V¹
+   * (d_vocab × d_head) and B = W_O¹ W_V² ⋯ W_O^k W_U (d_head × d_vocab).
+   */
+  const mi_circuit *circuit;
+} mi_path;
+
+/** Bits of mi_model_paths's `flags`. */
+enum {
+  /**
+   * Build each path's circuit for the callback: one d_head × d_model ×
+   * d_vocab product a path, plus d_vocab × d_model × d_head when the first
+   * head changes, and two factor copies (about 4·d_vocab·d_head floats).
+   */
+  MI_PATHS_CIRCUITS = 1u << 0
+};
+
+/**
+ * Receives one path. Return 0 to go on, anything else to stop (the call then
+ * returns MI_OK). `user` is the caller's.
+ */
+typedef int (*mi_path_fn)(const mi_path *path, void *user);
+
+/**
+ * How many paths have order ≤ max_order: Σ_{k ≤ max_order} C(L, k)·H^k
+ * (∏(1 + H) with max_order ≥ L). Reads only the shape.
+ *
+ * @param out        out: the count (0 on failure)
+ * @param max_order  longest path; SIZE_MAX for all
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY (the
+ *         count overflows size_t).
+ */
+MI_API mi_status mi_model_path_count(size_t *out, const mi_model *model, size_t max_order);
+
+/**
+ * Walks every path of order ≤ max_order and hands each, with its norm (and
+ * with MI_PATHS_CIRCUITS its circuit), to `callback`, never holding more
+ * than one path's labels at once. Order: the direct path, then depth first,
+ * as mi_model_attribute: a path before its extensions, extensions in
+ * increasing (layer, head).
+ *
+ * @param out        out: NULL, or the number of paths delivered
+ * @param model      in: the model (borrowed; read only)
+ * @param max_order  longest path; SIZE_MAX for all
+ * @param flags      0 or MI_PATHS_CIRCUITS
+ * @param callback   called once a path, on the calling thread
+ * @param user       passed to callback
+ * @return MI_OK (also when the callback stopped the walk);
+ *         MI_ERR_INVALID_ARGUMENT (NULL model or callback, unknown flags);
+ *         MI_ERR_UNSUPPORTED (the model has MLPs); MI_ERR_NUMERIC (an
+ *         eigen-decomposition of a Gram failed); MI_ERR_OUT_OF_MEMORY
+ *         (scratch of about (4·d_model + 2·max_order·d_head)·L·H·d_head
+ *         floats and 3·d_model² doubles, plus the factors with
+ *         MI_PATHS_CIRCUITS).
+ */
+MI_API mi_status mi_model_paths(size_t *out, const mi_model *model, size_t max_order,
+                                unsigned flags, mi_path_fn callback, void *user);
+
+/**
+ * The n paths of order ≤ max_order with the largest norms, largest first
+ * (equal norms: in mi_model_paths's order), from one walk that keeps only
+ * the n best.
+ *
+ * @param out_heads  out: n × n_layers; line i, entry l is the head path i
+ *                   passes in layer l, or SIZE_MAX when it skips layer l
+ *                   (all SIZE_MAX: the direct path)
+ * @param out_norm   out: n norms
+ * @param out_count  out: lines filled, min(n, number of paths)
+ * @param n          lines available, ≥ 1
+ * @param model      in: the model (borrowed)
+ * @param max_order  longest path; SIZE_MAX for all
+ * @return as mi_model_paths; also MI_ERR_INVALID_ARGUMENT for n = 0.
+ */
+MI_API mi_status mi_model_top_paths(size_t *out_heads, double *out_norm, size_t *out_count,
+                                    size_t n, const mi_model *model, size_t max_order);
+
+/**
+ * One path's OV product as a circuit (see "Path enumeration"): the direct
+ * path for order 0 (mi_circuit_direct), else A = W_E W_V¹ (d_vocab × d_head)
+ * and B = W_O¹ W_V² ⋯ W_O^k W_U (d_head × d_vocab), computed in float32.
+ *
+ * @param out     receives the circuit (owned; mi_circuit_free), NULL on failure
+ * @param model   in: the model
+ * @param order   heads on the path, ≤ n_layers
+ * @param layers,heads  in: `order` entries each (may be NULL for order 0)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL; order > n_layers; layers
+ *         not strictly increasing); MI_ERR_INDEX (a layer or head out of
+ *         range); MI_ERR_UNSUPPORTED (MLPs); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t order,
+                                 const size_t *layers, const size_t *heads);
+
+/*
+ * Copying and induction at full vocabulary
+ * ----------------------------------------
+ * A copying head's OV circuit (source token × output logit) puts each
+ * token's own logit high in its row; an induction head's K-composition
+ * circuit with a previous-token head puts each query token's score high on
+ * the key whose previous token was the same token. Both show as a strong
+ * diagonal, read here row by row without forming the d_vocab² matrix.
+ */
+
+/**
+ * The rank of each diagonal entry within its row: for rows i = i0 … i1 − 1
+ * of a square circuit, out[i − i0] = the number of entries j of row i with
+ * M[i][j] > M[i][i], strictly (0: the diagonal is the row's largest; ties go
+ * in the diagonal's favour). Each diagonal entry is computed first, in
+ * double from the factors; the matrix is then streamed as mi_circuit_topk
+ * streams it (float32 BLIS tiles of at most 256 × 4096, one a thread,
+ * allocated once per call) and each entry compared with its row's diagonal,
+ * so an entry within float32 rounding of the diagonal may rank either side.
+ * NaN entries never count as greater; a row whose diagonal is NaN gets
+ * rank n. Extra memory: one float a row asked for, plus the tiles.
+ *
+ * @param out     out: i1 − i0 ranks
+ * @param circuit in: a square circuit (n × n)
+ * @param i0,i1   rows i0 … i1 − 1, i0 < i1 ≤ n
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, i0 ≥ i1); MI_ERR_INDEX
+ *         (i1 > n); MI_ERR_SHAPE (not square); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_diag_rank(size_t *out, const mi_circuit *circuit, size_t i0,
+                                      size_t i1);
+
+/**
+ * Top-1 and top-5 copying accuracy of a square circuit: the share of rows
+ * whose diagonal rank (mi_circuit_diag_rank) is < 1 and < 5, over all n
+ * rows, streamed the same way. Beside the eigenvalue copying score
+ * (mi_circuit_eigen_summary) these say how often the diagonal actually wins,
+ * e.g. for a head's OV circuit (mi_circuit_ov) or a virtual path's
+ * (mi_circuit_path). Cost: one n × r × n product in float32, in tiles,
+ * and n ranks (size_t) of memory.
+ *
+ * @param out_top1,out_top5  out: shares in [0, 1]
+ * @return as mi_circuit_diag_rank (MI_ERR_SHAPE when not square).
+ */
+MI_API mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
+                                             const mi_circuit *circuit);
+
+/**
+ * The K-composition circuit of head 1 (layer1, head1) into a later head 2
+ * (layer2, head2), d_vocab × d_vocab:
+ *
+ *   W_E W_Q² W_K²ᵀ (W_E W_V¹ W_O¹)ᵀ  =  W_E W_QK² (W_E W_OV¹)ᵀ
+ *
+ * row = the query token, column = the token head 1 read and wrote into the
+ * key's residual stream: the token QK circuit of head 2 (mi_circuit_qk with
+ * MI_EMBED_TOKEN on both sides) with its key side W_E replaced by W_E W_OV¹.
+ * For a previous-token head 1 and an induction head 2 it has a strong
+ * diagonal: a query attends to the key after an earlier copy of itself.
+ * With MI_QK_BIAS, b_Q² and b_K² enter as in mi_circuit_qk (A = (W_E W_Q² +
+ * 1 b_Q²)·s, Bᵀ = W_E W_V¹ W_O¹ W_K² + 1 b_K²); head 1's own biases and
+ * positional parts do not. Factors: A as above (d_vocab × d_head), B its
+ * key side transposed (d_head × d_vocab), computed in float32 and owned.
+ *
+ * @param out    receives the circuit (owned; mi_circuit_free), NULL on failure
+ * @param model  in: the model (models with MLPs are fine: weights only)
+ * @param flags  MI_QK_BIAS, MI_QK_SCALE
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown flags, layer1 ≥
+ *         layer2); MI_ERR_INDEX (a layer or head out of range);
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_k_composition(mi_circuit **out, const mi_model *model,
+                                          size_t layer1, size_t head1, size_t layer2,
+                                          size_t head2, unsigned flags);
+
+/*
+ * Behavioural head scores
+ * -----------------------
+ * What a head does on input, from the model's own attention patterns (the
+ * forward pass), as TransformerLens's head detector measures it. For a
+ * sequence of tokens x₀ … x_{n−1} and a head's pattern A (query t, key s):
+ *
+ * - previous-token: A[t][t−1], at every t ≥ 1;
+ * - duplicate-token: Σ A[t][s] over s < t with x_s = x_t, at every t that
+ *   has such an s;
+ * - induction: Σ A[t][s] over 1 ≤ s ≤ t with x_{s−1} = x_t (the position
+ *   after an earlier copy of the query's token), at every t that has one.
+ *
+ * Each score is the mean over the positions where it is defined (rows with
+ * no target are left out, not counted as 0), pooled over all sequences: in
+ * [0, 1], NaN when no position defines it. TransformerLens divides by every
+ * row instead: on sequences repeated twice its duplicate and induction
+ * scores are about half of these. No BOS token is prepended.
+ *
+ * What they capture: attention alone, on the sequences given; on random
+ * tokens repeated twice (mi_model_repeated_tokens) an induction head scores
+ * near 1 and a previous-token head near 1 on its score. Everything that
+ * shapes attention counts: LayerNorm of token plus position, the query and
+ * key biases, earlier layers (K-composition), which the weight-only
+ * signatures (mi_circuit_prev_token_share on W_pos alone, the QK
+ * eigenvalues) miss. On a trained 2-layer model with LayerNorm and biases,
+ * layer-0 heads put 14–23% of their attention on the previous token while
+ * the W_pos-only positional QK circuit put its top score on the previous
+ * position in at most 6% of rows. What they miss: what the head writes (its
+ * OV circuit: see mi_circuit_copying_accuracy), behaviour on natural text
+ * (random tokens have no bigram structure; duplicate-token rows are rare
+ * with a large vocabulary except in the repeat), and attention spread
+ * thinly over many matching keys counts as much as one sharp one.
+ */
+
+/** The scores of mi_model_attention_scores, in this order for each head. */
+typedef enum mi_attention_score {
+  MI_SCORE_PREV_TOKEN = 0,
+  MI_SCORE_DUPLICATE_TOKEN = 1,
+  MI_SCORE_INDUCTION = 2,
+  MI_SCORE_COUNT = 3 /**< scores a head */
+} mi_attention_score;
+
+/**
+ * Seeded random token sequences, each repeated twice: sequence q is
+ * out[q·2·half …]: half tokens drawn uniformly from 0 … d_vocab − 1
+ * (splitmix64 from `seed`, rejection sampling: the same tokens on every
+ * machine), then the same half tokens again.
+ *
+ * @param out          out: n_sequences · 2 · half token ids
+ * @param count        ids available at out
+ * @param model        in: the model (only d_vocab and n_ctx are read)
+ * @param n_sequences  ≥ 1
+ * @param half         ≥ 1; 2·half ≤ n_ctx when n_ctx > 0
+ * @param seed         any value
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, zero n_sequences or half);
+ *         MI_ERR_SHAPE (2·half > n_ctx, count too small);
+ *         MI_ERR_OUT_OF_MEMORY (the size overflows).
+ */
+MI_API mi_status mi_model_repeated_tokens(size_t *out, size_t count, const mi_model *model,
+                                          size_t n_sequences, size_t half, uint64_t seed);
+
+/**
+ * The behavioural scores (see "Behavioural head scores") of every head over
+ * caller token sequences: one forward pass of each (patterns only, no
+ * logits), then the scores pooled over all of them.
+ *
+ * @param out          out: [n_layers][n_heads][MI_SCORE_COUNT] doubles;
+ *                     out[(l·n_heads + h)·MI_SCORE_COUNT + score]
+ * @param count        doubles at out, ≥ n_layers · n_heads · MI_SCORE_COUNT
+ * @param model        in: the model (borrowed; read only)
+ * @param tokens       in: n_sequences · length ids, sequence q at q·length
+ * @param n_sequences  ≥ 1
+ * @param length       tokens a sequence, ≥ 1, ≤ n_ctx when n_ctx > 0
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL; n_sequences or length 0);
+ *         MI_ERR_UNSUPPORTED (the model has MLPs: no forward pass);
+ *         MI_ERR_SHAPE (count too small, length > n_ctx); MI_ERR_INDEX (a
+ *         token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (n_layers·n_heads·length²
+ *         floats of patterns, plus the forward pass's scratch).
+ */
+MI_API mi_status mi_model_attention_scores(double *out, size_t count, const mi_model *model,
+                                           const size_t *tokens, size_t n_sequences,
+                                           size_t length);
 
 /* (end of section: Forward pass, paths and attribution) */
 

@@ -286,6 +286,14 @@ mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const s
   return run_forward(model, tokens, n, out, ld, x.patterns, x.resid, NULL);
 }
 
+mi_status mi__forward_patterns(float *patterns, const mi_model *model, const size_t *tokens,
+                               size_t n) {
+  mi_status status = check_input(model, tokens, n);
+  if (status != MI_OK)
+    return status;
+  return run_forward(model, tokens, n, NULL, 0, patterns, NULL, NULL);
+}
+
 /* ---- attribution ------------------------------------------------------------ */
 
 void mi_attribution_options_init(mi_attribution_options *out) {

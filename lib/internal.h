@@ -6,6 +6,7 @@
 
 #include "mi.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -46,6 +47,9 @@ struct mi_model {
   bool processed;         /* mi_model_process ran: weights are final */
   mi_layout layout;
   struct mi__vocab *vocab; /* token strings (vocab.c); NULL until loaded */
+  /* References held besides the creator's (circuits keep their model alive);
+   * mi_model_free drops one and frees the model when none is left. */
+  atomic_size_t extra_refs;
 };
 
 /* Shape of one copy of `which`, and how many copies the model stacks. */
@@ -93,5 +97,36 @@ void mi__model_set_layout(mi_model *model, mi_layout layout);
 
 /* Frees a model's token strings; NULL is a no-op. */
 void mi__vocab_free(struct mi__vocab *vocab);
+
+/* ---- circuits (circuit.c) ------------------------------------------------- */
+
+/* Takes a reference to a model; mi_model_free drops it. */
+static inline void mi__model_retain(mi_model *model) {
+  atomic_fetch_add(&model->extra_refs, 1);
+}
+
+/* ---- forward pass (forward.c) and head behaviour (behaviour.c) ------------- */
+
+/*
+ * The attention patterns (n_layers × n_heads × n × n floats, as
+ * mi_forward_extras.patterns) of a token sequence, without the logits. Checks
+ * the sequence (MLPs, n, n_ctx, token ids) as mi_model_forward does.
+ */
+mi_status mi__forward_patterns(float *patterns, const mi_model *model, const size_t *tokens,
+                               size_t n);
+
+/*
+ * Fills the behavioural fields of the n_layers × n_heads report lines (full
+ * mi_head_report, consecutive) as options ask; leaves them NaN for a model
+ * with MLPs or with options->behaviour_sequences = 0.
+ */
+mi_status mi__head_behaviour(mi_head_report *lines, const mi_model *model,
+                             const mi_report_options *options);
+
+/* ---- circuit factors (circuit.c), for streamed queries elsewhere ---------- */
+
+/* The views of a circuit's factors A (n × r) and B (r × m); borrowed. */
+struct mi__matrix;
+void mi__circuit_factors(struct mi__matrix *A, struct mi__matrix *B, const mi_circuit *circuit);
 
 #endif /* MI_INTERNAL_H */

@@ -1,12 +1,185 @@
 /*
- * kernel.c: the BLIS layer (the only file that includes blis.h).
+ * kernel.c: the BLIS layer (the only file that includes blis.h): strided
+ * GEMM, the tile streamer, thread count and the choice of kernel set.
  */
-/* blis.h uses POSIX threads types, hidden by strict -std=c11. */
+/* blis.h uses POSIX threads types, hidden by strict -std=c11; setenv. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "kernel.h"
 
 #include <blis.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Set once libmi has called BLIS (or LAPACK on it): BLIS has read its
+ * environment and chosen its kernels; choosing again has no effect. */
+static atomic_bool blis_started;
+
+/* Threads per BLIS call; 0 keeps BLIS's own default (BLIS_NUM_THREADS,
+ * OMP_NUM_THREADS, else 1). */
+static atomic_size_t num_threads;
+
+/* ---- kernel sets ------------------------------------------------------------ */
+
+/* What an x86-64 kernel set needs of the CPU (and of the OS: the
+ * builtins check that the registers' state is saved). */
+typedef enum { NEEDS_SSSE3, NEEDS_AVX, NEEDS_FMA, NEEDS_AVX2, NEEDS_AVX512 } isa_level;
+
+/* The kernel sets Debian's x86-64 BLIS 0.9 has, by arch_t number. */
+static const struct {
+  int id;
+  const char *name;
+  isa_level needs;
+} kernel_sets[] = {
+    {BLIS_ARCH_SKX, "skx", NEEDS_AVX512},
+    {BLIS_ARCH_KNL, "knl", NEEDS_AVX512},
+    {BLIS_ARCH_HASWELL, "haswell", NEEDS_AVX2},
+    {BLIS_ARCH_SANDYBRIDGE, "sandybridge", NEEDS_AVX},
+    {BLIS_ARCH_PENRYN, "penryn", NEEDS_SSSE3},
+    {BLIS_ARCH_ZEN3, "zen3", NEEDS_AVX2},
+    {BLIS_ARCH_ZEN2, "zen2", NEEDS_AVX2},
+    {BLIS_ARCH_ZEN, "zen", NEEDS_AVX2},
+    {BLIS_ARCH_EXCAVATOR, "excavator", NEEDS_FMA},
+    {BLIS_ARCH_STEAMROLLER, "steamroller", NEEDS_FMA},
+    {BLIS_ARCH_PILEDRIVER, "piledriver", NEEDS_FMA},
+    {BLIS_ARCH_BULLDOZER, "bulldozer", NEEDS_AVX},
+    {BLIS_ARCH_GENERIC, "generic", NEEDS_SSSE3},
+};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+static bool cpu_has(isa_level level) {
+  __builtin_cpu_init();
+  switch (level) {
+  case NEEDS_SSSE3: return __builtin_cpu_supports("ssse3");
+  case NEEDS_AVX: return __builtin_cpu_supports("avx");
+  case NEEDS_FMA: return __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
+  case NEEDS_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  case NEEDS_AVX512:
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+  }
+  return false;
+}
+
+/* The fastest kernel set this CPU runs, or -1 to leave BLIS's own choice. */
+static int best_kernel_set(void) {
+  if (cpu_has(NEEDS_AVX512))
+    return BLIS_ARCH_SKX;
+  if (!cpu_has(NEEDS_AVX2))
+    return -1;
+  if (__builtin_cpu_is("amd")) {
+    if (__builtin_cpu_is("znver3"))
+      return BLIS_ARCH_ZEN3;
+    if (__builtin_cpu_is("znver2"))
+      return BLIS_ARCH_ZEN2;
+    if (__builtin_cpu_is("znver1"))
+      return BLIS_ARCH_ZEN;
+  }
+  return BLIS_ARCH_HASWELL;
+}
+#else
+static bool cpu_has(isa_level level) { (void)level; return false; }
+static int best_kernel_set(void) { return -1; }
+#endif
+
+/*
+ * Checks a BLIS_ARCH_TYPE value as BLIS 0.9 would read it (strtol, so any
+ * text parses, "" and "skx" as 0). Refused: anything but a whole number,
+ * numbers BLIS has no kernel set for (it aborts) and kernel sets this CPU
+ * cannot run (they would fault on the first instruction they lack).
+ */
+static mi_status check_arch_value(const char *value) {
+  char *end;
+  errno = 0;
+  long id = strtol(value, &end, 10);
+  if (end == value || *end != '\0' || errno != 0)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                    "BLIS_ARCH_TYPE='%s' is not a number; BLIS 0.9 wants its arch_t number "
+                    "(0 = skx, 3 = haswell, 6 = zen3, 7 = zen2, 8 = zen, 25 = generic), "
+                    "and would read this as %ld",
+                    value, end == value ? 0L : id);
+  if (id == -1)
+    return MI_OK; /* BLIS's own choice */
+  for (size_t i = 0; i < sizeof kernel_sets / sizeof kernel_sets[0]; i++)
+    if (kernel_sets[i].id == id) {
+      if (!cpu_has(kernel_sets[i].needs))
+        return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                        "BLIS_ARCH_TYPE=%ld selects BLIS's '%s' kernels, which use "
+                        "instructions this CPU lacks",
+                        id, kernel_sets[i].name);
+      return MI_OK;
+    }
+  return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                  "BLIS_ARCH_TYPE=%ld names no kernel set of this BLIS (x86-64: 0, 1, 3-12, "
+                  "25; -1 = BLIS's own choice); BLIS would abort the process",
+                  id);
+}
+
+mi_status mi__blis_begin(void) {
+  if (atomic_load(&blis_started))
+    return MI_OK;
+  const char *value = getenv("BLIS_ARCH_TYPE");
+  if (value != NULL) {
+    mi_status status = check_arch_value(value);
+    if (status != MI_OK)
+      return status;
+  }
+  atomic_store(&blis_started, true);
+  return MI_OK;
+}
+
+mi_status mi_blis_select_fast_kernels(void) {
+  if (atomic_load(&blis_started))
+    return mi__fail(MI_ERR_STATE, "BLIS is already in use in this process and has chosen "
+                                  "its kernels; select them before any other libmi call");
+  const char *value = getenv("BLIS_ARCH_TYPE");
+  if (value != NULL)
+    return check_arch_value(value); /* the caller's explicit choice wins */
+  int id = best_kernel_set();
+  if (id < 0)
+    return MI_OK;
+  char text[16];
+  snprintf(text, sizeof text, "%d", id);
+  if (setenv("BLIS_ARCH_TYPE", text, 1) != 0)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "setenv(BLIS_ARCH_TYPE) failed");
+  return MI_OK;
+}
+
+mi_status mi_blis_kernel_set(const char **out) {
+  MI_CHECK_ARG(out);
+  *out = NULL;
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  /* bli_arch_query_id does not initialise BLIS itself; a context lookup
+   * before initialisation aborts. */
+  bli_init();
+  *out = bli_arch_string(bli_arch_query_id());
+  return MI_OK;
+}
+
+mi_status mi_set_num_threads(size_t n) {
+  if (n > 4096)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "%zu threads is more than 4096", n);
+  atomic_store(&num_threads, n);
+  return MI_OK;
+}
+
+size_t mi_get_num_threads(void) { return atomic_load(&num_threads); }
+
+/* ---- products ----------------------------------------------------------------- */
+
+static void init_rntm(rntm_t *rntm) {
+  bli_rntm_init_from_global(rntm);
+  size_t n = atomic_load(&num_threads);
+  if (n > 0)
+    bli_rntm_set_num_threads((dim_t)n, rntm);
+}
 
 mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__matrix C) {
   if (A.cols != B.rows || C.rows != A.rows || C.cols != B.cols)
@@ -16,13 +189,151 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
     return MI_OK;
   if (C.data == NULL || (A.cols > 0 && (A.data == NULL || B.data == NULL)))
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "gemm: NULL matrix data");
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
   rntm_t rntm;
-  bli_rntm_init_from_global(&rntm);
+  init_rntm(&rntm);
   /* BLIS 0.9's prototypes are not const-qualified: the casts let the same
    * code build against 0.9 and 1.x. */
   bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)C.rows, (dim_t)C.cols,
                (dim_t)A.cols, &alpha, A.data, (inc_t)A.rs, (inc_t)A.cs, B.data,
                (inc_t)B.rs, (inc_t)B.cs, &beta, C.data, (inc_t)C.rs, (inc_t)C.cs, NULL,
                &rntm);
+  return MI_OK;
+}
+
+/* One thread's share of a stream. */
+typedef struct stream_job {
+  mi__matrix A, B;
+  size_t i0, i1;
+  float *scratch;
+  mi__tile_fn fn;
+  void *user;
+  dim_t threads; /* BLIS threads inside each GEMM */
+  mi_status status;
+} stream_job;
+
+static mi_status stream_rows(const stream_job *job) {
+  rntm_t rntm;
+  bli_rntm_init_from_global(&rntm);
+  bli_rntm_set_num_threads(job->threads, &rntm);
+  float one = 1.0f, zero = 0.0f;
+  const mi__matrix *A = &job->A, *B = &job->B;
+  for (size_t r = job->i0; r < job->i1; r += MI__TILE_ROWS) {
+    size_t rows = job->i1 - r < MI__TILE_ROWS ? job->i1 - r : MI__TILE_ROWS;
+    for (size_t c = 0; c < B->cols; c += MI__TILE_COLS) {
+      size_t cols = B->cols - c < MI__TILE_COLS ? B->cols - c : MI__TILE_COLS;
+      bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)rows, (dim_t)cols,
+                   (dim_t)A->cols, &one, A->data + (ptrdiff_t)r * A->rs, (inc_t)A->rs,
+                   (inc_t)A->cs, B->data + (ptrdiff_t)c * B->cs, (inc_t)B->rs,
+                   (inc_t)B->cs, &zero, job->scratch, (inc_t)cols, 1, NULL, &rntm);
+      mi_status status = job->fn(job->scratch, cols, r, rows, c, cols, job->user);
+      if (status != MI_OK)
+        return status;
+    }
+  }
+  return MI_OK;
+}
+
+static void *stream_worker(void *arg) {
+  stream_job *job = arg;
+  job->status = stream_rows(job);
+  return NULL;
+}
+
+mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_fn fn,
+                     void *user) {
+  enum { MAX_THREADS = 256 };
+  if (A.cols != B.rows || i0 > i1 || i1 > A.rows)
+    return mi__fail(MI_ERR_SHAPE, "stream: rows %zu..%zu of (%zu x %zu)(%zu x %zu)", i0,
+                    i1, A.rows, A.cols, B.rows, B.cols);
+  if (i0 == i1 || B.cols == 0)
+    return MI_OK;
+  if (A.data == NULL || B.data == NULL)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "stream: NULL matrix data");
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  rntm_t rntm;
+  init_rntm(&rntm);
+  size_t threads = bli_rntm_num_threads(&rntm) > 1 ? (size_t)bli_rntm_num_threads(&rntm) : 1;
+  size_t tiles = (i1 - i0 + MI__TILE_ROWS - 1) / MI__TILE_ROWS;
+  if (threads > tiles)
+    threads = tiles;
+  if (threads > MAX_THREADS)
+    threads = MAX_THREADS;
+  size_t tile_rows = i1 - i0 < MI__TILE_ROWS ? i1 - i0 : MI__TILE_ROWS;
+  size_t tile_cols = B.cols < MI__TILE_COLS ? B.cols : MI__TILE_COLS;
+  float *scratch = malloc(threads * tile_rows * tile_cols * sizeof *scratch);
+  if (scratch == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "stream: %zu scratch tiles of %zu x %zu", threads,
+                    tile_rows, tile_cols);
+  stream_job jobs[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  bool started[MAX_THREADS] = {false};
+  size_t per = (i1 - i0) / threads, extra = (i1 - i0) % threads, at = i0;
+  for (size_t t = 0; t < threads; t++) {
+    size_t rows = per + (t < extra);
+    /* One slice: BLIS's own threads work inside it; several: one each. */
+    jobs[t] = (stream_job){A, B, at, at + rows, scratch + t * tile_rows * tile_cols, fn,
+                           user, threads == 1 ? bli_rntm_num_threads(&rntm) : 1, MI_OK};
+    at += rows;
+  }
+  for (size_t t = 1; t < threads; t++)
+    started[t] = pthread_create(&ids[t], NULL, stream_worker, &jobs[t]) == 0;
+  stream_worker(&jobs[0]);
+  /* A slice whose thread did not start runs here. */
+  for (size_t t = 1; t < threads; t++) {
+    if (started[t])
+      pthread_join(ids[t], NULL);
+    else
+      stream_worker(&jobs[t]);
+  }
+  free(scratch);
+  for (size_t t = 0; t < threads; t++)
+    if (jobs[t].status != MI_OK)
+      return mi__fail(jobs[t].status, "stream: a tile consumer failed (%s)",
+                      mi_status_str(jobs[t].status));
+  return MI_OK;
+}
+
+mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y) {
+  enum { CHUNK = 512 };
+  size_t p = X.rows, q = Y.cols, K = X.cols;
+  if (Y.rows != K || ldc < q)
+    return mi__fail(MI_ERR_SHAPE, "inner product (%zu x %zu)(%zu x %zu), ldc %zu", p, K,
+                    Y.rows, q, ldc);
+  for (size_t i = 0; i < p; i++)
+    for (size_t j = 0; j < q; j++)
+      C[i * ldc + j] = 0.0;
+  if (p == 0 || q == 0 || K == 0)
+    return MI_OK;
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  double *x = malloc(p * CHUNK * sizeof *x), *y = malloc(CHUNK * q * sizeof *y);
+  if (x == NULL || y == NULL) {
+    free(x);
+    free(y);
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "inner product: %zu + %zu doubles", p * CHUNK,
+                    q * CHUNK);
+  }
+  rntm_t rntm;
+  init_rntm(&rntm);
+  double one = 1.0;
+  for (size_t k0 = 0; k0 < K; k0 += CHUNK) {
+    size_t w = K - k0 < CHUNK ? K - k0 : CHUNK;
+    for (size_t i = 0; i < p; i++)
+      for (size_t k = 0; k < w; k++)
+        x[i * w + k] = X.data[(ptrdiff_t)i * X.rs + (ptrdiff_t)(k0 + k) * X.cs];
+    for (size_t k = 0; k < w; k++)
+      for (size_t j = 0; j < q; j++)
+        y[k * q + j] = Y.data[(ptrdiff_t)(k0 + k) * Y.rs + (ptrdiff_t)j * Y.cs];
+    bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)p, (dim_t)q, (dim_t)w, &one,
+                 x, (inc_t)w, 1, y, (inc_t)q, 1, &one, C, (inc_t)ldc, 1, NULL, &rntm);
+  }
+  free(x);
+  free(y);
   return MI_OK;
 }

@@ -30,11 +30,62 @@ static inline mi__matrix mi__matrix_t(mi__matrix m) {
   return (mi__matrix){m.data, m.cols, m.rows, m.cs, m.rs};
 }
 
+/* Rows i0..i1 of a view (no copy). */
+static inline mi__matrix mi__matrix_rows(mi__matrix m, size_t i0, size_t i1) {
+  return (mi__matrix){m.data + (ptrdiff_t)i0 * m.rs, i1 - i0, m.cols, m.rs, m.cs};
+}
+
+/* Columns j0..j1 of a view (no copy). */
+static inline mi__matrix mi__matrix_cols(mi__matrix m, size_t j0, size_t j1) {
+  return (mi__matrix){m.data + (ptrdiff_t)j0 * m.cs, m.rows, j1 - j0, m.rs, m.cs};
+}
+
 /*
  * C ← alpha·A·B + beta·C in float32 with BLIS, for any strides. Checks every
  * dimension before BLIS sees it (BLIS aborts on bad ones): A.cols = B.rows,
  * C is A.rows × B.cols, no NULL data with non-zero size.
  */
 mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__matrix C);
+
+/*
+ * Must succeed before any BLIS or LAPACK call (LAPACK runs on BLIS's libblas):
+ * checks BLIS_ARCH_TYPE, which BLIS reads at its first use and aborts on when
+ * it names a kernel set BLIS lacks, and records that BLIS is now in use.
+ */
+mi_status mi__blis_begin(void);
+
+/*
+ * Receives one tile of a streamed product: rows row0.. and columns col0.. of
+ * A·B, `rows` × `cols` at tile[i * ld + j]. A non-OK status stops the stream
+ * and is returned.
+ */
+typedef mi_status (*mi__tile_fn)(const float *tile, size_t ld, size_t row0, size_t rows,
+                                 size_t col0, size_t cols, void *user);
+
+/* Tile shape of mi__stream: small enough to stay in the last-level cache. */
+enum { MI__TILE_ROWS = 256, MI__TILE_COLS = 4096 };
+
+/*
+ * Computes rows i0..i1 of A·B tile by tile (at most MI__TILE_ROWS ×
+ * MI__TILE_COLS) and hands each tile to `fn` while it is still in cache.
+ * With T threads (mi_set_num_threads, else BLIS's default) the rows are cut
+ * into T contiguous slices, each streamed by its own thread with
+ * single-threaded BLIS and its own scratch tile, allocated once: no
+ * barriers inside the GEMMs (spin barriers collapse on a shared, loaded
+ * machine) and the scan runs in parallel too. `fn` is called concurrently
+ * for disjoint rows; within a slice, row tiles come in order and columns
+ * in order within a row tile. Extra memory: T tiles (4 MiB each).
+ */
+mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_fn fn,
+                     void *user);
+
+/*
+ * C (p × q, row-major, ldc) ← X·Y in double, where X (p × K) and Y (K × q)
+ * are float32 views and K may be large (a vocabulary): the inner dimension
+ * is converted to double in chunks, so the extra memory is O((p + q)·chunk).
+ * For the r × r products of circuits (Grams, B·A) where float32
+ * accumulation over 50257 terms would cost digits.
+ */
+mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y);
 
 #endif

@@ -70,6 +70,11 @@ mi__weight_geometry mi__weight_geometry_of(const mi_config *c, mi_weight which) 
 void mi_model_free(mi_model *model) {
   if (model == NULL)
     return;
+  /* Drop a reference held by a circuit, if any; the last owner frees. */
+  size_t refs = atomic_load(&model->extra_refs);
+  while (refs > 0)
+    if (atomic_compare_exchange_weak(&model->extra_refs, &refs, refs - 1))
+      return;
   for (int i = 0; i < MI_WEIGHT_COUNT; i++)
     free(model->w[i]);
   mi__vocab_free(model->vocab);

@@ -252,3 +252,536 @@ mi_status mi_model_composition_baseline(double *out, const mi_model *model) {
   out[2] = out[1] / sqrt((double)BASELINE_SAMPLES);
   return MI_OK;
 }
+
+/* ---- path enumeration ---------------------------------------------------- */
+
+/*
+ * Every path's norm comes from small Grams. A path h₁ → … → h_k has the OV
+ * product P·W_O^k·W_U with P = W_E W_V¹ W_O¹ ⋯ W_V^k (d_vocab × d_head).
+ * With F any matrix such that FᵀF = PᵀP and S_k S_kᵀ = W_O^k (W_U W_Uᵀ) W_O^kᵀ,
+ * the norm is ‖F·S_k‖_F. A path's F extends to its children as F·W_O^k·W_V^j,
+ * so the walk carries one small F a depth and reaches every child of a node
+ * with two GEMMs against all the later heads' W_V and W_V·S stacked side by
+ * side. The root's F is a square root of W_Eᵀ W_E (d_model × d_model).
+ */
+
+mi_status mi_model_path_count(size_t *out, const mi_model *model, size_t max_order) {
+  MI_CHECK_ARG(out);
+  *out = 0;
+  MI_CHECK_ARG(model);
+  const mi_config *c = &model->config;
+  size_t L = c->n_layers, top = max_order < L ? max_order : L;
+  /* e[k]: paths of order k through the layers seen so far (e₀ = 1). */
+  size_t *e = calloc(top + 1, sizeof *e), sum = 0;
+  if (e == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "path count: %zu orders", top + 1);
+  e[0] = 1;
+  bool overflow = false;
+  for (size_t l = 0; l < L && !overflow; l++)
+    for (size_t k = (l + 1 < top ? l + 1 : top); k >= 1; k--) {
+      size_t add;
+      overflow |= !mi__mul_size(&add, e[k - 1], c->n_heads) ||
+                  __builtin_add_overflow(e[k], add, &e[k]);
+    }
+  for (size_t k = 0; k <= top; k++)
+    overflow |= __builtin_add_overflow(sum, e[k], &sum);
+  free(e);
+  if (overflow)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY,
+                    "paths up to order %zu of %zu layers x %zu heads overflow size_t",
+                    max_order, L, c->n_heads);
+  *out = sum;
+  return MI_OK;
+}
+
+/* Refuses what the path decomposition does not cover. */
+static mi_status check_attention_only(const mi_model *model, const char *what) {
+  if (model->config.parts & MI_PART_MLP)
+    return mi__fail(MI_ERR_UNSUPPORTED,
+                    "%s: the model has MLP layers; the path decomposition is exact only "
+                    "for attention-only models", what);
+  return MI_OK;
+}
+
+/* Checks a path's labels: layers increasing and in range, heads in range. */
+static mi_status check_path(const mi_model *model, size_t order, const size_t *layers,
+                            const size_t *heads) {
+  const mi_config *c = &model->config;
+  if (order > c->n_layers)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "a path of order %zu in a %zu-layer model",
+                    order, c->n_layers);
+  if (order > 0 && (layers == NULL || heads == NULL))
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "a path of order %zu needs layers and heads",
+                    order);
+  for (size_t i = 0; i < order; i++) {
+    if (layers[i] >= c->n_layers || heads[i] >= c->n_heads)
+      return mi__fail(MI_ERR_INDEX, "path head %zu is (%zu, %zu); the model has %zu x %zu",
+                      i, layers[i], heads[i], c->n_layers, c->n_heads);
+    if (i > 0 && layers[i] <= layers[i - 1])
+      return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                      "path layers must increase: head %zu is in layer %zu after layer %zu",
+                      i, layers[i], layers[i - 1]);
+  }
+  return MI_OK;
+}
+
+/* W_V of query head (l, h) (its key/value head's), D × dh. */
+static const float *value_weight(const mi_model *model, size_t l, size_t h) {
+  const mi_config *c = &model->config;
+  return model->w[MI_W_V] + (l * c->n_kv_heads + mi__kv_head(model, h)) * c->d_model * c->d_head;
+}
+
+static const float *output_weight(const mi_model *model, size_t l, size_t h) {
+  const mi_config *c = &model->config;
+  return model->w[MI_W_O] + (l * c->n_heads + h) * c->d_head * c->d_model;
+}
+
+/*
+ * The factors of a path's OV product (order ≥ 1): A = W_E W_V¹ (V × dh) when
+ * A is not NULL, B = W_O¹ W_V² W_O² ⋯ W_V^k W_O^k W_U (dh × V). chain and
+ * step: dh × D and dh × dh floats of scratch.
+ */
+static mi_status path_factors(float *A, float *B, float *chain, float *step,
+                              const mi_model *model, size_t order, const size_t *layers,
+                              const size_t *heads) {
+  const mi_config *c = &model->config;
+  size_t D = c->d_model, dh = c->d_head, V = c->d_vocab;
+  mi_status status = MI_OK;
+  if (A != NULL)
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor(model->w[MI_W_E], V, D),
+                       mi__matrix_rowmajor((float *)value_weight(model, layers[0], heads[0]),
+                                           D, dh),
+                       0.0f, mi__matrix_rowmajor(A, V, dh));
+  memcpy(chain, output_weight(model, layers[0], heads[0]), dh * D * sizeof *chain);
+  for (size_t i = 1; i < order && status == MI_OK; i++) {
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor(chain, dh, D),
+                       mi__matrix_rowmajor((float *)value_weight(model, layers[i], heads[i]),
+                                           D, dh),
+                       0.0f, mi__matrix_rowmajor(step, dh, dh));
+    if (status == MI_OK)
+      status = mi__sgemm(1.0f, mi__matrix_rowmajor(step, dh, dh),
+                         mi__matrix_rowmajor((float *)output_weight(model, layers[i], heads[i]),
+                                             dh, D),
+                         0.0f, mi__matrix_rowmajor(chain, dh, D));
+  }
+  if (status == MI_OK)
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor(chain, dh, D),
+                       mi__matrix_rowmajor(model->w[MI_W_U], D, V), 0.0f,
+                       mi__matrix_rowmajor(B, dh, V));
+  return status;
+}
+
+/* Floats for path_factors: A, B, chain, step. */
+static mi_status factor_scratch(float **out, const mi_config *c) {
+  size_t V = c->d_vocab, dh = c->d_head, D = c->d_model, ab, rest, total;
+  if (!mi__mul_size(&ab, V, dh) || !mi__mul_size(&rest, dh, D + dh) ||
+      __builtin_add_overflow(2 * ab, rest, &total) || ab > SIZE_MAX / 2 ||
+      total > SIZE_MAX / sizeof(float))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "path factors of %zu x %zu overflow", V, dh);
+  *out = malloc(total * sizeof **out);
+  if (*out == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "path factors: %zu floats", total);
+  return MI_OK;
+}
+
+mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t order,
+                          const size_t *layers, const size_t *heads) {
+  MI_CHECK_ARG(out);
+  *out = NULL;
+  MI_CHECK_ARG(model);
+  mi_status status = check_attention_only(model, "mi_circuit_path");
+  if (status == MI_OK)
+    status = check_path(model, order, layers, heads);
+  if (status != MI_OK)
+    return status;
+  if (order == 0)
+    return mi_circuit_direct(out, model);
+  const mi_config *c = &model->config;
+  size_t V = c->d_vocab, dh = c->d_head;
+  float *f;
+  status = factor_scratch(&f, c);
+  if (status != MI_OK)
+    return status;
+  float *A = f, *B = A + V * dh;
+  status = path_factors(A, B, B + V * dh, B + V * dh + dh * c->d_model, model, order,
+                        layers, heads);
+  if (status == MI_OK)
+    status = mi_circuit_from_factors(out, V, dh, V, A, dh, B, V);
+  free(f);
+  return status;
+}
+
+/*
+ * F (r × r, row-major) with FᵀF = G, for G symmetric positive semi-definite
+ * (r × r, overwritten): F = √Λ·Qᵀ from G = QΛQᵀ, rounding below 0 cut to 0.
+ * `w`: r doubles.
+ */
+static mi_status gram_root(double *F, double *G, double *w, size_t r) {
+  lapack_int info = LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)r, G,
+                                  (lapack_int)r, w);
+  if (info != 0)
+    return mi__fail(info < 0 ? MI_ERR_OUT_OF_MEMORY : MI_ERR_NUMERIC,
+                    "LAPACKE_dsyev on a %zu x %zu Gram returned %d", r, r, (int)info);
+  for (size_t k = 0; k < r; k++) {
+    double s = w[k] > 0.0 ? sqrt(w[k]) : 0.0;
+    for (size_t i = 0; i < r; i++)
+      F[k * r + i] = s * G[i * r + k];
+  }
+  return MI_OK;
+}
+
+/* One depth of the walk: the current node's F·W_O (rows × D) and its
+ * children's blocks against the stacked W_V and W_V·S (rows × heads·dh). */
+typedef struct path_level {
+  float *K, *E, *N;
+} path_level;
+
+typedef struct path_walk {
+  const mi_model *model;
+  size_t L, H, D, dh, max_order;
+  float *wv;      /* D × L·H·dh: every head's W_V side by side */
+  float *z;       /* D × L·H·dh: every head's W_V·S */
+  path_level *level; /* max_order levels */
+  double *g, *root, *w; /* dh × dh Gram, its root, dh eigenvalues */
+  float *factors; /* path_factors scratch, with MI_PATHS_CIRCUITS */
+  size_t first;   /* head whose W_E W_V is in factors, or SIZE_MAX */
+  size_t *layers, *heads; /* the current path: max_order each */
+  mi_path_fn callback;
+  void *user;
+  size_t count;
+  bool stopped, circuits;
+} path_walk;
+
+static void walk_free(path_walk *w) {
+  free(w->wv);
+  free(w->z);
+  if (w->level != NULL)
+    free(w->level[0].K);
+  free(w->level);
+  free(w->g);
+  free(w->factors);
+  free(w->layers);
+}
+
+/*
+ * The walk's buffers. Level 0 (the root, F of D rows) needs K: D × D and E,
+ * N: D × L·H·dh; deeper levels (F of dh rows) dh × D and dh × L·H·dh.
+ */
+static mi_status walk_alloc(path_walk *w, const mi_config *c, size_t top, bool circuits) {
+  size_t D = c->d_model, dh = c->d_head, big = D > dh ? D : dh, cols, wide, deep, total;
+  if (!mi__mul_size(&cols, c->n_layers * c->n_heads, dh) || !mi__mul_size(&wide, big, cols) ||
+      wide > SIZE_MAX / sizeof(float) / 4 || big > SIZE_MAX / sizeof(double) / 4 / big ||
+      !mi__mul_size(&deep, top, dh * D + 2 * dh * cols) ||
+      __builtin_add_overflow(deep, D * D + 2 * wide, &total) ||
+      total > SIZE_MAX / sizeof(float))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "path walk scratch for %zu heads overflows",
+                    c->n_layers * c->n_heads);
+  w->wv = malloc(wide * sizeof *w->wv);
+  w->z = malloc(wide * sizeof *w->z);
+  w->level = calloc(top ? top : 1, sizeof *w->level);
+  float *f = malloc(total * sizeof *f);
+  w->g = malloc((2 * big * big + big) * sizeof *w->g);
+  w->layers = malloc(2 * (top ? top : 1) * sizeof *w->layers);
+  if (w->level != NULL)
+    w->level[0].K = f;
+  else
+    free(f);
+  if (w->wv == NULL || w->z == NULL || w->level == NULL || f == NULL || w->g == NULL ||
+      w->layers == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "path walk scratch for %zu heads",
+                    c->n_layers * c->n_heads);
+  if (circuits) {
+    mi_status status = factor_scratch(&w->factors, c);
+    if (status != MI_OK)
+      return status;
+  }
+  float *at = f;
+  for (size_t d = 0; d < top; d++) {
+    size_t rows = d == 0 ? D : dh;
+    w->level[d].K = at;
+    w->level[d].E = at + rows * D;
+    w->level[d].N = w->level[d].E + rows * cols;
+    at = w->level[d].N + rows * cols;
+  }
+  w->root = w->g + big * big;
+  w->w = w->root + big * big;
+  w->heads = w->layers + (top ? top : 1);
+  return MI_OK;
+}
+
+/*
+ * The Grams shared by every path: W_Eᵀ W_E (its root is the walk's start) and
+ * W_U W_Uᵀ (each head's S with S Sᵀ = W_O W_U W_Uᵀ W_Oᵀ), float32 through
+ * BLIS. Fills wv and z, level 0's K, and the direct path's squared norm.
+ */
+static mi_status walk_prepare(path_walk *w, double *direct_sq) {
+  const mi_model *model = w->model;
+  size_t D = w->D, dh = w->dh, V = model->config.d_vocab, heads = w->L * w->H;
+  size_t ld = heads * dh;
+  float *ge = malloc(2 * D * D * sizeof *ge), *tmp = malloc((dh * D + 2 * dh * dh) * sizeof *tmp);
+  mi_status status = ge && tmp ? MI_OK
+                               : mi__fail(MI_ERR_OUT_OF_MEMORY, "paths: two %zu x %zu Grams", D, D);
+  float *gu = ge ? ge + D * D : NULL, *t = tmp ? tmp + dh * D : NULL, *s = t ? t + dh * dh : NULL;
+  mi__matrix E = mi__matrix_rowmajor(model->w[MI_W_E], V, D);
+  mi__matrix U = mi__matrix_rowmajor(model->w[MI_W_U], D, V);
+  if (status == MI_OK)
+    status = mi__sgemm(1.0f, mi__matrix_t(E), E, 0.0f, mi__matrix_rowmajor(ge, D, D));
+  if (status == MI_OK)
+    status = mi__sgemm(1.0f, U, mi__matrix_t(U), 0.0f, mi__matrix_rowmajor(gu, D, D));
+  if (status == MI_OK) {
+    double sum = 0.0;
+    for (size_t i = 0; i < D * D; i++) {
+      sum += (double)ge[i] * gu[i];
+      w->g[i] = ge[i];
+    }
+    *direct_sq = sum > 0.0 ? sum : 0.0;
+    status = gram_root(w->root, w->g, w->w, D);
+  }
+  if (status == MI_OK && w->max_order > 0)
+    for (size_t i = 0; i < D * D; i++)
+      w->level[0].K[i] = (float)w->root[i];
+  /* Each head's W_V and W_V·S, for the walk below the direct path. */
+  for (size_t i = 0; i < heads && status == MI_OK && w->max_order > 0; i++) {
+    size_t l = i / w->H, h = i % w->H;
+    const float *W_V = value_weight(model, l, h);
+    mi__matrix WO = mi__matrix_rowmajor((float *)output_weight(model, l, h), dh, D);
+    for (size_t r = 0; r < D; r++)
+      memcpy(w->wv + r * ld + i * dh, W_V + r * dh, dh * sizeof *w->wv);
+    status = mi__sgemm(1.0f, WO, mi__matrix_rowmajor(gu, D, D), 0.0f,
+                       mi__matrix_rowmajor(tmp, dh, D));
+    if (status == MI_OK)
+      status = mi__sgemm(1.0f, mi__matrix_rowmajor(tmp, dh, D), mi__matrix_t(WO), 0.0f,
+                         mi__matrix_rowmajor(t, dh, dh));
+    if (status == MI_OK) {
+      for (size_t k = 0; k < dh * dh; k++)
+        w->g[k] = t[k];
+      status = gram_root(w->root, w->g, w->w, dh);
+    }
+    if (status != MI_OK)
+      break;
+    for (size_t a = 0; a < dh; a++) /* S = rootᵀ: S Sᵀ = rootᵀ root */
+      for (size_t b = 0; b < dh; b++)
+        s[a * dh + b] = (float)w->root[b * dh + a];
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor((float *)W_V, D, dh),
+                       mi__matrix_rowmajor(s, dh, dh), 0.0f,
+                       (mi__matrix){w->z + i * dh, D, dh, (ptrdiff_t)ld, 1});
+  }
+  free(ge);
+  free(tmp);
+  return status;
+}
+
+/* Hands one path to the callback, with its circuit when asked. */
+static mi_status walk_emit(path_walk *w, size_t order, double norm_sq) {
+  mi_path path = {sizeof path, order, w->layers, w->heads, sqrt(norm_sq), NULL};
+  mi_circuit *circuit = NULL;
+  mi_status status = MI_OK;
+  if (w->circuits) {
+    const mi_config *c = &w->model->config;
+    size_t V = c->d_vocab, dh = c->d_head;
+    if (order == 0) {
+      status = mi_circuit_direct(&circuit, w->model);
+    } else {
+      size_t first = w->layers[0] * w->H + w->heads[0];
+      float *A = w->factors, *B = A + V * dh;
+      status = path_factors(first == w->first ? NULL : A, B, B + V * dh,
+                            B + V * dh + dh * c->d_model, w->model, order, w->layers,
+                            w->heads);
+      w->first = status == MI_OK ? first : SIZE_MAX;
+      if (status == MI_OK)
+        status = mi_circuit_from_factors(&circuit, V, dh, V, A, dh, B, V);
+    }
+    path.circuit = circuit;
+  }
+  if (status == MI_OK) {
+    w->count++;
+    w->stopped = w->callback(&path, w->user) != 0;
+  }
+  mi_circuit_free(circuit);
+  return status;
+}
+
+/*
+ * The children of the node at `depth` (its K = F·W_O is level[depth].K,
+ * `rows` × D): every head of layers l0.., each followed by its own children.
+ */
+static mi_status walk_node(path_walk *w, size_t depth, size_t rows, size_t l0) {
+  size_t D = w->D, dh = w->dh, H = w->H, ld = w->L * H * dh, c0 = l0 * H * dh;
+  size_t cols = ld - c0;
+  if (cols == 0)
+    return MI_OK;
+  path_level *lv = &w->level[depth];
+  bool deeper = depth + 1 < w->max_order;
+  mi__matrix K = mi__matrix_rowmajor(lv->K, rows, D);
+  mi_status status = mi__sgemm(1.0f, K, (mi__matrix){w->z + c0, D, cols, (ptrdiff_t)ld, 1},
+                               0.0f, mi__matrix_rowmajor(lv->N, rows, cols));
+  if (status == MI_OK && deeper)
+    status = mi__sgemm(1.0f, K, (mi__matrix){w->wv + c0, D, cols, (ptrdiff_t)ld, 1}, 0.0f,
+                       mi__matrix_rowmajor(lv->E, rows, cols));
+  for (size_t j = 0; j < cols / dh && status == MI_OK && !w->stopped; j++) {
+    size_t l = l0 + j / H, h = j % H;
+    double sq = 0.0;
+    for (size_t a = 0; a < rows; a++)
+      for (size_t b = 0; b < dh; b++) {
+        double v = lv->N[a * cols + j * dh + b];
+        sq += v * v;
+      }
+    w->layers[depth] = l;
+    w->heads[depth] = h;
+    status = walk_emit(w, depth + 1, sq);
+    if (status != MI_OK || w->stopped || !deeper || l + 1 == w->L)
+      continue;
+    /* The child's Gram EᵀE (dh × dh) and a dh × dh root of it, times W_O. */
+    for (size_t a = 0; a < dh; a++)
+      for (size_t b = 0; b < dh; b++) {
+        double sum = 0.0;
+        for (size_t t = 0; t < rows; t++)
+          sum += (double)lv->E[t * cols + j * dh + a] * lv->E[t * cols + j * dh + b];
+        w->g[a * dh + b] = sum;
+      }
+    status = gram_root(w->root, w->g, w->w, dh);
+    if (status != MI_OK)
+      break;
+    float *F = w->level[depth + 1].E; /* scratch until the child's GEMMs overwrite it */
+    for (size_t k = 0; k < dh * dh; k++)
+      F[k] = (float)w->root[k];
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor(F, dh, dh),
+                       mi__matrix_rowmajor((float *)output_weight(w->model, l, h), dh, D),
+                       0.0f, mi__matrix_rowmajor(w->level[depth + 1].K, dh, D));
+    if (status == MI_OK)
+      status = walk_node(w, depth + 1, dh, l + 1);
+  }
+  return status;
+}
+
+/* The walk behind mi_model_paths and mi_model_top_paths. */
+static mi_status walk_paths(size_t *out, const mi_model *model, size_t max_order,
+                            bool circuits, mi_path_fn callback, void *user) {
+  mi_status status = check_attention_only(model, "path enumeration");
+  if (status != MI_OK)
+    return status;
+  const mi_config *c = &model->config;
+  size_t top = max_order < c->n_layers ? max_order : c->n_layers;
+  path_walk w = {.model = model, .L = c->n_layers, .H = c->n_heads, .D = c->d_model,
+                 .dh = c->d_head, .max_order = top, .first = SIZE_MAX,
+                 .callback = callback, .user = user, .circuits = circuits};
+  double direct_sq = 0.0;
+  status = walk_alloc(&w, c, top, circuits);
+  if (status == MI_OK)
+    status = mi__blis_begin();
+  if (status == MI_OK)
+    status = walk_prepare(&w, &direct_sq);
+  if (status == MI_OK)
+    status = walk_emit(&w, 0, direct_sq);
+  if (status == MI_OK && top > 0 && !w.stopped)
+    status = walk_node(&w, 0, c->d_model, 0);
+  if (out != NULL)
+    *out = w.count;
+  walk_free(&w);
+  return status;
+}
+
+mi_status mi_model_paths(size_t *out, const mi_model *model, size_t max_order, unsigned flags,
+                         mi_path_fn callback, void *user) {
+  if (out != NULL)
+    *out = 0;
+  MI_CHECK_ARG(model);
+  MI_CHECK_ARG(callback);
+  if (flags & ~(unsigned)MI_PATHS_CIRCUITS)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_model_paths: unknown flag bits 0x%x", flags);
+  return walk_paths(out, model, max_order, flags & MI_PATHS_CIRCUITS, callback, user);
+}
+
+/* ---- the largest paths ---------------------------------------------------- */
+
+/* A heap of the n largest norms so far, the smallest at the root; among equal
+ * norms the later path is smaller, so ties keep the earlier path. */
+typedef struct top_state {
+  size_t n, size, L, seen;
+  double *norm;
+  size_t *seq, *heads; /* heads: n × L, SIZE_MAX where a layer is skipped */
+} top_state;
+
+static bool top_below(const top_state *s, size_t a, size_t b) {
+  return s->norm[a] < s->norm[b] || (s->norm[a] == s->norm[b] && s->seq[a] > s->seq[b]);
+}
+
+static void top_swap(top_state *s, size_t a, size_t b) {
+  double t = s->norm[a]; s->norm[a] = s->norm[b]; s->norm[b] = t;
+  size_t q = s->seq[a]; s->seq[a] = s->seq[b]; s->seq[b] = q;
+  for (size_t l = 0; l < s->L; l++) {
+    q = s->heads[a * s->L + l];
+    s->heads[a * s->L + l] = s->heads[b * s->L + l];
+    s->heads[b * s->L + l] = q;
+  }
+}
+
+static void top_sift_down(top_state *s, size_t at, size_t size) {
+  for (;;) {
+    size_t l = 2 * at + 1, low = at;
+    if (l < size && top_below(s, l, low))
+      low = l;
+    if (l + 1 < size && top_below(s, l + 1, low))
+      low = l + 1;
+    if (low == at)
+      return;
+    top_swap(s, at, low);
+    at = low;
+  }
+}
+
+static int top_take(const mi_path *path, void *user) {
+  top_state *s = user;
+  size_t seq = s->seen++, at;
+  if (s->size < s->n) {
+    at = s->size++;
+  } else {
+    if (!(path->norm > s->norm[0]))
+      return 0;
+    at = 0;
+  }
+  s->norm[at] = path->norm;
+  s->seq[at] = seq;
+  for (size_t l = 0; l < s->L; l++)
+    s->heads[at * s->L + l] = SIZE_MAX;
+  for (size_t i = 0; i < path->order; i++)
+    s->heads[at * s->L + path->layers[i]] = path->heads[i];
+  if (at == 0) {
+    top_sift_down(s, 0, s->size);
+  } else {
+    while (at > 0 && top_below(s, at, (at - 1) / 2)) {
+      top_swap(s, at, (at - 1) / 2);
+      at = (at - 1) / 2;
+    }
+  }
+  return 0;
+}
+
+mi_status mi_model_top_paths(size_t *out_heads, double *out_norm, size_t *out_count, size_t n,
+                             const mi_model *model, size_t max_order) {
+  MI_CHECK_ARG(out_heads);
+  MI_CHECK_ARG(out_norm);
+  MI_CHECK_ARG(out_count);
+  *out_count = 0;
+  MI_CHECK_ARG(model);
+  if (n == 0)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "top paths: n = 0");
+  size_t L = model->config.n_layers, cells;
+  if (!mi__mul_size(&cells, n, L) || cells > SIZE_MAX / sizeof(size_t))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "top paths: %zu x %zu labels overflow", n, L);
+  /* The heap lives in the caller's buffers, plus one sequence number a line. */
+  top_state s = {n, 0, L, 0, out_norm, malloc(n * sizeof(size_t)), out_heads};
+  if (s.seq == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "top paths: %zu sequence numbers", n);
+  mi_status status = walk_paths(NULL, model, max_order, false, top_take, &s);
+  if (status == MI_OK) {
+    /* Heap sort: popping the smallest to the back leaves the largest first. */
+    for (size_t size = s.size; size > 1; size--) {
+      top_swap(&s, 0, size - 1);
+      top_sift_down(&s, 0, size - 1);
+    }
+    *out_count = s.size;
+  }
+  free(s.seq);
+  return status;
+}

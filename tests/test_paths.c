@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,6 +220,255 @@ START_TEST(bad_arguments_are_refused) {
 }
 END_TEST
 
+/* ---- path enumeration ------------------------------------------------------ */
+
+/* The OV product of a path, dense in double: W_E · Π (W_V W_O) · W_U (V × V). */
+static double *dense_path(const mi_model *model, const mi_config *c, size_t order,
+                          const size_t *layers, const size_t *heads) {
+  size_t V = c->d_vocab, D = c->d_model, dh = c->d_head, r, k;
+  double *x = tu_weight(model, MI_W_E, 0, 0, &r, &k); /* V × D, grows through heads */
+  double *tmp = malloc(V * D * sizeof *tmp), *mid = malloc(V * dh * sizeof *mid);
+  for (size_t i = 0; i < order; i++) {
+    size_t g = heads[i] / (c->n_heads / c->n_kv_heads);
+    double *WV = tu_weight(model, MI_W_V, layers[i], g, &r, &k);
+    double *WO = tu_weight(model, MI_W_O, layers[i], heads[i], &r, &k);
+    dense_mul(mid, x, WV, V, D, dh);
+    dense_mul(tmp, mid, WO, V, dh, D);
+    memcpy(x, tmp, V * D * sizeof *x);
+    free(WV); free(WO);
+  }
+  double *W_U = tu_weight(model, MI_W_U, 0, 0, &r, &k), *out = malloc(V * V * sizeof *out);
+  dense_mul(out, x, W_U, V, D, V);
+  free(x); free(tmp); free(mid); free(W_U);
+  return out;
+}
+
+typedef struct seen_paths {
+  const mi_model *model;
+  mi_config c;
+  size_t count, per_order[8], stop_after;
+  double worst_norm, worst_entry, norms[512];
+  size_t labels[512][8]; /* order, then layer·H + head of each */
+  int bad_order;
+} seen_paths;
+
+/* Checks each path against its dense product (and its circuit, when given). */
+static int check_each_path(const mi_path *p, void *user) {
+  seen_paths *s = user;
+  const mi_config *c = &s->c;
+  ck_assert_uint_eq(p->struct_size, sizeof *p);
+  ck_assert_uint_le(p->order, c->n_layers);
+  for (size_t i = 1; i < p->order; i++)
+    ck_assert_uint_lt(p->layers[i - 1], p->layers[i]);
+  if (s->count > 0) { /* depth first: a path extends its predecessor's prefix or a shorter one */
+    const size_t *prev = s->labels[s->count - 1];
+    for (size_t i = 0; i + 1 < p->order; i++)
+      if (prev[0] <= i || prev[1 + i] != p->layers[i] * c->n_heads + p->heads[i])
+        s->bad_order = 1;
+  }
+  size_t V = c->d_vocab;
+  double *want = dense_path(s->model, c, p->order, p->layers, p->heads);
+  double norm = frobenius(want, V * V);
+  s->worst_norm = fmax(s->worst_norm, fabs(p->norm - norm) / norm);
+  if (p->circuit != NULL) {
+    size_t n, m, rank;
+    TU_OK(mi_circuit_shape(&n, &m, &rank, p->circuit));
+    ck_assert_uint_eq(n, V);
+    ck_assert_uint_eq(m, V);
+    float *got = malloc(V * V * sizeof *got);
+    TU_OK(mi_circuit_dense(got, V, p->circuit));
+    double scale = tu_max_abs(want, V * V), err = 0;
+    for (size_t i = 0; i < V * V; i++)
+      err = fmax(err, fabs(got[i] - want[i]));
+    s->worst_entry = fmax(s->worst_entry, err / scale);
+    free(got);
+  }
+  s->norms[s->count] = norm;
+  s->labels[s->count][0] = p->order;
+  for (size_t i = 0; i < p->order; i++)
+    s->labels[s->count][1 + i] = p->layers[i] * c->n_heads + p->heads[i];
+  s->per_order[p->order]++;
+  free(want);
+  return ++s->count == s->stop_after;
+}
+
+static mi_config path_config(int i) {
+  switch (i) {
+  case 0: return tu_config(3, 2, 6, 3, 7, 4, 0);
+  case 1: { /* grouped heads, LayerNorm folded, every part */
+    mi_config c = tu_config(3, 4, 8, 2, 9, 4, ALL_PARTS);
+    c.n_kv_heads = 2;
+    return c;
+  }
+  default: return tu_config(2, 3, 4, 6, 5, 4, 0); /* d_head > d_model, d_vocab < ... */
+  }
+}
+
+static size_t choose(size_t n, size_t k) {
+  size_t r = 1;
+  for (size_t i = 1; i <= k; i++)
+    r = r * (n - k + i) / i;
+  return r;
+}
+
+/*
+ * Every path, up to every order: counts C(L, k)·H^k per order (∏(1 + H) in
+ * all), depth-first order, and each path's norm and circuit against the
+ * product formed densely in double. Tolerances: norms 2e-5 relative, circuit
+ * entries 2e-5 of the largest entry (float32 factors and GEMMs, ≤ 3 chained
+ * products of inner size ≤ 8, each ~1e-7 relative; a wrong head or a missing
+ * factor is off by O(1)).
+ */
+START_TEST(paths_match_dense_products) {
+  mi_config c = path_config(_i);
+  mi_model *model = tu_random_model(&c, 500 + _i);
+  TU_OK(mi_model_process(model, _i == 1 ? MI_PROCESS_FOLD_LN : 0));
+  TU_OK(mi_model_get_config(&c, model));
+  size_t L = c.n_layers, H = c.n_heads;
+  for (size_t max_order = 0; max_order <= L + 1; max_order++) {
+    seen_paths s = {.model = model, .c = c};
+    size_t delivered, count;
+    unsigned flags = max_order == L ? MI_PATHS_CIRCUITS : 0;
+    TU_OK(mi_model_paths(&delivered, model, max_order, flags, check_each_path, &s));
+    TU_OK(mi_model_path_count(&count, model, max_order));
+    size_t want = 0;
+    for (size_t k = 0; k <= L && k <= max_order; k++) {
+      size_t of_order = choose(L, k) * (size_t)pow((double)H, (double)k);
+      ck_assert_uint_eq(s.per_order[k], of_order);
+      want += of_order;
+    }
+    ck_assert_uint_eq(delivered, want);
+    ck_assert_uint_eq(count, want);
+    ck_assert_int_eq(s.bad_order, 0);
+    if (max_order >= L)
+      ck_assert_uint_eq(want, (size_t)pow(1.0 + (double)H, (double)L));
+    ck_assert_msg(s.worst_norm <= 2e-5, "config %d: norm off by %g relative", _i, s.worst_norm);
+    ck_assert_msg(s.worst_entry <= 2e-5, "config %d: entry off by %g", _i, s.worst_entry);
+  }
+  mi_model_free(model);
+}
+END_TEST
+
+/* The n largest norms, largest first, against sorting every path's dense norm. */
+START_TEST(top_paths_are_the_largest) {
+  mi_config c = path_config(_i);
+  mi_model *model = tu_random_model(&c, 600 + _i);
+  TU_OK(mi_model_process(model, _i == 1 ? MI_PROCESS_FOLD_LN : 0));
+  TU_OK(mi_model_get_config(&c, model));
+  size_t L = c.n_layers, max_order = 2;
+  seen_paths s = {.model = model, .c = c};
+  TU_OK(mi_model_paths(NULL, model, max_order, 0, check_each_path, &s));
+  size_t n = 7, heads[7 * 8], count;
+  double norm[7];
+  TU_OK(mi_model_top_paths(heads, norm, &count, n, model, max_order));
+  ck_assert_uint_eq(count, n);
+  bool used[512] = {false};
+  for (size_t i = 0; i < n; i++) {
+    size_t best = SIZE_MAX; /* the largest dense norm not yet taken */
+    for (size_t j = 0; j < s.count; j++)
+      if (!used[j] && (best == SIZE_MAX || s.norms[j] > s.norms[best]))
+        best = j;
+    used[best] = true;
+    ck_assert_msg(fabs(norm[i] - s.norms[best]) <= 2e-5 * s.norms[best], "rank %zu: %g vs %g",
+                  i, norm[i], s.norms[best]);
+    size_t order = 0;
+    for (size_t l = 0; l < L; l++)
+      if (heads[i * L + l] != SIZE_MAX) {
+        ck_assert_uint_lt(order, s.labels[best][0]);
+        ck_assert_uint_eq(l * c.n_heads + heads[i * L + l], s.labels[best][1 + order]);
+        order++;
+      }
+    ck_assert_uint_eq(order, s.labels[best][0]);
+  }
+  /* More lines than paths: all of them. */
+  size_t all[64 * 8];
+  double all_norm[64];
+  TU_OK(mi_model_top_paths(all, all_norm, &count, 64, model, 1));
+  ck_assert_uint_eq(count, 1 + L * c.n_heads);
+  for (size_t i = 1; i < count; i++)
+    ck_assert(all_norm[i - 1] >= all_norm[i]);
+  mi_model_free(model);
+}
+END_TEST
+
+static int stop_at_five(const mi_path *p, void *user) {
+  (void)p;
+  return ++*(size_t *)user == 5;
+}
+
+/* mi_circuit_path is the enumeration's circuit; order 1 is the head's OV circuit. */
+START_TEST(path_circuits_and_early_stop) {
+  mi_config c = path_config(0);
+  mi_model *model = tu_random_model(&c, 700);
+  TU_OK(mi_model_get_config(&c, model));
+  size_t V = c.d_vocab, calls = 0, delivered;
+  TU_OK(mi_model_paths(&delivered, model, SIZE_MAX, 0, stop_at_five, &calls));
+  ck_assert_uint_eq(delivered, 5);
+  ck_assert_uint_eq(calls, 5);
+  size_t layers[3] = {0, 1, 2}, heads[3] = {1, 0, 1};
+  mi_circuit *path, *ov;
+  TU_OK(mi_circuit_path(&path, model, 1, layers + 1, heads + 1));
+  TU_OK(mi_circuit_ov(&ov, model, 1, 0));
+  float *a = malloc(V * V * sizeof *a), *b = malloc(V * V * sizeof *b);
+  TU_OK(mi_circuit_dense(a, V, path));
+  TU_OK(mi_circuit_dense(b, V, ov));
+  for (size_t i = 0; i < V * V; i++)
+    ck_assert_float_eq_tol(a[i], b[i], 1e-5f * (1.0f + fabsf(b[i])));
+  mi_circuit_free(path);
+  TU_OK(mi_circuit_path(&path, model, 3, layers, heads));
+  double *want = dense_path(model, &c, 3, layers, heads), scale = tu_max_abs(want, V * V);
+  TU_OK(mi_circuit_dense(a, V, path));
+  for (size_t i = 0; i < V * V; i++)
+    ck_assert_double_eq_tol(a[i], want[i], 2e-5 * scale);
+  mi_circuit_free(path);
+  TU_OK(mi_circuit_path(&path, model, 0, NULL, NULL));
+  mi_circuit_free(path);
+  free(want); free(a); free(b);
+  mi_circuit_free(ov);
+  mi_model_free(model);
+}
+END_TEST
+
+static int count_paths(const mi_path *p, void *user) {
+  (void)p;
+  ++*(size_t *)user;
+  return 0;
+}
+
+START_TEST(bad_path_arguments_are_refused) {
+  mi_config c = path_config(0);
+  mi_model *model = tu_random_model(&c, 1);
+  size_t n = 0, heads[3], layers_bad[2] = {1, 1}, layers_ok[2] = {0, 2}, h[2] = {0, 1};
+  double norm[1];
+  mi_circuit *circuit;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_paths(&n, NULL, 1, 0, count_paths, &n));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_paths(&n, model, 1, 0, NULL, &n));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_paths(&n, model, 1, 4, count_paths, &n));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_top_paths(heads, norm, &n, 0, model, 1));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_top_paths(NULL, norm, &n, 1, model, 1));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_path_count(NULL, model, 1));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_circuit_path(&circuit, model, 2, layers_bad, h));
+  ck_assert_ptr_null(circuit);
+  h[1] = 2; /* of 2 heads */
+  TU_FAILS(MI_ERR_INDEX, mi_circuit_path(&circuit, model, 2, layers_ok, h));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_circuit_path(&circuit, model, 4, layers_ok, h));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_circuit_path(&circuit, model, 1, NULL, h));
+  mi_model_free(model);
+  mi_config big = tu_config(64, 1000, 4, 2, 5, 4, 0);
+  mi_model_create(&model, &big);
+  TU_FAILS(MI_ERR_OUT_OF_MEMORY, mi_model_path_count(&n, model, SIZE_MAX)); /* 1001^64 */
+  TU_OK(mi_model_path_count(&n, model, 1));
+  ck_assert_uint_eq(n, 1 + 64 * 1000);
+  mi_model_free(model);
+  mi_config mlp = tu_config(2, 2, 6, 3, 5, 4, MI_PART_MLP);
+  model = tu_random_model(&mlp, 2);
+  TU_FAILS(MI_ERR_UNSUPPORTED, mi_model_paths(&n, model, 1, 0, count_paths, &n));
+  TU_FAILS(MI_ERR_UNSUPPORTED, mi_model_top_paths(heads, norm, &n, 1, model, 1));
+  TU_FAILS(MI_ERR_UNSUPPORTED, mi_circuit_path(&circuit, model, 0, NULL, NULL));
+  mi_model_free(model);
+}
+END_TEST
+
 static Suite *paths_suite(void) {
   Suite *s = suite_create("paths");
   TCase *composition = tcase_create("composition");
@@ -228,6 +478,13 @@ static Suite *paths_suite(void) {
   tcase_add_test(composition, baseline_is_in_a_sensible_range);
   tcase_add_test(composition, bad_arguments_are_refused);
   suite_add_tcase(s, composition);
+  TCase *enumeration = tcase_create("enumeration");
+  tcase_set_timeout(enumeration, 60);
+  tcase_add_loop_test(enumeration, paths_match_dense_products, 0, 3);
+  tcase_add_loop_test(enumeration, top_paths_are_the_largest, 0, 3);
+  tcase_add_test(enumeration, path_circuits_and_early_stop);
+  tcase_add_test(enumeration, bad_path_arguments_are_refused);
+  suite_add_tcase(s, enumeration);
   return s;
 }
 

@@ -1,0 +1,309 @@
+/*
+ * bench_circuits: libmi's streamed top-k and head report at GPT-2-small
+ * size against BLIS's plain GEMM floor, in one process, side by side.
+ *
+ *   bench_circuits [--no-fast-kernels] [--threads N] [--repeat R]
+ *
+ * 1. Top-10 per row of the full token QK circuit (W_E W_Q W_Kᵀ W_Eᵀ) and
+ *    of the token OV circuit (W_E W_V W_O W_U) of one random head:
+ *    d_vocab 50257, d_model 768, d_head 64, float32. The floor is BLIS's
+ *    sgemm of the same factors (computed here with BLIS, in the layout
+ *    libmi uses) in the same 256-row blocks into one reused, already
+ *    touched block buffer: arithmetic, not page faults.
+ * 2. mi_model_head_report (eigenvalues and copying scores of OV and QK)
+ *    for all 144 heads of a 12 × 12 random model, against the floor of its
+ *    two vocabulary-sized Grams (W_U W_E, W_Eᵀ W_E) as plain sgemm. The
+ *    work after the Grams is timed as the report of the same heads with
+ *    d_vocab = 1, where the Grams cost nothing.
+ *
+ * BLIS is used directly only for the floors; libmi opts in to the fast
+ * kernel set first (unless --no-fast-kernels), so both run the same one.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <mi.h>
+
+#include <blis.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { V = 50257, D = 768, DH = 64, LAYERS = 12, HEADS = 12, K = 10, BLOCK = 256 };
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double peak_rss_mib(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (double)u.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+static void check(mi_status status, const char *what) {
+  if (status != MI_OK) {
+    fprintf(stderr, "%s: %s: %s\n", what, mi_status_str(status), mi_last_error());
+    exit(1);
+  }
+}
+
+/* Uniform in ±√(3/rows): variance 1/rows, like an initialised layer. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static void fill(float *x, size_t count, size_t rows) {
+  float scale = (float)sqrt(3.0 / (double)rows) * 0x1.0p-31f;
+  for (size_t i = 0; i < count; i++) {
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    x[i] = (float)((int64_t)(rng_state >> 32) - 0x80000000ll) * scale;
+  }
+}
+
+static mi_model *random_model(size_t d_vocab) {
+  mi_config c;
+  mi_config_init(&c);
+  c.n_layers = LAYERS;
+  c.n_heads = HEADS;
+  c.d_model = D;
+  c.d_head = DH;
+  c.d_vocab = d_vocab;
+  mi_model *model;
+  check(mi_model_create(&model, &c), "mi_model_create");
+  size_t big = (size_t)d_vocab * D > D * DH ? (size_t)d_vocab * D : D * DH;
+  float *buf = malloc(big * sizeof *buf);
+  rng_state = 1;
+  fill(buf, (size_t)d_vocab * D, D);
+  check(mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, buf, D), "W_E");
+  fill(buf, (size_t)d_vocab * D, D);
+  check(mi_model_set_weight(model, MI_W_U, 0, 0, MI_DTYPE_F32, buf, d_vocab), "W_U");
+  /* Head weights from their own seed: the same in both models. */
+  rng_state = 2;
+  for (size_t l = 0; l < LAYERS; l++)
+    for (size_t h = 0; h < HEADS; h++) {
+      fill(buf, D * DH, D);
+      check(mi_model_set_weight(model, MI_W_Q, l, h, MI_DTYPE_F32, buf, DH), "W_Q");
+      fill(buf, D * DH, D);
+      check(mi_model_set_weight(model, MI_W_K, l, h, MI_DTYPE_F32, buf, DH), "W_K");
+      fill(buf, D * DH, D);
+      check(mi_model_set_weight(model, MI_W_V, l, h, MI_DTYPE_F32, buf, DH), "W_V");
+      fill(buf, DH * D, DH);
+      check(mi_model_set_weight(model, MI_W_O, l, h, MI_DTYPE_F32, buf, D), "W_O");
+    }
+  free(buf);
+  check(mi_model_process(model, 0), "mi_model_process");
+  return model;
+}
+
+static rntm_t rntm_for(size_t threads) {
+  rntm_t rntm;
+  bli_rntm_init_from_global(&rntm);
+  if (threads > 0)
+    bli_rntm_set_num_threads((dim_t)threads, &rntm);
+  return rntm;
+}
+
+/* C (rows × cols, ldc) ← A·B by BLIS, strides in elements. */
+static void sgemm(size_t rows, size_t cols, size_t inner, const float *A, inc_t ars,
+                  inc_t acs, const float *B, inc_t brs, inc_t bcs, float *C, size_t ldc,
+                  rntm_t *rntm) {
+  float one = 1.0f, zero = 0.0f;
+  bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)rows, (dim_t)cols, (dim_t)inner,
+               &one, (float *)A, ars, acs, (float *)B, brs, bcs, &zero, C, (inc_t)ldc, 1,
+               NULL, rntm);
+}
+
+/* The floor: rows i0..i1 of A·B, 256 at a time, into one touched block. */
+typedef struct floor_job {
+  const float *A, *B;
+  inc_t ars, acs, brs, bcs;
+  size_t i0, i1;
+  float *block;
+  rntm_t rntm;
+} floor_job;
+
+static void *floor_rows(void *arg) {
+  floor_job *j = arg;
+  for (size_t i = j->i0; i < j->i1; i += BLOCK) {
+    size_t rows = j->i1 - i < BLOCK ? j->i1 - i : BLOCK;
+    sgemm(rows, V, DH, j->A + i * (size_t)j->ars, j->ars, j->acs, j->B, j->brs, j->bcs,
+          j->block, V, &j->rntm);
+  }
+  return NULL;
+}
+
+/*
+ * Floor (b1): all rows in 256-row blocks, BLIS's own threads in each GEMM.
+ * Floor (b2): the rows cut into `threads` slices like libmi's top-k, one
+ * thread each with single-threaded BLIS and its own touched block.
+ */
+static double gemm_floor(const float *A, inc_t ars, inc_t acs, const float *B, inc_t brs,
+                         inc_t bcs, float *blocks, size_t threads, int sliced) {
+  floor_job jobs[64];
+  pthread_t ids[64];
+  size_t n = sliced ? threads : 1;
+  for (size_t t = 0; t < n; t++) {
+    jobs[t] = (floor_job){A, B, ars, acs, brs, bcs, V * t / n, V * (t + 1) / n,
+                          blocks + t * (size_t)BLOCK * V, rntm_for(sliced ? 1 : threads)};
+  }
+  double t0 = now();
+  for (size_t t = 1; t < n; t++)
+    pthread_create(&ids[t], NULL, floor_rows, &jobs[t]);
+  floor_rows(&jobs[0]);
+  for (size_t t = 1; t < n; t++)
+    pthread_join(ids[t], NULL);
+  return now() - t0;
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows when piped */
+  int fast = 1, repeat = 2;
+  size_t threads = (size_t)sysconf(_SC_NPROCESSORS_ONLN);
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--no-fast-kernels") == 0)
+      fast = 0;
+    else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+      threads = (size_t)atoi(argv[++i]);
+    else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
+      repeat = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (fast)
+    check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
+  check(mi_set_num_threads(threads), "mi_set_num_threads");
+  const char *kernels;
+  check(mi_blis_kernel_set(&kernels), "mi_blis_kernel_set");
+  printf("BLIS %s, kernel set %s (%s), %zu threads, best of %d runs\n",
+         bli_info_get_version_str(), kernels, fast ? "fast kernels asked for" : "BLIS's choice",
+         threads, repeat);
+
+  double t0 = now();
+  mi_model *model = random_model(V);
+  printf("model %d x %d heads, d_vocab %d, d_model %d, d_head %d: built in %.1f s\n",
+         LAYERS, HEADS, V, D, DH, now() - t0);
+  rntm_t rntm = rntm_for(threads);
+
+  /* ---- 1. streamed top-k against the GEMM floor ---- */
+  size_t *idx = malloc((size_t)V * K * sizeof *idx);
+  float *val = malloc((size_t)V * K * sizeof *val);
+  memset(idx, 0, (size_t)V * K * sizeof *idx);
+  memset(val, 0, (size_t)V * K * sizeof *val);
+  mi_circuit *qk, *ov;
+  check(mi_circuit_qk(&qk, model, 0, 0, MI_EMBED_TOKEN, MI_EMBED_TOKEN, 0), "qk");
+  check(mi_circuit_ov(&ov, model, 0, 0), "ov");
+  printf("circuits made in %.1f s\n", now() - t0);
+  double rss_before = peak_rss_mib();
+  double ours[2] = {INFINITY, INFINITY};
+  for (int r = 0; r < repeat; r++)
+    for (int c = 0; c < 2; c++) {
+      double t = now();
+      check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, V), "topk");
+      ours[c] = fmin(ours[c], now() - t);
+      printf("  top-k %s: %.3f s\n", c ? "OV" : "QK", now() - t);
+    }
+  double rss_after = peak_rss_mib();
+
+  /* The same factors, made here with BLIS in libmi's layout:
+   * QK: A = W_E W_Q, B = (W_E W_K)ᵀ; OV: A = W_E W_V, B = W_O W_U. */
+  float *E = malloc((size_t)V * D * sizeof *E), *U = malloc((size_t)D * V * sizeof *U);
+  float *W = malloc(4 * D * DH * sizeof *W);
+  check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
+  check(mi_model_get_weight(U, V, model, MI_W_U, 0, 0), "W_U");
+  check(mi_model_get_weight(W, DH, model, MI_W_Q, 0, 0), "W_Q");
+  check(mi_model_get_weight(W + D * DH, DH, model, MI_W_K, 0, 0), "W_K");
+  check(mi_model_get_weight(W + 2 * D * DH, DH, model, MI_W_V, 0, 0), "W_V");
+  check(mi_model_get_weight(W + 3 * D * DH, D, model, MI_W_O, 0, 0), "W_O");
+  float *fa = malloc((size_t)V * DH * sizeof *fa), *fb = malloc((size_t)V * DH * sizeof *fb);
+  size_t nblocks = threads > 64 ? 64 : threads ? threads : 1;
+  float *block = malloc(nblocks * BLOCK * V * sizeof *block);
+  memset(block, 0, nblocks * BLOCK * V * sizeof *block); /* touched before timing */
+  double floor_t[2] = {INFINITY, INFINITY}, sliced_t[2] = {INFINITY, INFINITY};
+  for (int c = 0; c < 2; c++) {
+    if (c == 0) {
+      sgemm(V, DH, D, E, D, 1, W, DH, 1, fa, DH, &rntm);
+      sgemm(V, DH, D, E, D, 1, W + D * DH, DH, 1, fb, DH, &rntm);
+    } else {
+      sgemm(V, DH, D, E, D, 1, W + 2 * D * DH, DH, 1, fa, DH, &rntm);
+      sgemm(DH, V, D, W + 3 * D * DH, D, 1, U, V, 1, fb, V, &rntm);
+    }
+    inc_t brs = c == 0 ? 1 : V, bcs = c == 0 ? DH : 1;
+    for (int r = 0; r < repeat; r++) {
+      floor_t[c] = fmin(floor_t[c], gemm_floor(fa, DH, 1, fb, brs, bcs, block, nblocks, 0));
+      sliced_t[c] = fmin(sliced_t[c], gemm_floor(fa, DH, 1, fb, brs, bcs, block, nblocks, 1));
+    }
+  }
+  double flop = 2.0 * V * (double)V * DH;
+  printf("\ntop-%d per row of the full %d x %d circuit (rank %d)\n", K, V, V, DH);
+  printf("floor b1: BLIS sgemm in 256-row blocks, %zu BLIS threads; b2: %zu row slices, "
+         "one single-threaded BLIS each (libmi's split)\n", threads, nblocks);
+  printf("%-9s %9s %9s %9s %8s %8s %8s %8s %8s\n", "circuit", "top-k s", "b1 s", "b2 s",
+         "top-k/b1", "top-k/b2", "GF/s", "b1 GF/s", "b2 GF/s");
+  for (int c = 0; c < 2; c++)
+    printf("%-9s %9.3f %9.3f %9.3f %8.3f %8.3f %8.1f %8.1f %8.1f\n",
+           c ? "token OV" : "token QK", ours[c], floor_t[c], sliced_t[c],
+           ours[c] / floor_t[c], ours[c] / sliced_t[c], flop / ours[c] * 1e-9,
+           flop / floor_t[c] * 1e-9, flop / sliced_t[c] * 1e-9);
+  printf("peak RSS: %.0f MiB before the top-k runs, %.0f MiB after (+%.0f MiB, of which "
+         "%.1f MiB are the results); a dense circuit would be %.1f GiB\n",
+         rss_before, rss_after, rss_after - rss_before,
+         (double)V * K * (sizeof *idx + sizeof *val) / 1048576.0,
+         (double)V * V * 4 / 1073741824.0);
+  printf("first QK row's top-%d: token %zu (%.3f) ... token %zu (%.3f)\n", K, idx[0],
+         (double)val[0], idx[K - 1], (double)val[K - 1]);
+  mi_circuit_free(qk);
+  mi_circuit_free(ov);
+  free(fa); free(fb); free(block); free(W); free(idx); free(val);
+
+  /* ---- 2. the head report ---- */
+  mi_report_options opt;
+  mi_report_options_init(&opt);
+  opt.prev_token = 0; /* no W_pos here: eigenvalues and copying scores */
+  mi_head_report *lines = calloc(LAYERS * HEADS, sizeof *lines);
+  mi_model *tiny = random_model(1);
+  double report = INFINITY, per_head = INFINITY, grams = INFINITY;
+  float *g = malloc(D * D * sizeof *g);
+  for (int r = 0; r < repeat; r++) {
+    lines[0].struct_size = sizeof *lines;
+    double t = now();
+    check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
+    report = fmin(report, now() - t);
+    lines[0].struct_size = sizeof *lines;
+    t = now();
+    check(mi_model_head_report(lines, LAYERS * HEADS, tiny, &opt), "report, d_vocab 1");
+    per_head = fmin(per_head, now() - t);
+    t = now();
+    sgemm(D, D, V, U, V, 1, E, D, 1, g, D, &rntm); /* W_U W_E */
+    sgemm(D, D, V, E, 1, D, E, D, 1, g, D, &rntm); /* W_Eᵀ W_E */
+    grams = fmin(grams, now() - t);
+  }
+  lines[0].struct_size = sizeof *lines;
+  check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
+  double gram_flop = 2 * 2.0 * D * (double)D * V;
+  printf("\nhead report, %d x %d heads (OV and QK eigenvalues, copying scores)\n", LAYERS,
+         HEADS);
+  printf("  whole report                      %8.3f s\n", report);
+  printf("  Gram floor (2 plain sgemm)        %8.3f s  (%.1f GFLOP/s, %.2g flop)\n", grams,
+         gram_flop / grams * 1e-9, gram_flop);
+  printf("  report minus per-head part        %8.3f s  = %.3f x the Gram floor\n",
+         report - per_head, (report - per_head) / grams);
+  printf("  per-head part (report at d_vocab 1) %6.1f ms for %d heads\n", per_head * 1e3,
+         LAYERS * HEADS);
+  printf("  of which the d_head x d_model x d_model products: %.2g flop, at least "
+         "%.1f ms at the Gram floor's rate\n",
+         2.0 * 2 * DH * (double)D * D * LAYERS * HEADS,
+         2.0 * 2 * DH * (double)D * D * LAYERS * HEADS / (gram_flop / grams) * 1e3);
+  printf("  head (0,0): OV copying %.4f, QK copying %.4f\n", lines[0].ov.copying_score,
+         lines[0].qk.copying_score);
+  free(g); free(lines); free(E); free(U);
+  mi_model_free(tiny);
+  mi_model_free(model);
+  return 0;
+}

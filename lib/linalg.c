@@ -1,0 +1,104 @@
+/*
+ * linalg.c: small dense work in double through LAPACKE.
+ */
+#include "linalg.h"
+
+#include <lapacke.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK takes int dimensions. */
+static mi_status check_lapack_size(size_t n, const char *what) {
+  if (n > INT_MAX)
+    return mi__fail(MI_ERR_SHAPE, "%s: dimension %zu is too large for LAPACK", what, n);
+  return mi__blis_begin();
+}
+
+/* Orders eigenvalues by decreasing modulus, then by decreasing real part,
+ * then positive imaginary part first, so that a conjugate pair stays
+ * together in a fixed order. */
+typedef struct { double re, im; } eigenvalue;
+
+static int by_modulus(const void *pa, const void *pb) {
+  const eigenvalue *a = pa, *b = pb;
+  double ma = hypot(a->re, a->im), mb = hypot(b->re, b->im);
+  if (ma != mb)
+    return ma > mb ? -1 : 1;
+  if (a->re != b->re)
+    return a->re > b->re ? -1 : 1;
+  return (a->im < b->im) - (a->im > b->im);
+}
+
+mi_status mi__eigenvalues(double *re, double *im, double *M, size_t r) {
+  mi_status status = check_lapack_size(r, "eigenvalues");
+  if (status != MI_OK || r == 0)
+    return status;
+  lapack_int info = LAPACKE_dgeev(LAPACK_ROW_MAJOR, 'N', 'N', (lapack_int)r, M,
+                                  (lapack_int)r, re, im, NULL, 1, NULL, 1);
+  if (info < 0)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "dgeev: LAPACKE error %d (work space)", (int)info);
+  if (info > 0)
+    return mi__fail(MI_ERR_NUMERIC, "dgeev did not converge (%d eigenvalues left)",
+                    (int)info);
+  eigenvalue *e = malloc(r * sizeof *e);
+  if (e == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "eigenvalues: %zu pairs", r);
+  for (size_t i = 0; i < r; i++)
+    e[i] = (eigenvalue){re[i], im[i]};
+  qsort(e, r, sizeof *e, by_modulus);
+  for (size_t i = 0; i < r; i++) {
+    re[i] = e[i].re;
+    im[i] = e[i].im;
+  }
+  free(e);
+  return MI_OK;
+}
+
+mi_status mi__singular_values(double *out, double *M, size_t rows, size_t cols) {
+  mi_status status = check_lapack_size(rows > cols ? rows : cols, "singular values");
+  size_t k = rows < cols ? rows : cols;
+  if (status != MI_OK || k == 0)
+    return status;
+  /* Row-major LAPACKE checks ldu and ldvt even when they are not used. */
+  lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'N', (lapack_int)rows,
+                                   (lapack_int)cols, M, (lapack_int)cols, out, NULL,
+                                   (lapack_int)cols, NULL, (lapack_int)cols);
+  if (info < 0)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "dgesdd: LAPACKE error %d (work space)", (int)info);
+  if (info > 0)
+    return mi__fail(MI_ERR_NUMERIC, "dgesdd did not converge");
+  return MI_OK;
+}
+
+mi_status mi__qr_factor(double *R, mi__matrix F) {
+  size_t n = F.rows, r = F.cols, k = n < r ? n : r;
+  mi_status status = check_lapack_size(n > r ? n : r, "QR");
+  if (status != MI_OK)
+    return status;
+  size_t count;
+  if (!mi__mul_size(&count, n, r) || count > SIZE_MAX / sizeof(double))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "QR: %zu x %zu doubles overflow", n, r);
+  /* Column-major, so LAPACKE works in place without a transposed copy. */
+  double *a = malloc(count * sizeof *a), *tau = malloc((k ? k : 1) * sizeof *tau);
+  if (a == NULL || tau == NULL) {
+    free(a);
+    free(tau);
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "QR: %zu x %zu doubles", n, r);
+  }
+  for (size_t j = 0; j < r; j++)
+    for (size_t i = 0; i < n; i++)
+      a[j * n + i] = F.data[(ptrdiff_t)i * F.rs + (ptrdiff_t)j * F.cs];
+  lapack_int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (lapack_int)n, (lapack_int)r, a,
+                                   (lapack_int)n, tau);
+  if (info == 0)
+    for (size_t i = 0; i < k; i++)
+      for (size_t j = 0; j < r; j++)
+        R[i * r + j] = j >= i ? a[j * n + i] : 0.0;
+  free(a);
+  free(tau);
+  if (info != 0)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "dgeqrf: LAPACKE error %d", (int)info);
+  return MI_OK;
+}

@@ -13,7 +13,6 @@ and lists, ``array.array`` or any buffer of floats/doubles go in.
 """
 
 import ctypes
-import math
 import os
 import weakref
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -184,14 +183,14 @@ class _Callback:
             raise error
 
 
-def _weight_id(name):
+def _weight_id(name: str) -> int:
     try:
         return WEIGHTS.index(name)
     except ValueError:
         raise ValueError(f"unknown weight {name!r}; one of {WEIGHTS}") from None
 
 
-def _steps(process):
+def _steps(process) -> int:
     if isinstance(process, int):
         return process
     names = [process] if isinstance(process, str) else list(process)
@@ -212,8 +211,9 @@ class Model:
         self._finalizer = weakref.finalize(self, lib.mi_model_free, ctypes.c_void_p(handle))
 
     @classmethod
-    def create(cls, n_layers, n_heads, d_model, d_head, d_vocab, n_ctx=0, n_kv_heads=0,
-               parts=(), ln_eps=1e-5):
+    def create(cls, n_layers: int, n_heads: int, d_model: int, d_head: int, d_vocab: int,
+               n_ctx: int = 0, n_kv_heads: int = 0, parts: Sequence[str] = (),
+               ln_eps: float = 1e-5) -> "Model":
         """A model of this shape with zero weights (mi_model_create). ``parts``
         names optional parts: any of PARTS' keys."""
         config = Config()
@@ -230,7 +230,7 @@ class Model:
         return cls(handle.value)
 
     @classmethod
-    def from_arrays(cls, weights, process="fold_ln", **shape):
+    def from_arrays(cls, weights: dict, process="fold_ln", **shape) -> "Model":
         """A model from a dict of weights named as in WEIGHTS. Per-head
         weights are indexed ``[layer][head]``, per-layer ones ``[layer]``
         (numpy arrays [L, H, rows, cols] or nested lists both work). The parts
@@ -261,7 +261,7 @@ class Model:
         return model
 
     @classmethod
-    def load(cls, path, n_heads=0, process="fold_ln", vocab=None):
+    def load(cls, path, n_heads: int = 0, process="fold_ln", vocab=None) -> "Model":
         """A model from a .safetensors file (TransformerLens or GPT-2 names) or
         from its bytes (mi_model_load / mi_model_load_memory). ``process``: the
         steps applied after loading (None for raw weights). ``vocab``: a
@@ -292,11 +292,11 @@ class Model:
                 raise
         return model
 
-    def load_vocab(self, path):
+    def load_vocab(self, path) -> None:
         """Loads token strings: vocab.json, tokenizer.json or one token a line."""
         lib.mi_model_load_vocab(self._h(), os.fspath(path).encode())
 
-    def token_str(self, token_id):
+    def token_str(self, token_id: int) -> str:
         """A token's readable text (GPT-2's byte-level symbols decoded; bytes
         that are not UTF-8 are replaced)."""
         pointer, length = ctypes.c_void_p(), ctypes.c_size_t()
@@ -317,13 +317,13 @@ class Model:
         lib.mi_model_token_str(ctypes.byref(out), self._h(), token_id)
         return out.value.decode("utf-8", errors="replace")
 
-    def token_id(self, text):
+    def token_id(self, text: str) -> int:
         """The id of a token's text (decoded or as the vocabulary file spells it)."""
         out = ctypes.c_size_t()
         lib.mi_model_token_id(ctypes.byref(out), self._h(), text.encode())
         return out.value
 
-    def _h(self):
+    def _h(self) -> ctypes.c_void_p:
         if not self._handle.value:
             raise ValueError("the model is closed")
         return self._handle
@@ -341,7 +341,7 @@ class Model:
         self.close()
 
     @property
-    def config(self):
+    def config(self) -> dict:
         """The model's shape as a dict of mi_config's fields."""
         config = Config()
         lib.mi_config_init(ctypes.byref(config))
@@ -349,28 +349,28 @@ class Model:
         return {name: getattr(config, name) for name, _ in Config._fields_ if name != "struct_size"}
 
     @property
-    def layout(self):
+    def layout(self) -> str:
         """Where the weights came from: "memory", "transformerlens" or "gpt2"."""
         return _LAYOUTS[lib.mi_model_layout(self._h())]
 
     @property
-    def processing(self):
+    def processing(self) -> set:
         """The processing steps applied to the weights, as a set of names."""
         bits = lib.mi_model_processing(self._h())
         return {name for name, bit in PROCESS.items() if bit & (bit - 1) == 0 and bits & bit}
 
-    def set_weight(self, name, matrix, layer=0, head=0):
+    def set_weight(self, name: str, matrix, layer: int = 0, head: int = 0) -> None:
         """Copies one weight copy in (mi_model_set_weight)."""
         m = as_matrix(matrix)
         lib.mi_model_set_weight(self._h(), _weight_id(name), layer, head, m.dtype,
                                 m.pointer, m.row_stride)
 
-    def process(self, steps="fold_ln"):
+    def process(self, steps="fold_ln") -> None:
         """Folds LayerNorm / centres weights, once (mi_model_process). ``steps``:
         a name of PROCESS, a list of names, or the bits."""
         lib.mi_model_process(self._h(), _steps(steps))
 
-    def weight(self, name, layer=0, head=0):
+    def weight(self, name: str, layer: int = 0, head: int = 0):
         """One weight copy as the model now holds it (float32): a numpy array,
         or nested lists without numpy; vectors come back 1-D."""
         rows, cols = ctypes.c_size_t(), ctypes.c_size_t()

@@ -1,6 +1,6 @@
 """Every ctypes structure in the bindings has mi.h's exact layout: a C
-program compiled here against the header prints sizeof and each field's
-offsetof, and they must equal ctypes' sizeof and field offsets."""
+program compiled here against the header prints sizeof, and each field's
+offsetof and size, and they must equal what ctypes lays out."""
 
 import ctypes
 import os
@@ -31,7 +31,8 @@ class LayoutTest(unittest.TestCase):
             want.append(ctypes.sizeof(struct))
             for field, _ in struct._fields_:
                 lines.append(f'printf("%zu\\n", offsetof({cname}, {field}));')
-                want.append(getattr(struct, field).offset)
+                lines.append(f'printf("%zu\\n", sizeof((({cname} *)0)->{field}));')
+                want += [getattr(struct, field).offset, getattr(struct, field).size]
         source = ("#include <stddef.h>\n#include <stdio.h>\n#include <mi.h>\n"
                   "int main(void) {\n" + "\n".join(lines) + "\nreturn 0;\n}\n")
         with tempfile.TemporaryDirectory() as tmp:

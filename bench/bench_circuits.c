@@ -2,7 +2,9 @@
  * bench_circuits: libmi's streamed top-k and head report at GPT-2-small
  * size against BLIS's plain GEMM floor, in one process, side by side.
  *
- *   bench_circuits [--no-fast-kernels] [--threads N] [--repeat R]
+ *   bench_circuits [--no-fast-kernels] [--threads N] [--repeat R] [--rows N]
+ *
+ * --rows N: top-k of the first N rows only (default all 50257), for quick runs.
  *
  * 1. Top-10 per row of the full token QK circuit (W_E W_Q W_Kᵀ W_Eᵀ) and
  *    of the token OV circuit (W_E W_V W_O W_U) of one random head:
@@ -46,6 +48,40 @@ static double peak_rss_mib(void) {
   struct rusage u;
   getrusage(RUSAGE_SELF, &u);
   return (double)u.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+/* Linux: VmHWM (peak RSS) in MiB, and its reset (clear_refs 5), so the
+ * peak of one phase can be measured after a higher one. */
+static double vm_hwm_mib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  double kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmHWM:", 6) == 0)
+      kib = atof(line + 6);
+  if (f)
+    fclose(f);
+  return kib / 1024.0;
+}
+
+static double vm_rss_mib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  double kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0)
+      kib = atof(line + 6);
+  if (f)
+    fclose(f);
+  return kib / 1024.0;
+}
+
+static void reset_hwm(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (f) {
+    fputs("5", f);
+    fclose(f);
+  }
 }
 
 static void check(mi_status status, const char *what) {
@@ -142,13 +178,13 @@ static void *floor_rows(void *arg) {
  * Floor (b2): the rows cut into `threads` slices like libmi's top-k, one
  * thread each with single-threaded BLIS and its own touched block.
  */
-static double gemm_floor(const float *A, inc_t ars, inc_t acs, const float *B, inc_t brs,
-                         inc_t bcs, float *blocks, size_t threads, int sliced) {
+static double gemm_floor(size_t rows, const float *A, inc_t ars, inc_t acs, const float *B,
+                         inc_t brs, inc_t bcs, float *blocks, size_t threads, int sliced) {
   floor_job jobs[64];
   pthread_t ids[64];
   size_t n = sliced ? threads : 1;
   for (size_t t = 0; t < n; t++) {
-    jobs[t] = (floor_job){A, B, ars, acs, brs, bcs, V * t / n, V * (t + 1) / n,
+    jobs[t] = (floor_job){A, B, ars, acs, brs, bcs, rows * t / n, rows * (t + 1) / n,
                           blocks + t * (size_t)BLOCK * V, rntm_for(sliced ? 1 : threads)};
   }
   double t0 = now();
@@ -160,9 +196,48 @@ static double gemm_floor(const float *A, inc_t ars, inc_t acs, const float *B, i
   return now() - t0;
 }
 
+/* One thread's rows of a GEMM, single-threaded BLIS. */
+typedef struct slice_job {
+  size_t rows, cols, inner;
+  const float *A, *B;
+  inc_t ars, acs, brs, bcs;
+  float *C;
+  size_t ldc;
+} slice_job;
+
+static void *slice_run(void *arg) {
+  slice_job *j = arg;
+  rntm_t one = rntm_for(1);
+  sgemm(j->rows, j->cols, j->inner, j->A, j->ars, j->acs, j->B, j->brs, j->bcs, j->C,
+        j->ldc, &one);
+  return NULL;
+}
+
+/* C = A·B with the rows cut into `threads` slices (libmi's split); seconds. */
+static double sliced_sgemm(size_t threads, size_t rows, size_t cols, size_t inner,
+                           const float *A, inc_t ars, inc_t acs, const float *B, inc_t brs,
+                           inc_t bcs, float *C, size_t ldc) {
+  slice_job jobs[64];
+  pthread_t ids[64];
+  size_t n = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+  for (size_t t = 0; t < n; t++) {
+    size_t a = rows * t / n, b = rows * (t + 1) / n;
+    jobs[t] = (slice_job){b - a, cols, inner, A + a * (size_t)ars, B, ars, acs, brs, bcs,
+                          C + a * ldc, ldc};
+  }
+  double t0 = now();
+  for (size_t t = 1; t < n; t++)
+    pthread_create(&ids[t], NULL, slice_run, &jobs[t]);
+  slice_run(&jobs[0]);
+  for (size_t t = 1; t < n; t++)
+    pthread_join(ids[t], NULL);
+  return now() - t0;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows when piped */
   int fast = 1, repeat = 2;
+  size_t nrows = V;
   size_t threads = (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--no-fast-kernels") == 0)
@@ -171,11 +246,15 @@ int main(int argc, char **argv) {
       threads = (size_t)atoi(argv[++i]);
     else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
       repeat = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc)
+      nrows = (size_t)atol(argv[++i]);
     else {
-      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R] [--rows N]\n", argv[0]);
       return 2;
     }
   }
+  if (nrows == 0 || nrows > V)
+    nrows = V;
   if (fast)
     check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
   check(mi_set_num_threads(threads), "mi_set_num_threads");
@@ -200,19 +279,9 @@ int main(int argc, char **argv) {
   check(mi_circuit_qk(&qk, model, 0, 0, MI_EMBED_TOKEN, MI_EMBED_TOKEN, 0), "qk");
   check(mi_circuit_ov(&ov, model, 0, 0), "ov");
   printf("circuits made in %.1f s\n", now() - t0);
-  double rss_before = peak_rss_mib();
-  double ours[2] = {INFINITY, INFINITY};
-  for (int r = 0; r < repeat; r++)
-    for (int c = 0; c < 2; c++) {
-      double t = now();
-      check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, V), "topk");
-      ours[c] = fmin(ours[c], now() - t);
-      printf("  top-k %s: %.3f s\n", c ? "OV" : "QK", now() - t);
-    }
-  double rss_after = peak_rss_mib();
-
   /* The same factors, made here with BLIS in libmi's layout:
-   * QK: A = W_E W_Q, B = (W_E W_K)ᵀ; OV: A = W_E W_V, B = W_O W_U. */
+   * QK: A = W_E W_Q, B = (W_E W_K)ᵀ; OV: A = W_E W_V, B = W_O W_U, with
+   * both B stored transposed (V × d_head) as libmi stores them. */
   float *E = malloc((size_t)V * D * sizeof *E), *U = malloc((size_t)D * V * sizeof *U);
   float *W = malloc(4 * D * DH * sizeof *W);
   check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
@@ -221,27 +290,44 @@ int main(int argc, char **argv) {
   check(mi_model_get_weight(W + D * DH, DH, model, MI_W_K, 0, 0), "W_K");
   check(mi_model_get_weight(W + 2 * D * DH, DH, model, MI_W_V, 0, 0), "W_V");
   check(mi_model_get_weight(W + 3 * D * DH, D, model, MI_W_O, 0, 0), "W_O");
-  float *fa = malloc((size_t)V * DH * sizeof *fa), *fb = malloc((size_t)V * DH * sizeof *fb);
+  float *fa[2], *fb[2];
+  for (int c = 0; c < 2; c++) {
+    fa[c] = malloc((size_t)V * DH * sizeof *fa[c]);
+    fb[c] = malloc((size_t)V * DH * sizeof *fb[c]);
+  }
+  sgemm(V, DH, D, E, D, 1, W, DH, 1, fa[0], DH, &rntm);
+  sgemm(V, DH, D, E, D, 1, W + D * DH, DH, 1, fb[0], DH, &rntm);
+  sgemm(V, DH, D, E, D, 1, W + 2 * D * DH, DH, 1, fa[1], DH, &rntm);
+  sgemm(V, DH, D, U, 1, V, W + 3 * D * DH, 1, D, fb[1], DH, &rntm);
   size_t nblocks = threads > 64 ? 64 : threads ? threads : 1;
   float *block = malloc(nblocks * BLOCK * V * sizeof *block);
   memset(block, 0, nblocks * BLOCK * V * sizeof *block); /* touched before timing */
+
+  /* Interleaved, so that the machine's load changes hit all three alike:
+   * top-k, floor b2, and (first round only: it can take long when the
+   * machine is busy) floor b1. */
+  double rss_before = vm_rss_mib(), extra = 0;
+  double ours[2] = {INFINITY, INFINITY};
   double floor_t[2] = {INFINITY, INFINITY}, sliced_t[2] = {INFINITY, INFINITY};
-  for (int c = 0; c < 2; c++) {
-    if (c == 0) {
-      sgemm(V, DH, D, E, D, 1, W, DH, 1, fa, DH, &rntm);
-      sgemm(V, DH, D, E, D, 1, W + D * DH, DH, 1, fb, DH, &rntm);
-    } else {
-      sgemm(V, DH, D, E, D, 1, W + 2 * D * DH, DH, 1, fa, DH, &rntm);
-      sgemm(DH, V, D, W + 3 * D * DH, D, 1, U, V, 1, fb, V, &rntm);
+  for (int r = 0; r < repeat; r++)
+    for (int c = 0; c < 2; c++) {
+      reset_hwm();
+      double start_rss = vm_rss_mib(), t = now();
+      check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, nrows), "topk");
+      double topk = now() - t;
+      ours[c] = fmin(ours[c], topk);
+      extra = fmax(extra, vm_hwm_mib() - start_rss);
+      double b2 = gemm_floor(nrows, fa[c], DH, 1, fb[c], 1, DH, block, nblocks, 1);
+      sliced_t[c] = fmin(sliced_t[c], b2);
+      double b1 = r == 0 ? gemm_floor(nrows, fa[c], DH, 1, fb[c], 1, DH, block, nblocks, 0)
+                         : INFINITY;
+      floor_t[c] = fmin(floor_t[c], b1);
+      printf("  %s: top-k %.3f s, floor b2 %.3f s, b1 %.3f s\n", c ? "OV" : "QK", topk, b2,
+             b1);
     }
-    inc_t brs = c == 0 ? 1 : V, bcs = c == 0 ? DH : 1;
-    for (int r = 0; r < repeat; r++) {
-      floor_t[c] = fmin(floor_t[c], gemm_floor(fa, DH, 1, fb, brs, bcs, block, nblocks, 0));
-      sliced_t[c] = fmin(sliced_t[c], gemm_floor(fa, DH, 1, fb, brs, bcs, block, nblocks, 1));
-    }
-  }
-  double flop = 2.0 * V * (double)V * DH;
-  printf("\ntop-%d per row of the full %d x %d circuit (rank %d)\n", K, V, V, DH);
+  double flop = 2.0 * (double)nrows * V * DH;
+  printf("\ntop-%d per row of rows 0..%zu of the %d x %d circuit (rank %d)\n", K, nrows, V,
+         V, DH);
   printf("floor b1: BLIS sgemm in 256-row blocks, %zu BLIS threads; b2: %zu row slices, "
          "one single-threaded BLIS each (libmi's split)\n", threads, nblocks);
   printf("%-9s %9s %9s %9s %8s %8s %8s %8s %8s\n", "circuit", "top-k s", "b1 s", "b2 s",
@@ -251,16 +337,21 @@ int main(int argc, char **argv) {
            c ? "token OV" : "token QK", ours[c], floor_t[c], sliced_t[c],
            ours[c] / floor_t[c], ours[c] / sliced_t[c], flop / ours[c] * 1e-9,
            flop / floor_t[c] * 1e-9, flop / sliced_t[c] * 1e-9);
-  printf("peak RSS: %.0f MiB before the top-k runs, %.0f MiB after (+%.0f MiB, of which "
-         "%.1f MiB are the results); a dense circuit would be %.1f GiB\n",
-         rss_before, rss_after, rss_after - rss_before,
+  printf("resident: %.0f MiB before the top-k runs (model, circuits, results, floor "
+         "buffers); a top-k run's peak above its start: +%.1f MiB (results %.1f MiB); a dense "
+         "circuit would be %.1f GiB; process peak %.0f MiB\n",
+         rss_before, extra,
          (double)V * K * (sizeof *idx + sizeof *val) / 1048576.0,
-         (double)V * V * 4 / 1073741824.0);
+         (double)V * V * 4 / 1073741824.0, peak_rss_mib());
   printf("first QK row's top-%d: token %zu (%.3f) ... token %zu (%.3f)\n", K, idx[0],
          (double)val[0], idx[K - 1], (double)val[K - 1]);
   mi_circuit_free(qk);
   mi_circuit_free(ov);
-  free(fa); free(fb); free(block); free(W); free(idx); free(val);
+  for (int c = 0; c < 2; c++) {
+    free(fa[c]);
+    free(fb[c]);
+  }
+  free(block); free(W); free(idx); free(val);
 
   /* ---- 2. the head report ---- */
   mi_report_options opt;
@@ -268,7 +359,7 @@ int main(int argc, char **argv) {
   opt.prev_token = 0; /* no W_pos here: eigenvalues and copying scores */
   mi_head_report *lines = calloc(LAYERS * HEADS, sizeof *lines);
   mi_model *tiny = random_model(1);
-  double report = INFINITY, per_head = INFINITY, grams = INFINITY;
+  double report = INFINITY, per_head = INFINITY, grams = INFINITY, grams2 = INFINITY;
   float *g = malloc(D * D * sizeof *g);
   for (int r = 0; r < repeat; r++) {
     lines[0].struct_size = sizeof *lines;
@@ -283,6 +374,8 @@ int main(int argc, char **argv) {
     sgemm(D, D, V, U, V, 1, E, D, 1, g, D, &rntm); /* W_U W_E */
     sgemm(D, D, V, E, 1, D, E, D, 1, g, D, &rntm); /* W_Eᵀ W_E */
     grams = fmin(grams, now() - t);
+    grams2 = fmin(grams2, sliced_sgemm(threads, D, D, V, U, V, 1, E, D, 1, g, D) +
+                              sliced_sgemm(threads, D, D, V, E, 1, D, E, D, 1, g, D));
   }
   lines[0].struct_size = sizeof *lines;
   check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
@@ -290,16 +383,19 @@ int main(int argc, char **argv) {
   printf("\nhead report, %d x %d heads (OV and QK eigenvalues, copying scores)\n", LAYERS,
          HEADS);
   printf("  whole report                      %8.3f s\n", report);
-  printf("  Gram floor (2 plain sgemm)        %8.3f s  (%.1f GFLOP/s, %.2g flop)\n", grams,
-         gram_flop / grams * 1e-9, gram_flop);
-  printf("  report minus per-head part        %8.3f s  = %.3f x the Gram floor\n",
-         report - per_head, (report - per_head) / grams);
+  double floor_g = fmin(grams, grams2);
+  printf("  Gram floor b1 (2 sgemm, %zu BLIS threads) %8.3f s  (%.1f GFLOP/s, %.2g flop)\n",
+         threads, grams, gram_flop / grams * 1e-9, gram_flop);
+  printf("  Gram floor b2 (2 sgemm, %zu row slices)   %8.3f s  (%.1f GFLOP/s)\n", threads,
+         grams2, gram_flop / grams2 * 1e-9);
+  printf("  report minus per-head part       %8.3f s  = %.3f x the better floor\n",
+         report - per_head, (report - per_head) / floor_g);
   printf("  per-head part (report at d_vocab 1) %6.1f ms for %d heads\n", per_head * 1e3,
          LAYERS * HEADS);
   printf("  of which the d_head x d_model x d_model products: %.2g flop, at least "
-         "%.1f ms at the Gram floor's rate\n",
+         "%.1f ms at the better Gram floor's rate\n",
          2.0 * 2 * DH * (double)D * D * LAYERS * HEADS,
-         2.0 * 2 * DH * (double)D * D * LAYERS * HEADS / (gram_flop / grams) * 1e3);
+         2.0 * 2 * DH * (double)D * D * LAYERS * HEADS / (gram_flop / floor_g) * 1e3);
   printf("  head (0,0): OV copying %.4f, QK copying %.4f\n", lines[0].ov.copying_score,
          lines[0].qk.copying_score);
   free(g); free(lines); free(E); free(U);

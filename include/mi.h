@@ -213,7 +213,12 @@ typedef enum mi_dtype {
  */
 MI_API mi_status mi_model_create(mi_model **out, const mi_config *config);
 
-/** Frees a model. NULL is a no-op. */
+/**
+ * Releases the caller's reference to a model. Circuits made from it hold
+ * references of their own (an atomic count), so the model's memory goes
+ * when the last of the caller and its circuits lets go: model and circuits
+ * may be freed in any order, from any thread. NULL is a no-op.
+ */
 MI_API void mi_model_free(mi_model *model);
 
 /**
@@ -575,10 +580,15 @@ MI_API mi_status mi_model_token_id(size_t *out, const mi_model *model, const cha
  * call `mi_blis_select_fast_kernels()` first thing in `main()` to opt in.
  * The `mi` command and the benchmark opt in by default.
  *
- * Threads. `mi_set_num_threads` sets the threads of every later libmi BLIS
- * call through a per-call `rntm_t`; BLIS's global state is never touched.
- * With 0 (the default) BLIS's own setting applies: BLIS_NUM_THREADS, else
- * OMP_NUM_THREADS, else one thread. Debian links `libblis.so` to the OpenMP
+ * Threads. `mi_set_num_threads` sets how many threads every later libmi
+ * call computes with; BLIS's global state is never touched. With 0 (the
+ * default) BLIS's own setting applies: BLIS_NUM_THREADS, else
+ * OMP_NUM_THREADS, else one thread. libmi cuts each large product (and
+ * the top-k stream, and a report's per-head eigenvalues) into one slice a
+ * thread, each slice a BLIS call with a per-call `rntm_t` of one thread:
+ * BLIS's own threads meet at spin barriers inside every GEMM, which
+ * collapse when the cores are shared with other work (measured: a 2-thread
+ * sgemm at 7 GFLOP/s on a busy 2-core machine, against about 90 sliced). Debian links `libblis.so` to the OpenMP
  * variant (`libblis-openmp`); the pthreads and serial variants
  * (`libblis-pthread`, `libblis-serial`) are chosen system-wide with
  * `update-alternatives --config libblis.so.4-x86_64-linux-gnu`. With the
@@ -683,7 +693,7 @@ MI_API size_t mi_get_num_threads(void);
  *
  * Cost: a token circuit's factors are d_vocab × d_head (12.9 MB for GPT-2)
  * and its creation one d_vocab × d_model × d_head product. Queries that
- * stream (top-k) use one scratch tile of at most 256 × 4096 floats (4 MiB)
+ * stream (top-k) use one scratch tile of at most 256 × 4080 floats (4 MiB)
  * per thread, whatever n and m.
  */
 
@@ -845,7 +855,7 @@ enum {
  * the t-th best entry and out_value[...] its value. Ties go to the lower
  * index. NaN entries are not ordered.
  *
- * The matrix is streamed through a scratch tile (at most 256 × 4096
+ * The matrix is streamed through a scratch tile (at most 256 × 4080
  * floats, allocated once per call), each tile scanned while in cache, so
  * memory does not grow with n or m. With T threads (mi_set_num_threads,
  * else BLIS's default) the lines are cut into T slices, each streamed by

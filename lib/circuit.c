@@ -192,18 +192,21 @@ mi_status mi_circuit_ov(mi_circuit **out, const mi_model *model, size_t layer,
   status = project(&A, mi__matrix_rowmajor(model->w[MI_W_E], V, D), W_V, NULL, dh, 1.0f);
   if (status != MI_OK)
     return status;
-  status = alloc_floats(&B, dh, V, "OV factor W_O W_U");
+  /* B = W_O W_U is stored transposed (V × dh, rows contiguous), like a QK
+   * circuit's: a block of B's columns is then one contiguous run, which
+   * BLIS packs faster than dh rows far apart when top-k streams tiles. */
+  status = alloc_floats(&B, V, dh, "OV factor W_O W_U");
   if (status == MI_OK)
-    status = mi__sgemm(1.0f, mi__matrix_rowmajor(W_O, dh, D),
-                       mi__matrix_rowmajor(model->w[MI_W_U], D, V), 0.0f,
-                       mi__matrix_rowmajor(B, dh, V));
+    status = mi__sgemm(1.0f, mi__matrix_t(mi__matrix_rowmajor(model->w[MI_W_U], D, V)),
+                       mi__matrix_t(mi__matrix_rowmajor(W_O, dh, D)), 0.0f,
+                       mi__matrix_rowmajor(B, V, dh));
   if (status != MI_OK) {
     free(A);
     free(B);
     return status;
   }
   return circuit_new(out, mi__matrix_rowmajor(A, V, dh), A, NULL,
-                     mi__matrix_rowmajor(B, dh, V), B, NULL, model);
+                     mi__matrix_t(mi__matrix_rowmajor(B, V, dh)), B, NULL, model);
 }
 
 mi_status mi_circuit_direct(mi_circuit **out, const mi_model *model) {
@@ -471,10 +474,14 @@ static mi_status topk_tile(const float *tile, size_t ld, size_t row0, size_t row
     while (j < cols) {
       size_t end = cols - j < CHUNK ? cols : j + CHUNK;
       /* Most chunks hold nothing better than the k-th best: test them
-       * with a branch-free (vectorised) scan first. */
+       * with a branch-free scan first, of a fixed length so that the
+       * compiler vectorises it at -O2. */
       int hit = 0;
-      for (size_t t = j; t < end; t++)
-        hit |= sign * x[t] > threshold;
+      if (end - j == CHUNK)
+        for (size_t t = 0; t < CHUNK; t++)
+          hit |= sign * x[j + t] > threshold;
+      else
+        hit = 1;
       if (hit)
         for (size_t t = j; t < end; t++)
           if (sign * x[t] > threshold) {

@@ -2,9 +2,13 @@
  * eigen.c: eigenvalue summaries of circuits, and the report over all heads
  * of a model that shares the vocabulary-sized Gram products between them.
  */
+/* pthreads for the per-head eigenvalue loop. */
+#define _POSIX_C_SOURCE 200809L
+
 #include "linalg.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,14 +115,12 @@ typedef struct report_work {
   float *g_ee;  /* [W_E, 1]ᵀ[W_E, 1], D1 × D1 with D1 = D + 1 */
   float *wide;  /* one layer's stacked weights, D1 × (H · dh) */
   float *x;     /* Gram · wide, D1 × (H · dh) */
-  float *ba;    /* one head's B·A, dh × dh */
+  float *bas;   /* every head's B·A, OV then QK, dh × dh each */
   float *left;  /* one head's left factor, dh × D1 */
-  double *m, *re, *im;
 } report_work;
 
 static void work_free(report_work *w) {
-  free(w->g_ue); free(w->g_ee); free(w->wide); free(w->x); free(w->ba); free(w->left);
-  free(w->m); free(w->re); free(w->im);
+  free(w->g_ue); free(w->g_ee); free(w->wide); free(w->x); free(w->bas); free(w->left);
 }
 
 static mi_status work_alloc(report_work *w, const mi_config *c) {
@@ -136,13 +138,14 @@ static mi_status work_alloc(report_work *w, const mi_config *c) {
   w->g_ee = malloc(w->D1 * w->D1 * sizeof *w->g_ee);
   w->wide = malloc(wide * sizeof *w->wide);
   w->x = malloc(wide * sizeof *w->x);
-  w->ba = malloc(w->dh * w->dh * sizeof *w->ba);
+  size_t bas;
+  if (!mi__mul_size(&bas, 2 * c->n_layers * w->H, w->dh * w->dh) ||
+      bas > SIZE_MAX / sizeof(float))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu heads of d_head %zu overflow",
+                    c->n_layers * w->H, w->dh);
+  w->bas = malloc(bas * sizeof *w->bas);
   w->left = malloc(w->dh * w->D1 * sizeof *w->left);
-  w->m = malloc(w->dh * w->dh * sizeof *w->m);
-  w->re = malloc(w->dh * sizeof *w->re);
-  w->im = malloc(w->dh * sizeof *w->im);
-  if (!w->g_ue || !w->g_ee || !w->wide || !w->x || !w->ba || !w->left || !w->m || !w->re ||
-      !w->im)
+  if (!w->g_ue || !w->g_ee || !w->wide || !w->x || !w->bas || !w->left)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: work space for d_model %zu", w->D);
   return MI_OK;
 }
@@ -176,14 +179,64 @@ static mi_status grams(report_work *w, const mi_model *model) {
   return MI_OK;
 }
 
-/* Eigen-summary of the dh × dh float matrix w->ba. */
-static mi_status summarize_ba(mi_eigen_summary *s, report_work *w) {
-  for (size_t i = 0; i < w->dh * w->dh; i++)
-    w->m[i] = w->ba[i];
-  mi_status status = mi__eigenvalues(w->re, w->im, w->m, w->dh);
-  if (status == MI_OK)
-    summarize(s, w->re, w->im, w->dh);
-  return status;
+/* Summaries of B·A matrices first..last, on one thread, with its own work. */
+typedef struct eigen_job {
+  const float *bas;
+  mi_eigen_summary *out;
+  size_t first, last, dh;
+  mi_status status;
+} eigen_job;
+
+static void *eigen_worker(void *arg) {
+  eigen_job *j = arg;
+  size_t dh = j->dh;
+  double *m = malloc((dh * dh + 2 * dh) * sizeof *m);
+  if (m == NULL) {
+    j->status = MI_ERR_OUT_OF_MEMORY;
+    return NULL;
+  }
+  for (size_t i = j->first; i < j->last && j->status == MI_OK; i++) {
+    for (size_t t = 0; t < dh * dh; t++)
+      m[t] = j->bas[i * dh * dh + t];
+    j->status = mi__eigenvalues(m + dh * dh, m + dh * dh + dh, m, dh);
+    if (j->status == MI_OK)
+      summarize(&j->out[i], m + dh * dh, m + dh * dh + dh, dh);
+  }
+  free(m);
+  return NULL;
+}
+
+/* Summaries of `count` dh × dh matrices, the heads split between threads:
+ * LAPACK's dgeev is serial, and 288 of them are most of a report's time. */
+static mi_status summarize_all(mi_eigen_summary *out, const float *bas, size_t count,
+                               size_t dh) {
+  enum { MAX_THREADS = 64 };
+  size_t threads = mi__thread_count();
+  if (threads > MAX_THREADS)
+    threads = MAX_THREADS;
+  if (threads > count)
+    threads = count;
+  eigen_job jobs[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  bool started[MAX_THREADS] = {false};
+  for (size_t t = 0; t < threads; t++)
+    jobs[t] = (eigen_job){bas, out, count * t / threads, count * (t + 1) / threads, dh, MI_OK};
+  for (size_t t = 1; t < threads; t++)
+    started[t] = pthread_create(&ids[t], NULL, eigen_worker, &jobs[t]) == 0;
+  eigen_worker(&jobs[0]);
+  for (size_t t = 1; t < threads; t++) {
+    if (started[t])
+      pthread_join(ids[t], NULL);
+    else
+      eigen_worker(&jobs[t]);
+  }
+  for (size_t t = 0; t < threads; t++)
+    if (jobs[t].status == MI_ERR_OUT_OF_MEMORY)
+      return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: eigenvalue work space");
+    else if (jobs[t].status != MI_OK)
+      return mi__fail(jobs[t].status, "report: dgeev failed on a head's %zu x %zu B*A",
+                      dh, dh);
+  return MI_OK;
 }
 
 /*
@@ -203,8 +256,9 @@ static void stack(report_work *w, const float *first, const float *bias, size_t 
   }
 }
 
-static mi_status report_layer(mi_head_report *lines, size_t stride, report_work *w,
-                              const mi_model *model, size_t l, unsigned qk_flags) {
+/* Forms the B·A of layer l's heads: OV into ov[h], QK into qk[h] (dh × dh each). */
+static mi_status report_layer(float *ov, float *qk, report_work *w, const mi_model *model,
+                              size_t l, unsigned qk_flags) {
   size_t D = w->D, D1 = w->D1, dh = w->dh, H = w->H, Hkv = w->Hkv, ld = H * dh;
   const float *const *W = (const float *const *)model->w;
   /* OV: B·A = W_O · (W_U W_E) · W_V, the middle product for all kv heads at once. */
@@ -213,14 +267,11 @@ static mi_status report_layer(mi_head_report *lines, size_t stride, report_work 
                                (mi__matrix){w->wide, D, Hkv * dh, (ptrdiff_t)ld, 1}, 0.0f,
                                (mi__matrix){w->x, D, Hkv * dh, (ptrdiff_t)ld, 1});
   for (size_t h = 0; h < H && status == MI_OK; h++) {
-    mi_head_report *line = (mi_head_report *)((char *)lines + h * stride);
     size_t kv = mi__kv_head(model, h);
     status = mi__sgemm(1.0f,
                        mi__matrix_rowmajor((float *)W[MI_W_O] + (l * H + h) * dh * D, dh, D),
                        (mi__matrix){w->x + kv * dh, D, dh, (ptrdiff_t)ld, 1}, 0.0f,
-                       mi__matrix_rowmajor(w->ba, dh, dh));
-    if (status == MI_OK)
-      status = summarize_ba(&line->ov, w);
+                       mi__matrix_rowmajor(ov + h * dh * dh, dh, dh));
   }
   if (status != MI_OK)
     return status;
@@ -232,7 +283,6 @@ static mi_status report_layer(mi_head_report *lines, size_t stride, report_work 
                      (mi__matrix){w->wide, D1, H * dh, (ptrdiff_t)ld, 1}, 0.0f,
                      (mi__matrix){w->x, D1, H * dh, (ptrdiff_t)ld, 1});
   for (size_t h = 0; h < H && status == MI_OK; h++) {
-    mi_head_report *line = (mi_head_report *)((char *)lines + h * stride);
     size_t kv = mi__kv_head(model, h);
     const float *WK = W[MI_W_K] + (l * Hkv + kv) * D * dh;
     for (size_t i = 0; i < D; i++) /* left = [W_K; b_K]ᵀ, dh × D1 */
@@ -242,9 +292,7 @@ static mi_status report_layer(mi_head_report *lines, size_t stride, report_work 
       w->left[j * D1 + D] = bias ? W[MI_B_K][(l * Hkv + kv) * dh + j] : 0.0f;
     status = mi__sgemm(1.0f, mi__matrix_rowmajor(w->left, dh, D1),
                        (mi__matrix){w->x + h * dh, D1, dh, (ptrdiff_t)ld, 1}, 0.0f,
-                       mi__matrix_rowmajor(w->ba, dh, dh));
-    if (status == MI_OK)
-      status = summarize_ba(&line->qk, w);
+                       mi__matrix_rowmajor(qk + h * dh * dh, dh, dh));
   }
   return status;
 }
@@ -281,8 +329,20 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
                            : mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu lines", heads);
   if (status == MI_OK)
     status = grams(&w, model);
+  size_t dh2 = c->d_head * c->d_head;
   for (size_t l = 0; l < c->n_layers && status == MI_OK; l++)
-    status = report_layer(lines + l * c->n_heads, sizeof *lines, &w, model, l, opt.qk_flags);
+    status = report_layer(w.bas + l * c->n_heads * dh2, w.bas + (heads + l * c->n_heads) * dh2,
+                          &w, model, l, opt.qk_flags);
+  mi_eigen_summary *sums = status == MI_OK ? malloc(2 * heads * sizeof *sums) : NULL;
+  if (status == MI_OK && sums == NULL)
+    status = mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu summaries", 2 * heads);
+  if (status == MI_OK)
+    status = summarize_all(sums, w.bas, 2 * heads, c->d_head);
+  for (size_t i = 0; i < heads && status == MI_OK; i++) {
+    lines[i].ov = sums[i];
+    lines[i].qk = sums[heads + i];
+  }
+  free(sums);
   for (size_t i = 0; i < heads && status == MI_OK; i++) {
     lines[i].struct_size = sizeof *lines;
     lines[i].layer = i / c->n_heads;

@@ -181,7 +181,36 @@ static void init_rntm(rntm_t *rntm) {
     bli_rntm_set_num_threads((dim_t)n, rntm);
 }
 
+/* One thread's part of a GEMM. */
+typedef struct gemm_job {
+  float alpha, beta;
+  mi__matrix A, B, C;
+  dim_t threads; /* BLIS threads inside */
+} gemm_job;
+
+static void *gemm_worker(void *arg) {
+  gemm_job *j = arg;
+  rntm_t rntm;
+  bli_rntm_init_from_global(&rntm);
+  bli_rntm_set_num_threads(j->threads, &rntm);
+  /* BLIS 0.9's prototypes are not const-qualified: the casts let the same
+   * code build against 0.9 and 1.x. */
+  bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)j->C.rows, (dim_t)j->C.cols,
+               (dim_t)j->A.cols, &j->alpha, j->A.data, (inc_t)j->A.rs, (inc_t)j->A.cs,
+               j->B.data, (inc_t)j->B.rs, (inc_t)j->B.cs, &j->beta, j->C.data,
+               (inc_t)j->C.rs, (inc_t)j->C.cs, NULL, &rntm);
+  return NULL;
+}
+
+size_t mi__thread_count(void) {
+  rntm_t rntm;
+  init_rntm(&rntm);
+  dim_t n = bli_rntm_num_threads(&rntm);
+  return n > 1 ? (size_t)n : 1;
+}
+
 mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__matrix C) {
+  enum { MAX_THREADS = 256, MIN_SLICE = 16 };
   if (A.cols != B.rows || C.rows != A.rows || C.cols != B.cols)
     return mi__fail(MI_ERR_SHAPE, "gemm: (%zu x %zu)(%zu x %zu) into %zu x %zu", A.rows,
                     A.cols, B.rows, B.cols, C.rows, C.cols);
@@ -192,14 +221,46 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
   mi_status status = mi__blis_begin();
   if (status != MI_OK)
     return status;
-  rntm_t rntm;
-  init_rntm(&rntm);
-  /* BLIS 0.9's prototypes are not const-qualified: the casts let the same
-   * code build against 0.9 and 1.x. */
-  bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)C.rows, (dim_t)C.cols,
-               (dim_t)A.cols, &alpha, A.data, (inc_t)A.rs, (inc_t)A.cs, B.data,
-               (inc_t)B.rs, (inc_t)B.cs, &beta, C.data, (inc_t)C.rs, (inc_t)C.cs, NULL,
-               &rntm);
+  size_t threads = mi__thread_count();
+  /*
+   * Large products are cut along C's longer side into one slice a thread,
+   * each with single-threaded BLIS: BLIS's own threads meet at spin
+   * barriers inside the GEMM, which collapse when the machine is shared
+   * (a 2-thread sgemm measured 7 GFLOP/s on a busy 2-core machine).
+   */
+  bool by_rows = C.rows >= C.cols;
+  size_t length = by_rows ? C.rows : C.cols;
+  double work = (double)C.rows * (double)C.cols * (double)(A.cols ? A.cols : 1);
+  if (threads > MAX_THREADS)
+    threads = MAX_THREADS;
+  if (threads > length / MIN_SLICE)
+    threads = length / MIN_SLICE;
+  if (threads <= 1 || work < 16777216.0) {
+    /* Small products (per-head r × r work) on one thread; a large one
+     * too narrow to cut keeps BLIS's own threads. */
+    gemm_job job = {alpha, beta, A, B, C, work < 16777216.0 ? 1 : (dim_t)mi__thread_count()};
+    gemm_worker(&job);
+    return MI_OK;
+  }
+  gemm_job jobs[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  bool started[MAX_THREADS] = {false};
+  for (size_t t = 0; t < threads; t++) {
+    size_t a = length * t / threads, b = length * (t + 1) / threads;
+    jobs[t] = by_rows ? (gemm_job){alpha, beta, mi__matrix_rows(A, a, b), B,
+                                   mi__matrix_rows(C, a, b), 1}
+                      : (gemm_job){alpha, beta, A, mi__matrix_cols(B, a, b),
+                                   mi__matrix_cols(C, a, b), 1};
+  }
+  for (size_t t = 1; t < threads; t++)
+    started[t] = pthread_create(&ids[t], NULL, gemm_worker, &jobs[t]) == 0;
+  gemm_worker(&jobs[0]);
+  for (size_t t = 1; t < threads; t++) {
+    if (started[t])
+      pthread_join(ids[t], NULL);
+    else
+      gemm_worker(&jobs[t]);
+  }
   return MI_OK;
 }
 
@@ -255,9 +316,7 @@ mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_
   mi_status status = mi__blis_begin();
   if (status != MI_OK)
     return status;
-  rntm_t rntm;
-  init_rntm(&rntm);
-  size_t threads = bli_rntm_num_threads(&rntm) > 1 ? (size_t)bli_rntm_num_threads(&rntm) : 1;
+  size_t threads = mi__thread_count();
   size_t tiles = (i1 - i0 + MI__TILE_ROWS - 1) / MI__TILE_ROWS;
   if (threads > tiles)
     threads = tiles;
@@ -275,9 +334,8 @@ mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_
   size_t per = (i1 - i0) / threads, extra = (i1 - i0) % threads, at = i0;
   for (size_t t = 0; t < threads; t++) {
     size_t rows = per + (t < extra);
-    /* One slice: BLIS's own threads work inside it; several: one each. */
     jobs[t] = (stream_job){A, B, at, at + rows, scratch + t * tile_rows * tile_cols, fn,
-                           user, threads == 1 ? bli_rntm_num_threads(&rntm) : 1, MI_OK};
+                           user, 1, MI_OK};
     at += rows;
   }
   for (size_t t = 1; t < threads; t++)
@@ -319,8 +377,10 @@ mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y) {
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "inner product: %zu + %zu doubles", p * CHUNK,
                     q * CHUNK);
   }
+  /* Small products (p, q ≤ d_model, chunks of 512): one thread. */
   rntm_t rntm;
-  init_rntm(&rntm);
+  bli_rntm_init_from_global(&rntm);
+  bli_rntm_set_num_threads(1, &rntm);
   double one = 1.0;
   for (size_t k0 = 0; k0 < K; k0 += CHUNK) {
     size_t w = K - k0 < CHUNK ? K - k0 : CHUNK;

@@ -62,8 +62,10 @@ mi_status mi__blis_begin(void);
 typedef mi_status (*mi__tile_fn)(const float *tile, size_t ld, size_t row0, size_t rows,
                                  size_t col0, size_t cols, void *user);
 
-/* Tile shape of mi__stream: small enough to stay in the last-level cache. */
-enum { MI__TILE_ROWS = 256, MI__TILE_COLS = 4096 };
+/* Tile shape of mi__stream: 4 MiB, small enough to stay in the last-level
+ * cache; 4080 columns, a multiple of the micro-kernels' 16 and BLIS's NC
+ * on haswell and zen. */
+enum { MI__TILE_ROWS = 256, MI__TILE_COLS = 4080 };
 
 /*
  * Computes rows i0..i1 of A·B tile by tile (at most MI__TILE_ROWS ×
@@ -78,6 +80,9 @@ enum { MI__TILE_ROWS = 256, MI__TILE_COLS = 4096 };
  */
 mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_fn fn,
                      void *user);
+
+/* Threads a parallel loop should use (mi_set_num_threads, else BLIS's default). */
+size_t mi__thread_count(void);
 
 /*
  * C (p × q, row-major, ldc) ← X·Y in double, where X (p × K) and Y (K × q)

@@ -577,7 +577,7 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_loop_test(tc, queries_match_dense_reference, 0,
                       (int)(sizeof SHAPES / sizeof SHAPES[0]));
-  tcase_add_loop_test(tc, topk_matches_full_sort, 1, 4);
+  tcase_add_loop_test(tc, topk_matches_full_sort, 1, 3);
   tcase_add_test(tc, topk_random_values);
   tcase_add_test(tc, model_circuits_match_dense_reference);
   tcase_add_loop_test(tc, eigenvalues_match_dense, 0, 5);

@@ -226,7 +226,19 @@ START_TEST(head_report_matches_dense_reference) {
   opt.prev_token = 0;
   mi_head_report plain[8];
   plain[0].struct_size = sizeof plain[0];
+  TU_OK(mi_set_num_threads(1));
   TU_OK(mi_model_head_report(plain, 8, model, &opt));
+  /* Three threads split the products and the heads' eigenvalues; the
+   * summaries agree with one thread's to rounding (1e-9). */
+  mi_head_report threaded[8];
+  threaded[0].struct_size = sizeof threaded[0];
+  TU_OK(mi_set_num_threads(3));
+  TU_OK(mi_model_head_report(threaded, 8, model, &opt));
+  TU_OK(mi_set_num_threads(1));
+  for (size_t i = 0; i < 8; i++) {
+    check_summary(threaded[i].ov, plain[i].ov, 1e-9, "ov, 3 threads");
+    check_summary(threaded[i].qk, plain[i].qk, 1e-9, "qk, 3 threads");
+  }
   for (size_t i = 0; i < 8; i++) {
     ck_assert(isnan(plain[i].prev_token_share));
     mi_circuit *c;

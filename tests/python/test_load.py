@@ -71,7 +71,8 @@ class LoadTest(unittest.TestCase):
             self.assertEqual(caught.exception.name, "index out of range")
 
     def test_load_bytes_and_errors(self):
-        data = open(self.path, "rb").read()
+        with open(self.path, "rb") as f:
+            data = f.read()
         with mi.Model.load(data, process=None) as m:
             self.assertEqual(m.processing, set())
         with self.assertRaises(mi.MiError) as caught:

@@ -106,3 +106,71 @@ _NUMPY_OF = {}
 if numpy is not None:
     _NUMPY_OF = {ctypes.c_float: numpy.float32, ctypes.c_double: numpy.float64,
                  ctypes.c_size_t: numpy.uintp, ctypes.c_int: numpy.intc}
+
+
+def nest(flat, shape):
+    """A flat list as nested lists of this shape (row-major)."""
+    if len(shape) <= 1:
+        return list(flat)
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+class OutArray:
+    """An n-dimensional C-ordered output buffer libmi fills: a numpy array
+    (no copy afterwards), or nested lists without numpy."""
+
+    def __init__(self, shape, ctype):
+        self.shape = tuple(shape)
+        count = 1
+        for n in self.shape:
+            count *= n
+        self.count = count
+        if numpy is not None:
+            self.array = numpy.empty(self.shape, dtype=_NUMPY_OF[ctype])
+            self.pointer = self.array.ctypes.data_as(ctypes.POINTER(ctype))
+        else:
+            self.array = (ctype * max(count, 1))()
+            self.pointer = ctypes.cast(self.array, ctypes.POINTER(ctype))
+
+    def result(self):
+        if numpy is not None:
+            return self.array
+        return nest(self.array[:self.count], self.shape)
+
+
+def size_vector(values):
+    """Integers (token ids, positions) as a size_t array for one call: the
+    pointer, the count and the object that owns the memory."""
+    if numpy is not None and isinstance(values, numpy.ndarray):
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"expected integers, got an array of {values.dtype}")
+        if (values < 0).any():
+            raise ValueError("negative token id or position")
+        arr = numpy.ascontiguousarray(values.reshape(-1), dtype=numpy.uintp)
+        return arr.ctypes.data_as(ctypes.POINTER(ctypes.c_size_t)), arr.size, arr
+    items = [int(v) for v in values]
+    if any(v < 0 for v in items):
+        raise ValueError("negative token id or position")
+    arr = (ctypes.c_size_t * max(len(items), 1))(*items)
+    return ctypes.cast(arr, ctypes.POINTER(ctypes.c_size_t)), len(items), arr
+
+
+def float32_matrix(obj):
+    """A matrix as float32 for libmi: (pointer, rows, cols, row stride, owner).
+    float32 input with unit column stride is passed in place."""
+    m = as_matrix(obj)
+    if m.dtype == F32:
+        return ctypes.cast(m.pointer, ctypes.POINTER(ctypes.c_float)), m.rows, m.cols, m.row_stride, m
+    if numpy is not None:
+        src = numpy.ctypeslib.as_array(ctypes.cast(m.pointer, ctypes.POINTER(ctypes.c_double)),
+                                       shape=((m.rows - 1) * m.row_stride + m.cols,))
+        arr = numpy.lib.stride_tricks.as_strided(src, shape=(m.rows, m.cols),
+                                                 strides=(m.row_stride * 8, 8))
+        arr = numpy.ascontiguousarray(arr, dtype=numpy.float32)
+        return arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), m.rows, m.cols, m.cols, arr
+    src = ctypes.cast(m.pointer, ctypes.POINTER(ctypes.c_double))
+    out = (ctypes.c_float * max(m.rows * m.cols, 1))()
+    for i in range(m.rows):
+        out[i * m.cols:(i + 1) * m.cols] = src[i * m.row_stride:i * m.row_stride + m.cols]
+    return ctypes.cast(out, ctypes.POINTER(ctypes.c_float)), m.rows, m.cols, m.cols, out

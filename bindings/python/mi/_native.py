@@ -72,6 +72,100 @@ class LoadOptions(ctypes.Structure):
     ]
 
 
+class EigenSummary(ctypes.Structure):
+    """mi_eigen_summary."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("copying_score", ctypes.c_double),
+        ("positive_real_fraction", ctypes.c_double),
+        ("nonzero", ctypes.c_size_t),
+    ]
+
+
+class HeadReport(ctypes.Structure):
+    """mi_head_report."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("layer", ctypes.c_size_t),
+        ("head", ctypes.c_size_t),
+        ("ov", EigenSummary),
+        ("qk", EigenSummary),
+        ("prev_token_share", ctypes.c_double),
+        ("prev_token_attention", ctypes.c_double),
+        ("duplicate_token_attention", ctypes.c_double),
+        ("induction_attention", ctypes.c_double),
+    ]
+
+
+class ReportOptions(ctypes.Structure):
+    """mi_report_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("qk_flags", ctypes.c_uint),
+        ("prev_token", ctypes.c_int),
+        ("behaviour_sequences", ctypes.c_size_t),
+        ("behaviour_half_length", ctypes.c_size_t),
+        ("behaviour_seed", ctypes.c_uint64),
+    ]
+
+
+class ForwardExtras(ctypes.Structure):
+    """mi_forward_extras."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("patterns", c_float_p),
+        ("patterns_count", ctypes.c_size_t),
+        ("resid", c_float_p),
+        ("resid_count", ctypes.c_size_t),
+    ]
+
+
+class AttributionPart(ctypes.Structure):
+    """mi_attribution_part (filled by libmi; every pointer borrowed)."""
+    _fields_ = [
+        ("source", ctypes.c_int),
+        ("source_layer", ctypes.c_size_t),
+        ("order", ctypes.c_size_t),
+        ("layers", c_size_p),
+        ("heads", c_size_p),
+        ("n_positions", ctypes.c_size_t),
+        ("positions", c_size_p),
+        ("logits", c_float_p),
+        ("token_logit", c_double_p),
+        ("logit_diff", c_double_p),
+    ]
+
+
+class AttributionOptions(ctypes.Structure):
+    """mi_attribution_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("max_order", ctypes.c_size_t),
+        ("positions", c_size_p),
+        ("n_positions", ctypes.c_size_t),
+        ("logit_tokens", c_size_p),
+        ("diff_tokens", c_size_p),
+        ("flags", ctypes.c_uint),
+    ]
+
+
+class Path(ctypes.Structure):
+    """mi_path (filled by libmi; every pointer borrowed)."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("order", ctypes.c_size_t),
+        ("layers", c_size_p),
+        ("heads", c_size_p),
+        ("norm", ctypes.c_double),
+        ("circuit", ctypes.c_void_p),
+    ]
+
+
+ATTRIBUTION_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(AttributionPart), ctypes.c_void_p)
+PATH_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(Path), ctypes.c_void_p)
+SIZE_MAX = ctypes.c_size_t(-1).value
+
+
 def _check_status(status, func, args):
     """errcheck: a non-ok status becomes MiError with this thread's detail."""
     if status != 0:
@@ -111,6 +205,71 @@ PROTOTYPES = [
     ("mi_model_token_bytes", [ctypes.POINTER(ctypes.c_void_p), c_size_p, _void_p,
                               ctypes.c_size_t], _STATUS, True),
     ("mi_model_token_id", [c_size_p, _void_p, ctypes.c_char_p], _STATUS, True),
+    ("mi_model_load_vocab_memory", [_void_p, ctypes.c_char_p, ctypes.c_size_t], _STATUS, True),
+    ("mi_model_token_str", [ctypes.POINTER(ctypes.c_char_p), _void_p, ctypes.c_size_t],
+     _STATUS, True),
+    # BLIS kernels and threads
+    ("mi_blis_select_fast_kernels", [], _STATUS, True),
+    ("mi_blis_kernel_set", [ctypes.POINTER(ctypes.c_char_p)], _STATUS, True),
+    ("mi_set_num_threads", [ctypes.c_size_t], _STATUS, True),
+    ("mi_get_num_threads", [], ctypes.c_size_t, False),
+    # Circuits
+    ("mi_circuit_qk", [ctypes.POINTER(_void_p), _void_p, ctypes.c_size_t, ctypes.c_size_t,
+                       ctypes.c_int, ctypes.c_int, ctypes.c_uint], _STATUS, True),
+    ("mi_circuit_ov", [ctypes.POINTER(_void_p), _void_p, ctypes.c_size_t, ctypes.c_size_t],
+     _STATUS, True),
+    ("mi_circuit_direct", [ctypes.POINTER(_void_p), _void_p], _STATUS, True),
+    ("mi_circuit_from_factors", [ctypes.POINTER(_void_p), ctypes.c_size_t, ctypes.c_size_t,
+                                 ctypes.c_size_t, c_float_p, ctypes.c_size_t, c_float_p,
+                                 ctypes.c_size_t], _STATUS, True),
+    ("mi_circuit_transpose", [ctypes.POINTER(_void_p), _void_p], _STATUS, True),
+    ("mi_circuit_compose", [ctypes.POINTER(_void_p), _void_p, _void_p], _STATUS, True),
+    ("mi_circuit_free", [_void_p], None, False),
+    ("mi_circuit_shape", [c_size_p, c_size_p, c_size_p, _void_p], _STATUS, True),
+    ("mi_circuit_entry", [c_double_p, _void_p, ctypes.c_size_t, ctypes.c_size_t], _STATUS, True),
+    ("mi_circuit_rows", [c_float_p, ctypes.c_size_t, _void_p, ctypes.c_size_t, ctypes.c_size_t],
+     _STATUS, True),
+    ("mi_circuit_cols", [c_float_p, ctypes.c_size_t, _void_p, ctypes.c_size_t, ctypes.c_size_t],
+     _STATUS, True),
+    ("mi_circuit_dense", [c_float_p, ctypes.c_size_t, _void_p], _STATUS, True),
+    ("mi_circuit_topk", [c_size_p, c_float_p, ctypes.c_size_t, _void_p, ctypes.c_size_t,
+                         ctypes.c_uint, ctypes.c_size_t, ctypes.c_size_t], _STATUS, True),
+    ("mi_circuit_frobenius_norm", [c_double_p, _void_p], _STATUS, True),
+    ("mi_circuit_singular_values", [c_double_p, ctypes.c_size_t, _void_p], _STATUS, True),
+    ("mi_circuit_eigenvalues", [c_double_p, c_double_p, ctypes.c_size_t, _void_p], _STATUS, True),
+    # Eigenvalue summaries and head reports
+    ("mi_circuit_eigen_summary", [ctypes.POINTER(EigenSummary), _void_p], _STATUS, True),
+    ("mi_circuit_prev_token_share", [c_double_p, _void_p], _STATUS, True),
+    ("mi_report_options_init", [ctypes.POINTER(ReportOptions)], None, False),
+    ("mi_model_head_report", [ctypes.POINTER(HeadReport), ctypes.c_size_t, _void_p,
+                              ctypes.POINTER(ReportOptions)], _STATUS, True),
+    # Forward pass, paths and attribution
+    ("mi_forward_extras_init", [ctypes.POINTER(ForwardExtras)], None, False),
+    ("mi_model_forward", [c_float_p, ctypes.c_size_t, _void_p, c_size_p, ctypes.c_size_t,
+                          ctypes.POINTER(ForwardExtras)], _STATUS, True),
+    ("mi_attribution_options_init", [ctypes.POINTER(AttributionOptions)], None, False),
+    ("mi_model_attribute", [c_size_p, _void_p, c_size_p, ctypes.c_size_t,
+                            ctypes.POINTER(AttributionOptions), ATTRIBUTION_FN, _void_p],
+     _STATUS, True),
+    ("mi_model_composition_scores", [c_double_p, ctypes.c_size_t, _void_p, ctypes.c_int],
+     _STATUS, True),
+    ("mi_model_composition_baseline", [c_double_p, _void_p], _STATUS, True),
+    ("mi_model_path_count", [c_size_p, _void_p, ctypes.c_size_t], _STATUS, True),
+    ("mi_model_paths", [c_size_p, _void_p, ctypes.c_size_t, ctypes.c_uint, PATH_FN, _void_p],
+     _STATUS, True),
+    ("mi_model_top_paths", [c_size_p, c_double_p, c_size_p, ctypes.c_size_t, _void_p,
+                            ctypes.c_size_t], _STATUS, True),
+    ("mi_circuit_path", [ctypes.POINTER(_void_p), _void_p, ctypes.c_size_t, c_size_p, c_size_p],
+     _STATUS, True),
+    ("mi_circuit_diag_rank", [c_size_p, _void_p, ctypes.c_size_t, ctypes.c_size_t], _STATUS, True),
+    ("mi_circuit_copying_accuracy", [c_double_p, c_double_p, _void_p], _STATUS, True),
+    ("mi_circuit_k_composition", [ctypes.POINTER(_void_p), _void_p, ctypes.c_size_t,
+                                  ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t,
+                                  ctypes.c_uint], _STATUS, True),
+    ("mi_model_repeated_tokens", [c_size_p, ctypes.c_size_t, _void_p, ctypes.c_size_t,
+                                  ctypes.c_size_t, ctypes.c_uint64], _STATUS, True),
+    ("mi_model_attention_scores", [c_double_p, ctypes.c_size_t, _void_p, c_size_p,
+                                   ctypes.c_size_t, ctypes.c_size_t], _STATUS, True),
 ]
 
 

@@ -217,17 +217,39 @@ static char *join(const char *dir, const char *name) {
   return p;
 }
 
-/* The shipped 1-layer model: the source tree's copy, else the installed one. */
+/*
+ * The shipped 1-layer model: the source tree's copy, else the installed one,
+ * found beside this program (BINDIR/../DATADIR/mi/models, so a prefix given
+ * at install time works), else under the prefix configured at build time.
+ */
 static char *default_model(void) {
   char *p = join(MI_SOURCE_MODELS, MI_DEFAULT_MODEL);
   if (is_file(p))
     return p;
   free(p);
+  char exe[4096];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len > 0) {
+    exe[len] = '\0';
+    for (int up = 0; up < 2; up++) { /* drop "/mi", then "/bin" */
+      char *slash = strrchr(exe, '/');
+      if (slash)
+        *slash = '\0';
+    }
+    char *dir = join(exe, MI_RELATIVE_MODELS);
+    p = join(dir, MI_DEFAULT_MODEL);
+    free(dir);
+    if (is_file(p))
+      return p;
+    free(p);
+  }
   p = join(MI_INSTALLED_MODELS, MI_DEFAULT_MODEL);
   if (is_file(p))
     return p;
-  fprintf(stderr, "%s: no MODEL given and the shipped model is in neither %s/%s nor %s/%s\n",
-          g_cmd, MI_SOURCE_MODELS, MI_DEFAULT_MODEL, MI_INSTALLED_MODELS, MI_DEFAULT_MODEL);
+  fprintf(stderr,
+          "%s: no MODEL given, and the shipped model %s is in neither %s, PREFIX/%s beside "
+          "this program, nor %s\n",
+          g_cmd, MI_DEFAULT_MODEL, MI_SOURCE_MODELS, MI_RELATIVE_MODELS, MI_INSTALLED_MODELS);
   free(p);
   exit(EXIT_LIB);
 }

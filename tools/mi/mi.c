@@ -337,10 +337,10 @@ static size_t parse_token(const loaded *m, const char *text, const char *what) {
 static json_t *real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
 static void dump(json_t *root) {
-  if (!root)
-    die_oom();
-  if (json_dumpf(root, stdout, JSON_INDENT(1) | JSON_ENSURE_ASCII) != 0)
-    die_oom();
+  if (!root || json_dumpf(root, stdout, JSON_INDENT(1) | JSON_ENSURE_ASCII) != 0) {
+    fprintf(stderr, "%s: cannot build or write the JSON output\n", g_cmd);
+    exit(EXIT_LIB);
+  }
   fputc('\n', stdout);
   json_decref(root);
 }
@@ -416,22 +416,28 @@ static void keep_best(size_t *idx, double *val, size_t k, size_t i, double v) {
   idx[t] = i;
 }
 
-/* Row mean and standard deviation of n floats, in double. */
-static void row_stats(const float *row, size_t n, double *mean, double *sd) {
+/*
+ * Row mean and 1/standard deviation of n floats, in one pass, in double
+ * (float entries of one row: no cancellation that matters for a z-score).
+ * Returns 0 for a row with no spread, where no z-score exists.
+ */
+static int row_stats(const float *row, size_t n, double *mean, double *inv_sd) {
   double s = 0, s2 = 0;
-  for (size_t j = 0; j < n; j++)
-    s += row[j];
-  *mean = s / (double)n;
   for (size_t j = 0; j < n; j++) {
-    double d = row[j] - *mean;
-    s2 += d * d;
+    s += row[j];
+    s2 += (double)row[j] * row[j];
   }
-  *sd = sqrt(s2 / (double)n);
+  *mean = s / (double)n;
+  double var = s2 / (double)n - *mean * *mean;
+  if (!(var > 0))
+    return 0;
+  *inv_sd = 1 / sqrt(var);
+  return 1;
 }
 
 /*
- * Streams a square circuit in blocks of rows and hands each row, standardised
- * in place, to `row_fn`. Rows with zero spread are skipped (no z exists).
+ * A square circuit streamed in blocks of rows (mi_circuit_rows), each row
+ * standardised as it is scanned.
  */
 typedef struct sweep {
   size_t n;
@@ -452,13 +458,12 @@ static void sweep_ov(const sweep *sw, const mi_circuit *ov, size_t *best, double
     LIB(mi_circuit_rows(sw->block, n, ov, i0, i1), "computing OV rows %zu..%zu", i0, i1);
     for (size_t s = i0; s < i1; s++) {
       const float *row = sw->block + (s - i0) * n;
-      double mean, sd;
-      row_stats(row, n, &mean, &sd);
-      if (!(sd > 0))
+      double mean, inv_sd;
+      if (!row_stats(row, n, &mean, &inv_sd))
         continue;
       for (size_t o = 0; o < n; o++)
         if (o != s)
-          keep_best(best + s * TRI_OUT, z + s * TRI_OUT, TRI_OUT, o, (row[o] - mean) / sd);
+          keep_best(best + s * TRI_OUT, z + s * TRI_OUT, TRI_OUT, o, (row[o] - mean) * inv_sd);
     }
     progress_step(p);
   }
@@ -478,13 +483,12 @@ static void sweep_qk(const sweep *sw, const mi_circuit *qk, size_t *best, double
     LIB(mi_circuit_rows(sw->block, n, qk, i0, i1), "computing QK rows %zu..%zu", i0, i1);
     for (size_t d = i0; d < i1; d++) {
       const float *row = sw->block + (d - i0) * n;
-      double mean, sd;
-      row_stats(row, n, &mean, &sd);
-      if (!(sd > 0))
+      double mean, inv_sd;
+      if (!row_stats(row, n, &mean, &inv_sd))
         continue;
       for (size_t s = 0; s < n; s++)
         if (s != d)
-          keep_best(best + s * TRI_DST, z + s * TRI_DST, TRI_DST, d, (row[s] - mean) / sd);
+          keep_best(best + s * TRI_DST, z + s * TRI_DST, TRI_DST, d, (row[s] - mean) * inv_sd);
     }
     progress_step(p);
   }

@@ -631,9 +631,17 @@ static int cmd_report(int argc, char **argv) {
            "                                (positional QK)   prev-token  dup-token  induction\n");
     for (size_t i = 0; i < nh; i++) {
       const mi_head_report *r = &rep[i];
-      printf("L%zuH%-3zu %10.3f %14.3f %17.3f %12.3f %10.3f %10.3f\n", r->layer, r->head,
-             r->ov.copying_score, r->qk.copying_score, r->prev_token_share,
-             r->prev_token_attention, r->duplicate_token_attention, r->induction_attention);
+      const double col[] = {r->ov.copying_score,     r->qk.copying_score,
+                            r->prev_token_share,      r->prev_token_attention,
+                            r->duplicate_token_attention, r->induction_attention};
+      static const int width[] = {10, 14, 17, 12, 10, 10};
+      printf("L%zuH%-3zu", r->layer, r->head);
+      for (size_t j = 0; j < 6; j++) /* NaN: not measured (no W_pos, or MLPs) */
+        if (isnan(col[j]))
+          printf(" %*s", width[j], "-");
+        else
+          printf(" %*.3f", width[j], col[j]);
+      printf("\n");
     }
     printf("\ncopying heads (OV copying score > %g):", threshold);
     size_t ncopy = 0;

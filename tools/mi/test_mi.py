@@ -1,0 +1,211 @@
+"""Tests of the `mi` command on the shipped models, against their card.json.
+
+usage: test_mi.py MI_BINARY MODELS_DIR
+
+Expectations come from each model's card (what training planted and what
+float64 analysis of the saved weights found), never from numbers written here.
+"""
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+MI = sys.argv[1] if len(sys.argv) > 1 else "mi"
+MODELS = sys.argv[2] if len(sys.argv) > 2 else "examples/models"
+SKIP = os.path.join(MODELS, "skip-trigram-1l")
+IND = os.path.join(MODELS, "induction-2l")
+COMMANDS = ["report", "topk", "paths", "compose", "attribute"]
+
+
+def card(model_dir):
+    with open(os.path.join(model_dir, "card.json")) as f:
+        return json.load(f)
+
+
+def run(*args):
+    return subprocess.run([MI, *args], capture_output=True, text=True, timeout=120)
+
+
+def run_json(*args):
+    r = run(*args, "--json")
+    if r.returncode != 0:
+        raise AssertionError(f"mi {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def triples(report):
+    return {(t["src_token"], t["dst_token"], t["out_token"])
+            for t in report["skip_trigrams"]["triples"]}
+
+
+def strong_planted(c):
+    """Planted trigrams that one head carries clearly: rank <= 1 (0-based) of
+    the source in the destination's QK row (with biases) and of the output in
+    the source's OV row, in the same head, as the card measured them."""
+    out = set()
+    for t in c["found"]["skip_trigrams"]:
+        f = t["fold_ln"]
+        if any(q <= 1 and o <= 1 for q, o in zip(f["qk_rank_with_bias"], f["ov_rank"])):
+            out.add((t["src"], t["dst"], t["out"]))
+    return out
+
+
+class Report(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.card = card(SKIP)
+        cls.text = run("report")
+        cls.json = run_json("report")
+
+    def test_default_model_is_the_shipped_one(self):
+        self.assertEqual(self.text.returncode, 0, self.text.stderr)
+        self.assertEqual(os.path.realpath(self.json["model"]["path"]),
+                         os.path.realpath(os.path.join(SKIP, "model.safetensors")))
+        self.assertTrue(self.json["model"]["vocab"].endswith("vocab.txt"))
+        self.assertEqual(self.json["model"]["d_vocab"], self.card["config"]["d_vocab"])
+
+    def test_json_keys(self):
+        self.assertEqual(set(self.json), {"model", "heads", "copying_heads", "skip_trigrams"})
+        cfg = self.card["config"]
+        self.assertEqual(len(self.json["heads"]), cfg["n_layers"] * cfg["n_heads"])
+        for h in self.json["heads"]:
+            self.assertEqual(set(h), {"layer", "head", "ov_copying_score", "qk_same_token_score",
+                                      "prev_token_share", "prev_token_attention",
+                                      "duplicate_token_attention", "induction_attention"})
+        self.assertTrue(self.json["skip_trigrams"]["qk_bias"])
+        for t in self.json["skip_trigrams"]["triples"]:
+            self.assertLessEqual(t["score"], min(t["qk_z"], t["ov_z"]) + 1e-12)
+
+    def test_copying_scores_match_the_card(self):
+        # The card's scores are float64 eigenvalues of the fold_ln weights,
+        # rounded to 4 digits; libmi's come from float32 Grams: 2e-3 covers both.
+        for want in self.card["found"]["heads"]:
+            got = next(h for h in self.json["heads"]
+                       if (h["layer"], h["head"]) == (want["layer"], want["head"]))
+            self.assertAlmostEqual(got["ov_copying_score"], want["copying_score"], delta=2e-3)
+
+    def test_copying_heads_listed(self):
+        listed = {(h["layer"], h["head"]) for h in self.json["copying_heads"]["heads"]}
+        for h in self.card["found"]["copying_heads"]:
+            self.assertIn((h["layer"], h["head"]), listed)
+            self.assertIn(f"L{h['layer']}H{h['head']} (", self.text.stdout.split("copying heads")[1])
+
+    def test_planted_skip_trigrams_appear(self):
+        strong = strong_planted(self.card)
+        found = strong & triples(self.json)
+        # Measured 13 of the 14 strong ones in the default table of 24.
+        self.assertGreaterEqual(len(found), 0.75 * len(strong), sorted(strong - found))
+        for src, dst, out in found:
+            self.assertIn(f"{src} ... {dst} -> {out}", self.text.stdout)
+        self.assertIn("with biases", self.text.stdout)
+
+    def test_biases_help(self):
+        # The issue's finding: reading QK with b_Q and b_K recovers more
+        # planted trigrams than without (measured 13 against 7 of 16).
+        planted = {(t["src"], t["dst"], t["out"]) for t in self.card["planted"]["skip_trigrams"]}
+        with_bias = len(planted & triples(self.json))
+        without = len(planted & triples(run_json("report", "--no-qk-bias")))
+        self.assertGreater(with_bias, without)
+
+
+class Subcommands(unittest.TestCase):
+    def test_topk_finds_the_planted_source(self):
+        c = card(SKIP)
+        t = c["found"]["skip_trigrams"][0]
+        head = t["fold_ln"]["best_head"]
+        rank = t["fold_ln"]["qk_rank_with_bias"][head]
+        r = run_json("topk", "--circuit", "qk", "--layer", "0", "--head", str(head),
+                     "--token", t["dst"], "-k", str(rank + 1))
+        tops = [e["token"] for e in r["lines"][0]["top"]]
+        self.assertEqual(tops[rank], t["src"])
+        self.assertEqual(r["lines"][0]["token"], t["dst"])
+        values = [e["value"] for e in r["lines"][0]["top"]]
+        self.assertEqual(values, sorted(values, reverse=True))
+
+    def test_paths_ranked(self):
+        r = run_json("paths", os.path.join(IND, "model.safetensors"), "--top", "100")
+        norms = [p["norm"] for p in r["paths"]]
+        self.assertEqual(norms, sorted(norms, reverse=True))
+        heads = card(IND)["config"]["n_heads"]
+        self.assertEqual(r["path_count"], (1 + heads) ** 2)
+        self.assertEqual(len(r["paths"]), r["path_count"])
+
+    def test_compose_finds_the_induction_circuit(self):
+        c = card(IND)
+        r = run_json("compose", os.path.join(IND, "model.safetensors"), "--kind", "K")
+        best = r["kinds"]["K"]["pairs"][0]
+        prev = c["found"]["strongest"]["previous_token_head"]
+        self.assertEqual([best["layer1"], best["head1"]], prev)
+        self.assertAlmostEqual(r["baseline"]["mean"], c["found"]["composition_baseline_permuted"],
+                               delta=0.01)
+        for pair in r["kinds"]["K"]["pairs"]:
+            want = c["found"]["k_composition"][pair["head1"]][pair["head2"]]
+            self.assertAlmostEqual(pair["score"], want, delta=2e-3)
+
+    def test_attribute_parts_sum_to_the_logit(self):
+        c = card(SKIP)
+        t = c["planted"]["skip_trigrams"][0]
+        text = f"{t['src']} {t['dst']}"
+        r = run_json("attribute", text, "--token", t["out"])
+        # float32 forward against parts summed in double: 1e-3 of the logit.
+        self.assertAlmostEqual(r["sum_of_parts"], r["logit"], delta=1e-3 * max(1, abs(r["logit"])))
+        self.assertEqual(r["token"]["token"], t["out"])
+        self.assertEqual([x["token"] for x in r["tokens"]], text.split())
+        names = {p["name"] for p in r["parts"]}
+        self.assertIn("direct", names)
+        r2 = run_json("attribute", "--ids", ",".join(str(x["id"]) for x in r["tokens"]),
+                      "--token", t["out"])
+        self.assertAlmostEqual(r2["logit"], r["logit"], places=5)
+
+
+class CommandLine(unittest.TestCase):
+    def test_help(self):
+        for cmd in COMMANDS:
+            r = run(cmd, "--help")
+            self.assertEqual(r.returncode, 0, cmd)
+            self.assertTrue(r.stdout.startswith(f"usage: mi {cmd}"), cmd)
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        for cmd in COMMANDS:
+            self.assertIn(cmd, r.stdout)
+
+    def test_bad_flag_is_a_usage_error(self):
+        for cmd in COMMANDS:
+            r = run(cmd, "--no-such-flag")
+            self.assertEqual(r.returncode, 2, cmd)
+            self.assertIn("unknown option '--no-such-flag'", r.stderr)
+        self.assertEqual(run("no-such-command").returncode, 2)
+        self.assertEqual(run().returncode, 2)
+        r = run("topk", "--circuit", "xy")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("qk, ov or direct", r.stderr)
+        r = run("topk", "--circuit", "qk", "--layer", "0", "--head", "99")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--head 99", r.stderr)
+        r = run("attribute", "no-such-word")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("'no-such-word'", r.stderr)
+        r = run("report", "--threads", "many")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--threads", r.stderr)
+
+    def test_bad_model_is_a_library_error(self):
+        for cmd in ["report", "paths", "compose"]:
+            r = run(cmd, "/nonexistent/model.safetensors")
+            self.assertEqual(r.returncode, 1, cmd)
+            self.assertIn("cannot load model '/nonexistent/model.safetensors'", r.stderr)
+            self.assertIn("No such file", r.stderr)  # libmi's own message follows
+            self.assertEqual(r.stdout, "")
+        # Not a safetensors file: the card is JSON, but not a model.
+        r = run("report", os.path.join(SKIP, "card.json"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot load model", r.stderr)
+
+    def test_no_progress_bar_when_stderr_is_not_a_terminal(self):
+        r = run("report")
+        self.assertEqual(r.stderr, "")
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=1)

@@ -23,6 +23,8 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include "bench_util.h"
+
 #include <mi.h>
 
 #include <blis.h>
@@ -37,12 +39,6 @@
 #include <unistd.h>
 
 enum { V = 50257, D = 768, DH = 64, LAYERS = 12, HEADS = 12, K = 10, BLOCK = 256 };
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static double peak_rss_mib(void) {
   struct rusage u;
@@ -84,23 +80,6 @@ static void reset_hwm(void) {
   }
 }
 
-static void check(mi_status status, const char *what) {
-  if (status != MI_OK) {
-    fprintf(stderr, "%s: %s: %s\n", what, mi_status_str(status), mi_last_error());
-    exit(1);
-  }
-}
-
-/* Uniform in ±√(3/rows): variance 1/rows, like an initialised layer. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static void fill(float *x, size_t count, size_t rows) {
-  float scale = (float)sqrt(3.0 / (double)rows) * 0x1.0p-31f;
-  for (size_t i = 0; i < count; i++) {
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    x[i] = (float)((int64_t)(rng_state >> 32) - 0x80000000ll) * scale;
-  }
-}
-
 static mi_model *random_model(size_t d_vocab) {
   mi_config c;
   mi_config_init(&c);
@@ -109,31 +88,7 @@ static mi_model *random_model(size_t d_vocab) {
   c.d_model = D;
   c.d_head = DH;
   c.d_vocab = d_vocab;
-  mi_model *model;
-  check(mi_model_create(&model, &c), "mi_model_create");
-  size_t big = (size_t)d_vocab * D > D * DH ? (size_t)d_vocab * D : D * DH;
-  float *buf = malloc(big * sizeof *buf);
-  rng_state = 1;
-  fill(buf, (size_t)d_vocab * D, D);
-  check(mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, buf, D), "W_E");
-  fill(buf, (size_t)d_vocab * D, D);
-  check(mi_model_set_weight(model, MI_W_U, 0, 0, MI_DTYPE_F32, buf, d_vocab), "W_U");
-  /* Head weights from their own seed: the same in both models. */
-  rng_state = 2;
-  for (size_t l = 0; l < LAYERS; l++)
-    for (size_t h = 0; h < HEADS; h++) {
-      fill(buf, D * DH, D);
-      check(mi_model_set_weight(model, MI_W_Q, l, h, MI_DTYPE_F32, buf, DH), "W_Q");
-      fill(buf, D * DH, D);
-      check(mi_model_set_weight(model, MI_W_K, l, h, MI_DTYPE_F32, buf, DH), "W_K");
-      fill(buf, D * DH, D);
-      check(mi_model_set_weight(model, MI_W_V, l, h, MI_DTYPE_F32, buf, DH), "W_V");
-      fill(buf, DH * D, DH);
-      check(mi_model_set_weight(model, MI_W_O, l, h, MI_DTYPE_F32, buf, D), "W_O");
-    }
-  free(buf);
-  check(mi_model_process(model, 0), "mi_model_process");
-  return model;
+  return bench_random_model(&c, 1);
 }
 
 static rntm_t rntm_for(size_t threads) {
@@ -187,13 +142,13 @@ static double gemm_floor(size_t rows, const float *A, inc_t ars, inc_t acs, cons
     jobs[t] = (floor_job){A, B, ars, acs, brs, bcs, rows * t / n, rows * (t + 1) / n,
                           blocks + t * (size_t)BLOCK * V, rntm_for(sliced ? 1 : threads)};
   }
-  double t0 = now();
+  double t0 = bench_now();
   for (size_t t = 1; t < n; t++)
     pthread_create(&ids[t], NULL, floor_rows, &jobs[t]);
   floor_rows(&jobs[0]);
   for (size_t t = 1; t < n; t++)
     pthread_join(ids[t], NULL);
-  return now() - t0;
+  return bench_now() - t0;
 }
 
 /* One thread's rows of a GEMM, single-threaded BLIS. */
@@ -225,13 +180,13 @@ static double sliced_sgemm(size_t threads, size_t rows, size_t cols, size_t inne
     jobs[t] = (slice_job){b - a, cols, inner, A + a * (size_t)ars, B, ars, acs, brs, bcs,
                           C + a * ldc, ldc};
   }
-  double t0 = now();
+  double t0 = bench_now();
   for (size_t t = 1; t < n; t++)
     pthread_create(&ids[t], NULL, slice_run, &jobs[t]);
   slice_run(&jobs[0]);
   for (size_t t = 1; t < n; t++)
     pthread_join(ids[t], NULL);
-  return now() - t0;
+  return bench_now() - t0;
 }
 
 int main(int argc, char **argv) {
@@ -256,18 +211,18 @@ int main(int argc, char **argv) {
   if (nrows == 0 || nrows > V)
     nrows = V;
   if (fast)
-    check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
-  check(mi_set_num_threads(threads), "mi_set_num_threads");
+    bench_check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
+  bench_check(mi_set_num_threads(threads), "mi_set_num_threads");
   const char *kernels;
-  check(mi_blis_kernel_set(&kernels), "mi_blis_kernel_set");
+  bench_check(mi_blis_kernel_set(&kernels), "mi_blis_kernel_set");
   printf("BLIS %s, kernel set %s (%s), %zu threads, best of %d runs\n",
          bli_info_get_version_str(), kernels, fast ? "fast kernels asked for" : "BLIS's choice",
          threads, repeat);
 
-  double t0 = now();
+  double t0 = bench_now();
   mi_model *model = random_model(V);
   printf("model %d x %d heads, d_vocab %d, d_model %d, d_head %d: built in %.1f s\n",
-         LAYERS, HEADS, V, D, DH, now() - t0);
+         LAYERS, HEADS, V, D, DH, bench_now() - t0);
   rntm_t rntm = rntm_for(threads);
 
   /* ---- 1. streamed top-k against the GEMM floor ---- */
@@ -276,20 +231,20 @@ int main(int argc, char **argv) {
   memset(idx, 0, (size_t)V * K * sizeof *idx);
   memset(val, 0, (size_t)V * K * sizeof *val);
   mi_circuit *qk, *ov;
-  check(mi_circuit_qk(&qk, model, 0, 0, MI_EMBED_TOKEN, MI_EMBED_TOKEN, 0), "qk");
-  check(mi_circuit_ov(&ov, model, 0, 0), "ov");
-  printf("circuits made in %.1f s\n", now() - t0);
+  bench_check(mi_circuit_qk(&qk, model, 0, 0, MI_EMBED_TOKEN, MI_EMBED_TOKEN, 0), "qk");
+  bench_check(mi_circuit_ov(&ov, model, 0, 0), "ov");
+  printf("circuits made in %.1f s\n", bench_now() - t0);
   /* The same factors, made here with BLIS in libmi's layout:
    * QK: A = W_E W_Q, B = (W_E W_K)ᵀ; OV: A = W_E W_V, B = W_O W_U, with
    * both B stored transposed (V × d_head) as libmi stores them. */
   float *E = malloc((size_t)V * D * sizeof *E), *U = malloc((size_t)D * V * sizeof *U);
   float *W = malloc(4 * D * DH * sizeof *W);
-  check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
-  check(mi_model_get_weight(U, V, model, MI_W_U, 0, 0), "W_U");
-  check(mi_model_get_weight(W, DH, model, MI_W_Q, 0, 0), "W_Q");
-  check(mi_model_get_weight(W + D * DH, DH, model, MI_W_K, 0, 0), "W_K");
-  check(mi_model_get_weight(W + 2 * D * DH, DH, model, MI_W_V, 0, 0), "W_V");
-  check(mi_model_get_weight(W + 3 * D * DH, D, model, MI_W_O, 0, 0), "W_O");
+  bench_check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
+  bench_check(mi_model_get_weight(U, V, model, MI_W_U, 0, 0), "W_U");
+  bench_check(mi_model_get_weight(W, DH, model, MI_W_Q, 0, 0), "W_Q");
+  bench_check(mi_model_get_weight(W + D * DH, DH, model, MI_W_K, 0, 0), "W_K");
+  bench_check(mi_model_get_weight(W + 2 * D * DH, DH, model, MI_W_V, 0, 0), "W_V");
+  bench_check(mi_model_get_weight(W + 3 * D * DH, D, model, MI_W_O, 0, 0), "W_O");
   float *fa[2], *fb[2];
   for (int c = 0; c < 2; c++) {
     fa[c] = malloc((size_t)V * DH * sizeof *fa[c]);
@@ -312,9 +267,9 @@ int main(int argc, char **argv) {
   for (int r = 0; r < repeat; r++)
     for (int c = 0; c < 2; c++) {
       reset_hwm();
-      double start_rss = vm_rss_mib(), t = now();
-      check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, nrows), "topk");
-      double topk = now() - t;
+      double start_rss = vm_rss_mib(), t = bench_now();
+      bench_check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, nrows), "topk");
+      double topk = bench_now() - t;
       ours[c] = fmin(ours[c], topk);
       extra = fmax(extra, vm_hwm_mib() - start_rss);
       double b2 = gemm_floor(nrows, fa[c], DH, 1, fb[c], 1, DH, block, nblocks, 1);
@@ -363,22 +318,22 @@ int main(int argc, char **argv) {
   float *g = malloc(D * D * sizeof *g);
   for (int r = 0; r < repeat; r++) {
     lines[0].struct_size = sizeof *lines;
-    double t = now();
-    check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
-    report = fmin(report, now() - t);
+    double t = bench_now();
+    bench_check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
+    report = fmin(report, bench_now() - t);
     lines[0].struct_size = sizeof *lines;
-    t = now();
-    check(mi_model_head_report(lines, LAYERS * HEADS, tiny, &opt), "report, d_vocab 1");
-    per_head = fmin(per_head, now() - t);
-    t = now();
+    t = bench_now();
+    bench_check(mi_model_head_report(lines, LAYERS * HEADS, tiny, &opt), "report, d_vocab 1");
+    per_head = fmin(per_head, bench_now() - t);
+    t = bench_now();
     sgemm(D, D, V, U, V, 1, E, D, 1, g, D, &rntm); /* W_U W_E */
     sgemm(D, D, V, E, 1, D, E, D, 1, g, D, &rntm); /* W_Eᵀ W_E */
-    grams = fmin(grams, now() - t);
+    grams = fmin(grams, bench_now() - t);
     grams2 = fmin(grams2, sliced_sgemm(threads, D, D, V, U, V, 1, E, D, 1, g, D) +
                               sliced_sgemm(threads, D, D, V, E, 1, D, E, D, 1, g, D));
   }
   lines[0].struct_size = sizeof *lines;
-  check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
+  bench_check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
   double gram_flop = 2 * 2.0 * D * (double)D * V;
   printf("\nhead report, %d x %d heads (OV and QK eigenvalues, copying scores)\n", LAYERS,
          HEADS);

@@ -17,6 +17,8 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include "bench_util.h"
+
 #include <mi.h>
 
 #include <math.h>
@@ -28,32 +30,6 @@
 
 enum { V = 50257, D = 768, DH = 64, HEADS = 12, CTX = 1024 };
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static void check(mi_status status, const char *what) {
-  if (status != MI_OK) {
-    fprintf(stderr, "%s: %s: %s\n", what, mi_status_str(status), mi_last_error());
-    exit(1);
-  }
-}
-
-/* Uniform in ±√(3/rows): variance 1/rows, like an initialised layer. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static void fill(float *x, size_t count, size_t rows) {
-  double a = sqrt(3.0 / (double)rows);
-  for (size_t i = 0; i < count; i++) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    double u = (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
-    x[i] = (float)(a * (2.0 * u - 1.0));
-  }
-}
-
 static mi_model *random_model(size_t layers) {
   mi_config c;
   mi_config_init(&c);
@@ -64,27 +40,7 @@ static mi_model *random_model(size_t layers) {
   c.d_vocab = V;
   c.n_ctx = CTX;
   c.parts = MI_PART_POS_EMBED;
-  mi_model *model;
-  check(mi_model_create(&model, &c), "mi_model_create");
-  float *buf = malloc((size_t)V * D * sizeof *buf);
-  fill(buf, (size_t)V * D, D);
-  check(mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, buf, D), "W_E");
-  fill(buf, (size_t)D * V, D);
-  check(mi_model_set_weight(model, MI_W_U, 0, 0, MI_DTYPE_F32, buf, V), "W_U");
-  fill(buf, (size_t)CTX * D, D);
-  check(mi_model_set_weight(model, MI_W_POS, 0, 0, MI_DTYPE_F32, buf, D), "W_pos");
-  for (size_t l = 0; l < layers; l++)
-    for (size_t h = 0; h < HEADS; h++) {
-      mi_weight w[4] = {MI_W_Q, MI_W_K, MI_W_V, MI_W_O};
-      for (int i = 0; i < 4; i++) {
-        fill(buf, (size_t)D * DH, w[i] == MI_W_O ? DH : D);
-        check(mi_model_set_weight(model, w[i], l, h, MI_DTYPE_F32, buf,
-                                  w[i] == MI_W_O ? D : DH), "head weight");
-      }
-    }
-  free(buf);
-  check(mi_model_process(model, 0), "mi_model_process");
-  return model;
+  return bench_random_model(&c, 1);
 }
 
 int main(int argc, char **argv) {
@@ -99,34 +55,34 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
+  bench_check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
   const char *kernels;
-  check(mi_blis_kernel_set(&kernels), "mi_blis_kernel_set");
+  bench_check(mi_blis_kernel_set(&kernels), "mi_blis_kernel_set");
   printf("BLIS kernels: %s\n", kernels);
 
   mi_model *model = random_model(layers);
   size_t count, heads[10 * 64], got;
   double norm[10];
-  check(mi_model_path_count(&count, model, max_order), "mi_model_path_count");
-  double t0 = now();
-  check(mi_model_top_paths(heads, norm, &got, 1, model, 0), "top paths, order 0");
-  double t1 = now();
-  check(mi_model_top_paths(heads, norm, &got, 10, model, max_order), "top paths");
-  double t2 = now();
+  bench_check(mi_model_path_count(&count, model, max_order), "mi_model_path_count");
+  double t0 = bench_now();
+  bench_check(mi_model_top_paths(heads, norm, &got, 1, model, 0), "top paths, order 0");
+  double t1 = bench_now();
+  bench_check(mi_model_top_paths(heads, norm, &got, 10, model, max_order), "top paths");
+  double t2 = bench_now();
   printf("top 10 of %zu paths (order <= %zu, %zu x %d heads): %.2f s "
          "(Grams and set-up alone: %.2f s); largest norm %.3g\n",
          count, max_order, layers, HEADS, t2 - t1, t1 - t0, norm[0]);
 
   mi_circuit *ov;
-  check(mi_circuit_ov(&ov, model, 0, 0), "mi_circuit_ov");
+  bench_check(mi_circuit_ov(&ov, model, 0, 0), "mi_circuit_ov");
   double top1, top5;
-  t0 = now();
-  check(mi_circuit_copying_accuracy(&top1, &top5, ov), "copying accuracy");
-  t1 = now();
+  t0 = bench_now();
+  bench_check(mi_circuit_copying_accuracy(&top1, &top5, ov), "copying accuracy");
+  t1 = bench_now();
   size_t *index = malloc((size_t)V * sizeof *index);
   float *value = malloc((size_t)V * sizeof *value);
-  check(mi_circuit_topk(index, value, 1, ov, 1, 0, 0, V), "top-1");
-  t2 = now();
+  bench_check(mi_circuit_topk(index, value, 1, ov, 1, 0, 0, V), "top-1");
+  t2 = bench_now();
   printf("copying accuracy of a %d x %d OV circuit: %.2f s (top-1 per row: %.2f s); "
          "top-1 %.4f, top-5 %.4f\n", V, V, t1 - t0, t2 - t1, top1, top5);
   free(index);
@@ -140,11 +96,11 @@ int main(int argc, char **argv) {
   mi_report_options opt;
   mi_report_options_init(&opt);
   opt.behaviour_sequences = 0;
-  t0 = now();
-  check(mi_model_head_report(lines, 2 * HEADS, model, &opt), "report");
-  t1 = now();
-  check(mi_model_head_report(lines, 2 * HEADS, model, NULL), "report with behaviour");
-  t2 = now();
+  t0 = bench_now();
+  bench_check(mi_model_head_report(lines, 2 * HEADS, model, &opt), "report");
+  t1 = bench_now();
+  bench_check(mi_model_head_report(lines, 2 * HEADS, model, NULL), "report with behaviour");
+  t2 = bench_now();
   printf("head report, 2 x %d heads: %.2f s; with behavioural scores (16 x 64 tokens): "
          "%.2f s\n", HEADS, t1 - t0, t2 - t1);
   mi_model_free(model);

@@ -187,8 +187,8 @@ static double normal(gauss *g) {
  * One random score ‖A₁B₁A₂B₂‖ / (‖A₁B₁‖‖A₂B₂‖) with Gaussian A (D × dh) and
  * B (dh × D), by the same reduction as the model's scores. Each tall factor
  * is drawn straight into LAPACK's column-major order (B₂ as B₂ᵀ; B₁ row-major
- * dh × D). `work`: (4·D + 1)·dh doubles; `f`: 2·r·dh + 2·r·D + D·dh + r²
- * floats.
+ * dh × D). `work`: (4·D + 1)·dh doubles; `f`: 2·r·dh + 2·D·dh + 2·r·D + r²
+ * floats (R₁, R₂; B₁, A₂; left, right; prod).
  */
 static mi_status random_score(double *out, gauss *rng, size_t D, size_t dh, double *work,
                               float *f) {
@@ -223,9 +223,11 @@ mi_status mi_model_composition_baseline(double *out, const mi_model *model) {
   MI_CHECK_ARG(out);
   MI_CHECK_ARG(model);
   size_t D = model->config.d_model, dh = model->config.d_head, r = D < dh ? D : dh;
-  size_t need_d, need_f;
+  /* random_score's floats: 2·r·dh + 2·D·dh + 2·r·D + r², as (r + D)·2·dh + r·(2·D + r). */
+  size_t need_d, need_f, f_tall, f_small;
   if (!mi__mul_size(&need_d, 4 * D + 1, dh) || need_d > SIZE_MAX / sizeof(double) ||
-      !mi__mul_size(&need_f, 2 * r + D, dh + D) || need_f > SIZE_MAX / sizeof(float))
+      !mi__mul_size(&f_tall, r + D, 2 * dh) || !mi__mul_size(&f_small, r, 2 * D + r) ||
+      __builtin_add_overflow(f_tall, f_small, &need_f) || need_f > SIZE_MAX / sizeof(float))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "baseline scratch overflows size_t");
   double *work = malloc(need_d * sizeof *work);
   float *f = malloc(need_f * sizeof *f);

@@ -157,8 +157,12 @@ END_TEST
  * returned standard error is the deviation / √100, and two calls agree
  * exactly (fixed seed).
  */
+static const size_t BASELINE_SHAPES[][2] = {{8, 2}, {8, 8}, {4, 8}}; /* d_model, d_head */
+
 START_TEST(baseline_matches_a_dense_monte_carlo) {
-  mi_config c = tu_config(1, 1, 8, 2, 5, 4, 0);
+  /* d_head ≥ d_model too: the scratch once assumed d_model ≥ 1.618·d_head. */
+  size_t D = BASELINE_SHAPES[_i][0], dh = BASELINE_SHAPES[_i][1], samples = 4000;
+  mi_config c = tu_config(1, 1, D, dh, 5, 4, 0);
   mi_model *model;
   TU_OK(mi_model_create(&model, &c));
   double base[3], again[3];
@@ -166,9 +170,8 @@ START_TEST(baseline_matches_a_dense_monte_carlo) {
   TU_OK(mi_model_composition_baseline(again, model));
   ck_assert_mem_eq(base, again, sizeof base);
   ck_assert_double_eq_tol(base[2], base[1] / 10.0, 1e-15);
-  size_t D = 8, dh = 2, samples = 4000;
   tu_rng rng = tu_rng_seed(11);
-  double A[4][8 * 2], M1[64], M2[64], P[64], sum = 0, sum_sq = 0;
+  double A[4][8 * 8], M1[64], M2[64], P[64], sum = 0, sum_sq = 0;
   for (size_t s = 0; s < samples; s++) {
     for (int m = 0; m < 4; m++)
       for (size_t i = 0; i < D * dh; i++)
@@ -177,7 +180,7 @@ START_TEST(baseline_matches_a_dense_monte_carlo) {
     dense_xyt(M1, A[0], A[1], D, dh);
     dense_xyt(M2, A[2], A[3], D, dh);
     dense_mul(P, M1, M2, D, D, D);
-    double score = frobenius(P, 64) / (frobenius(M1, 64) * frobenius(M2, 64));
+    double score = frobenius(P, D * D) / (frobenius(M1, D * D) * frobenius(M2, D * D));
     sum += score;
     sum_sq += score * score;
   }
@@ -474,7 +477,7 @@ static Suite *paths_suite(void) {
   TCase *composition = tcase_create("composition");
   tcase_add_loop_test(composition, scores_match_dense_products, 0, 3);
   tcase_add_test(composition, constructed_heads_have_known_scores);
-  tcase_add_test(composition, baseline_matches_a_dense_monte_carlo);
+  tcase_add_loop_test(composition, baseline_matches_a_dense_monte_carlo, 0, 3);
   tcase_add_test(composition, baseline_is_in_a_sensible_range);
   tcase_add_test(composition, bad_arguments_are_refused);
   suite_add_tcase(s, composition);

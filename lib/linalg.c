@@ -102,3 +102,39 @@ mi_status mi__qr_factor(double *R, mi__matrix F) {
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "dgeqrf: LAPACKE error %d", (int)info);
   return MI_OK;
 }
+
+mi_status mi__qr_r(float *R, double *a, double *tau, size_t rows, size_t c) {
+  size_t r = rows < c ? rows : c;
+  mi_status status = check_lapack_size(rows > c ? rows : c, "QR");
+  if (status != MI_OK)
+    return status;
+  lapack_int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (lapack_int)rows, (lapack_int)c, a,
+                                   (lapack_int)rows, tau);
+  if (info == LAPACK_WORK_MEMORY_ERROR)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "LAPACKE_dgeqrf: no memory for a %zu x %zu QR",
+                    rows, c);
+  if (info != 0)
+    return mi__fail(info < 0 ? MI_ERR_INVALID_ARGUMENT : MI_ERR_NUMERIC,
+                    "LAPACKE_dgeqrf on a %zu x %zu matrix returned %d", rows, c, (int)info);
+  for (size_t i = 0; i < r; i++)
+    for (size_t j = 0; j < c; j++)
+      R[i * c + j] = j >= i ? (float)a[j * rows + i] : 0.0f;
+  return MI_OK;
+}
+
+mi_status mi__gram_root(double *F, double *G, double *w, size_t r) {
+  mi_status status = check_lapack_size(r, "Gram root");
+  if (status != MI_OK)
+    return status;
+  lapack_int info = LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)r, G,
+                                  (lapack_int)r, w);
+  if (info != 0)
+    return mi__fail(info < 0 ? MI_ERR_OUT_OF_MEMORY : MI_ERR_NUMERIC,
+                    "LAPACKE_dsyev on a %zu x %zu Gram returned %d", r, r, (int)info);
+  for (size_t k = 0; k < r; k++) {
+    double s = w[k] > 0.0 ? sqrt(w[k]) : 0.0;
+    for (size_t i = 0; i < r; i++)
+      F[k * r + i] = s * G[i * r + k];
+  }
+  return MI_OK;
+}

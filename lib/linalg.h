@@ -1,6 +1,9 @@
 /*
  * linalg.h: small dense work in double through LAPACKE (r × r matrices with
- * r at most d_model), and the QR of a tall float32 factor.
+ * r at most d_model), and the QR of a tall factor. Only linalg.c includes
+ * lapacke.h: each entry checks LAPACK's int range and starts BLIS through
+ * mi__blis_begin first, since LAPACK runs on BLIS's BLAS and BLIS aborts on
+ * an invalid BLIS_ARCH_TYPE.
  */
 #ifndef MI_LINALG_H
 #define MI_LINALG_H
@@ -26,5 +29,21 @@ mi_status mi__singular_values(double *out, double *M, size_t rows, size_t cols);
  * so that FᵀF = RᵀR. Uses n × r doubles of scratch.
  */
 mi_status mi__qr_factor(double *R, mi__matrix F);
+
+/*
+ * The r × c upper-trapezoidal R of the QR of a tall matrix held in double
+ * (rows × c, column-major with leading dimension rows: LAPACK's own order,
+ * so LAPACKE makes no transposed copy), r = min(rows, c), into R (r × c
+ * row-major float, zeros below the diagonal). `a` is overwritten; tau holds
+ * c doubles.
+ */
+mi_status mi__qr_r(float *R, double *a, double *tau, size_t rows, size_t c);
+
+/*
+ * F (r × r, row-major) with FᵀF = G, for G symmetric positive semi-definite
+ * (r × r, overwritten): F = √Λ·Qᵀ from G = QΛQᵀ, rounding below 0 cut to 0.
+ * `w`: r doubles.
+ */
+mi_status mi__gram_root(double *F, double *G, double *w, size_t r);
 
 #endif

@@ -10,45 +10,25 @@
  * block of left·right. One GEMM per pair of layers gives every pair of heads:
  * O(d_head · d_model) work a pair instead of O(d_model³) dense.
  */
-#include "kernel.h"
+#include "linalg.h"
 
-#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 /*
- * The r × c upper-trapezoidal R of the QR of a tall matrix (rows × c,
- * column-major with leading dimension rows: LAPACK's own order, so LAPACKE
- * makes no transposed copy), r = min(rows, c), into R (r × c row-major
- * float, zeros below the diagonal). `a` is overwritten; tau holds c doubles.
- */
-static mi_status r_factor(float *R, double *a, double *tau, size_t rows, size_t c) {
-  size_t r = rows < c ? rows : c;
-  lapack_int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (lapack_int)rows, (lapack_int)c, a,
-                                   (lapack_int)rows, tau);
-  if (info == LAPACK_WORK_MEMORY_ERROR)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "LAPACKE_dgeqrf: no memory for a %zu x %zu QR",
-                    rows, c);
-  if (info != 0)
-    return mi__fail(info < 0 ? MI_ERR_INVALID_ARGUMENT : MI_ERR_NUMERIC,
-                    "LAPACKE_dgeqrf on a %zu x %zu matrix returned %d", rows, c, (int)info);
-  for (size_t i = 0; i < r; i++)
-    for (size_t j = 0; j < c; j++)
-      R[i * c + j] = j >= i ? (float)a[j * rows + i] : 0.0f;
-  return MI_OK;
-}
-
-/*
  * The R (r × dh) of the tall D × dh matrix T: T = m for m D × dh, or
- * T = mᵀ for m dh × D (`transpose`), both row-major float. work: (D + 1)·dh.
+ * T = mᵀ for m dh × D (`transpose`), both row-major float. work: r·dh doubles.
  */
 static mi_status r_of(float *R, const float *m, bool transpose, size_t D, size_t dh,
                       double *work) {
-  for (size_t i = 0; i < D; i++)
-    for (size_t j = 0; j < dh; j++)
-      work[j * D + i] = transpose ? m[j * D + i] : m[i * dh + j];
-  return r_factor(R, work, work + D * dh, D, dh);
+  mi__matrix T = transpose ? mi__matrix_t(mi__matrix_rowmajor((float *)m, dh, D))
+                           : mi__matrix_rowmajor((float *)m, D, dh);
+  mi_status status = mi__qr_factor(work, T);
+  size_t r = D < dh ? D : dh;
+  for (size_t i = 0; i < r * dh && status == MI_OK; i++)
+    R[i] = (float)work[i];
+  return status;
 }
 
 /* ‖M‖²_F of a rows × cols float view, in double. */
@@ -89,11 +69,11 @@ mi_status mi_model_composition_scores(double *out, size_t count, const mi_model 
                     "out holds %zu doubles; [n_layers][n_heads][n_layers][n_heads] needs %zu",
                     count, need);
   /* left: heads·r × D; right: D × heads·r; block: H·r × H·r; two R's (float);
-   * QR work (double). */
+   * one R in double. */
   size_t n_left, n_block, total_f, total_d;
   if (!mi__mul_size(&n_left, heads * r, D) || !mi__mul_size(&n_block, Hr, Hr) ||
       __builtin_add_overflow(2 * n_left, n_block + 2 * r * dh, &total_f) ||
-      !mi__mul_size(&total_d, D + 1, dh) || total_f > SIZE_MAX / sizeof(float) ||
+      !mi__mul_size(&total_d, r, dh) || total_f > SIZE_MAX / sizeof(float) ||
       total_d > SIZE_MAX / sizeof(double))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "composition scratch overflows size_t");
   float *f = malloc(total_f * sizeof *f);
@@ -200,9 +180,9 @@ static mi_status random_score(double *out, gauss *rng, size_t D, size_t dh, doub
     work[i] = normal(rng);
   for (size_t i = 0; i < 2 * n; i++)
     B1[i] = (float)normal(rng); /* B₁ then A₂, row-major */
-  mi_status status = r_factor(R1, A1, tau, D, dh);
+  mi_status status = mi__qr_r(R1, A1, tau, D, dh);
   if (status == MI_OK)
-    status = r_factor(R2, B2t, tau, D, dh);
+    status = mi__qr_r(R2, B2t, tau, D, dh);
   /* left = R(A₁)·B₁ (r × D); right = A₂·R(B₂ᵀ)ᵀ (D × r); prod = left·right. */
   mi__matrix Left = mi__matrix_rowmajor(left, r, D), Right = mi__matrix_rowmajor(right, D, r);
   mi__matrix Prod = mi__matrix_rowmajor(prod, r, r);
@@ -413,25 +393,6 @@ mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t order,
   return status;
 }
 
-/*
- * F (r × r, row-major) with FᵀF = G, for G symmetric positive semi-definite
- * (r × r, overwritten): F = √Λ·Qᵀ from G = QΛQᵀ, rounding below 0 cut to 0.
- * `w`: r doubles.
- */
-static mi_status gram_root(double *F, double *G, double *w, size_t r) {
-  lapack_int info = LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)r, G,
-                                  (lapack_int)r, w);
-  if (info != 0)
-    return mi__fail(info < 0 ? MI_ERR_OUT_OF_MEMORY : MI_ERR_NUMERIC,
-                    "LAPACKE_dsyev on a %zu x %zu Gram returned %d", r, r, (int)info);
-  for (size_t k = 0; k < r; k++) {
-    double s = w[k] > 0.0 ? sqrt(w[k]) : 0.0;
-    for (size_t i = 0; i < r; i++)
-      F[k * r + i] = s * G[i * r + k];
-  }
-  return MI_OK;
-}
-
 /* One depth of the walk: the current node's F·W_O (rows × D) and its
  * children's blocks against the stacked W_V and W_V·S (rows × heads·dh). */
 typedef struct path_level {
@@ -537,7 +498,7 @@ static mi_status walk_prepare(path_walk *w, double *direct_sq) {
       w->g[i] = ge[i];
     }
     *direct_sq = sum > 0.0 ? sum : 0.0;
-    status = gram_root(w->root, w->g, w->w, D);
+    status = mi__gram_root(w->root, w->g, w->w, D);
   }
   if (status == MI_OK && w->max_order > 0)
     for (size_t i = 0; i < D * D; i++)
@@ -557,7 +518,7 @@ static mi_status walk_prepare(path_walk *w, double *direct_sq) {
     if (status == MI_OK) {
       for (size_t k = 0; k < dh * dh; k++)
         w->g[k] = t[k];
-      status = gram_root(w->root, w->g, w->w, dh);
+      status = mi__gram_root(w->root, w->g, w->w, dh);
     }
     if (status != MI_OK)
       break;
@@ -641,7 +602,7 @@ static mi_status walk_node(path_walk *w, size_t depth, size_t rows, size_t l0) {
           sum += (double)lv->E[t * cols + j * dh + a] * lv->E[t * cols + j * dh + b];
         w->g[a * dh + b] = sum;
       }
-    status = gram_root(w->root, w->g, w->w, dh);
+    status = mi__gram_root(w->root, w->g, w->w, dh);
     if (status != MI_OK)
       break;
     float *F = w->level[depth + 1].E; /* scratch until the child's GEMMs overwrite it */

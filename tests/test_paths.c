@@ -1,8 +1,10 @@
 /*
  * Composition scores against dense d_model × d_model computations in double,
  * constructed cases with known scores, the chance baseline against an
- * independent dense Monte Carlo, and bad arguments.
+ * independent dense Monte Carlo, and bad arguments (an invalid BLIS_ARCH_TYPE too).
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include "testutil.h"
 
 #include <math.h>
@@ -219,6 +221,22 @@ START_TEST(bad_arguments_are_refused) {
   ck_assert_msg(strstr(mi_last_error(), "needs 16") != NULL, "%s", mi_last_error());
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_composition_baseline(NULL, model));
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_composition_baseline(base, NULL));
+  mi_model_free(model);
+}
+END_TEST
+
+/* Each Check test runs in a fresh child, so BLIS starts there: an invalid
+ * kernel set is refused before LAPACK (on BLIS's BLAS) can make BLIS abort. */
+START_TEST(bad_blis_arch_type_is_refused) {
+  setenv("BLIS_ARCH_TYPE", "99", 1);
+  mi_config c = tu_config(2, 2, 8, 4, 5, 4, 0);
+  mi_model *model;
+  TU_OK(mi_model_create(&model, &c));
+  double out[16], base[3];
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_composition_scores(out, 16, model, MI_COMPOSE_Q));
+  ck_assert_msg(strstr(mi_last_error(), "BLIS_ARCH_TYPE") != NULL, "%s", mi_last_error());
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_composition_baseline(base, model));
+  ck_assert_msg(strstr(mi_last_error(), "BLIS_ARCH_TYPE") != NULL, "%s", mi_last_error());
   mi_model_free(model);
 }
 END_TEST
@@ -480,6 +498,7 @@ static Suite *paths_suite(void) {
   tcase_add_loop_test(composition, baseline_matches_a_dense_monte_carlo, 0, 3);
   tcase_add_test(composition, baseline_is_in_a_sensible_range);
   tcase_add_test(composition, bad_arguments_are_refused);
+  tcase_add_test(composition, bad_blis_arch_type_is_refused);
   suite_add_tcase(s, composition);
   TCase *enumeration = tcase_create("enumeration");
   tcase_set_timeout(enumeration, 60);

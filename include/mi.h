@@ -297,7 +297,10 @@ enum {
  * @param steps  MI_PROCESS_* bits; 0 only marks the model as built
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown bits);
  *         MI_ERR_UNSUPPORTED (writing-weight centering without LayerNorm);
- *         MI_ERR_STATE (already processed).
+ *         MI_ERR_STATE (already processed); MI_ERR_OUT_OF_MEMORY (folding a
+ *         non-zero LayerNorm bias needs b_Q/b_K/b_V or b_U the model lacks
+ *         and they could not be allocated: the model is left unchanged and
+ *         unprocessed, so the call may be retried).
  */
 MI_API mi_status mi_model_process(mi_model *model, unsigned steps);
 

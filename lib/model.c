@@ -81,9 +81,9 @@ void mi_model_free(mi_model *model) {
   free(model);
 }
 
-/* Allocates the zeroed storage of one weight; LayerNorm scales start at 1. */
-static mi_status allocate_weight(mi_model *model, mi_weight which) {
-  mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
+/* New zeroed storage for one weight into *out; LayerNorm scales start at 1. */
+static mi_status new_weight(float **out, const mi_config *c, mi_weight which) {
+  mi__weight_geometry g = mi__weight_geometry_of(c, which);
   size_t count;
   if (!mi__mul_size(&count, g.rows, g.cols) || !mi__mul_size(&count, count, g.copies) ||
       count > SIZE_MAX / sizeof(float))
@@ -96,8 +96,12 @@ static mi_status allocate_weight(mi_model *model, mi_weight which) {
   if (which == MI_LN1_W || which == MI_LNF_W)
     for (size_t i = 0; i < count; i++)
       w[i] = 1.0f;
-  model->w[which] = w;
+  *out = w;
   return MI_OK;
+}
+
+static mi_status allocate_weight(mi_model *model, mi_weight which) {
+  return new_weight(&model->w[which], &model->config, which);
 }
 
 static mi_status check_config(const mi_config *c) {
@@ -254,18 +258,37 @@ mi_status mi_model_set_weight(mi_model *model, mi_weight which, size_t layer, si
 
 /* ---- processing ----------------------------------------------------------- */
 
-/* Makes sure an optional bias exists, zero, before folding writes into it. */
+/*
+ * Makes sure an optional bias exists, zero, before folding writes into it.
+ * All or nothing: the part's bit and arrays change only when every
+ * allocation succeeded, so a failure leaves the model as it was.
+ */
 static mi_status ensure_part(mi_model *model, unsigned part, mi_weight first,
                              mi_weight last) {
   if (model->config.parts & part)
     return MI_OK;
-  model->config.parts |= part;
+  float *w[MI_WEIGHT_COUNT] = {NULL};
+  mi_status status = MI_OK;
+  for (int i = first; i <= (int)last && status == MI_OK; i++)
+    status = new_weight(&w[i], &model->config, (mi_weight)i);
   for (int i = first; i <= (int)last; i++) {
-    mi_status status = allocate_weight(model, (mi_weight)i);
-    if (status != MI_OK)
-      return status;
+    if (status == MI_OK)
+      model->w[i] = w[i];
+    else
+      free(w[i]);
   }
-  return MI_OK;
+  if (status == MI_OK)
+    model->config.parts |= part;
+  return status;
+}
+
+/* Undoes ensure_part. */
+static void drop_part(mi_model *model, unsigned part, mi_weight first, mi_weight last) {
+  for (int i = first; i <= (int)last; i++) {
+    free(model->w[i]);
+    model->w[i] = NULL;
+  }
+  model->config.parts &= ~part;
 }
 
 static bool any_nonzero(const float *v, size_t n) {
@@ -296,12 +319,20 @@ static void fold_into(float *W, float *bias, size_t d_model, size_t cols,
 static mi_status fold_layernorms(mi_model *model) {
   const mi_config *c = &model->config;
   size_t D = c->d_model, dh = c->d_head;
+  /* Biases first, so that running out of memory leaves the model as it was. */
+  mi_status status = MI_OK;
+  bool add_qkv = (c->parts & MI_PART_LN) && !(c->parts & MI_PART_QKV_BIAS) &&
+                 any_nonzero(model->w[MI_LN1_B], c->n_layers * D);
+  if (add_qkv)
+    status = ensure_part(model, MI_PART_QKV_BIAS, MI_B_Q, MI_B_V);
+  if (status == MI_OK && (c->parts & MI_PART_LN_FINAL) && any_nonzero(model->w[MI_LNF_B], D))
+    status = ensure_part(model, MI_PART_UNEMBED_BIAS, MI_B_U, MI_B_U);
+  if (status != MI_OK) {
+    if (add_qkv && (c->parts & MI_PART_QKV_BIAS))
+      drop_part(model, MI_PART_QKV_BIAS, MI_B_Q, MI_B_V);
+    return status;
+  }
   if (c->parts & MI_PART_LN) {
-    if (any_nonzero(model->w[MI_LN1_B], c->n_layers * D)) {
-      mi_status status = ensure_part(model, MI_PART_QKV_BIAS, MI_B_Q, MI_B_V);
-      if (status != MI_OK)
-        return status;
-    }
     for (size_t l = 0; l < c->n_layers; l++) {
       const float *ln_w = model->w[MI_LN1_W] + l * D, *ln_b = model->w[MI_LN1_B] + l * D;
       for (size_t h = 0; h < c->n_heads; h++) {
@@ -324,11 +355,6 @@ static mi_status fold_layernorms(mi_model *model) {
     }
   }
   if (c->parts & MI_PART_LN_FINAL) {
-    if (any_nonzero(model->w[MI_LNF_B], D)) {
-      mi_status status = ensure_part(model, MI_PART_UNEMBED_BIAS, MI_B_U, MI_B_U);
-      if (status != MI_OK)
-        return status;
-    }
     fold_into(model->w[MI_W_U], model->w[MI_B_U], D, c->d_vocab, model->w[MI_LNF_W],
               model->w[MI_LNF_B]);
     for (size_t i = 0; i < D; i++) {

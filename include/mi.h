@@ -245,7 +245,9 @@ MI_API void mi_model_free(mi_model *model);
  * @param model       in/out: a model not yet processed
  * @param which       the weight
  * @param layer,head  which copy (see the table)
- * @param dtype       MI_DTYPE_F32 or MI_DTYPE_F64 (stored as float32)
+ * @param dtype       any mi_dtype: F32, F64, F16 (IEEE binary16) or BF16
+ *                    (bfloat16), native byte order, any alignment; stored
+ *                    as float32 (F64 rounded to nearest, F16/BF16 exact)
  * @param data        in: the first element
  * @param row_stride  elements between row starts; ≥ cols (any value for vectors)
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown weight or dtype,

@@ -83,6 +83,17 @@ START_TEST(weights_round_trip_with_strides) {
   TU_OK(mi_model_set_weight(model, MI_LN1_W, 1, 0, MI_DTYPE_F32, ln, 0));
   TU_OK(mi_model_get_weight(back, 6, model, MI_LN1_W, 1, 0));
   ck_assert_mem_eq(back, ln, sizeof ln);
+  /* F16 and BF16 are accepted and exact: 1, -2, 0.5, 65504 (2^127), 0, 0.25. */
+  const uint16_t half[6] = {0x3C00, 0xC000, 0x3800, 0x7BFF, 0x0000, 0x3400};
+  const uint16_t bf16[6] = {0x3F80, 0xC000, 0x3F00, 0x7F00, 0x0000, 0x3E80};
+  const float half_v[6] = {1.0f, -2.0f, 0.5f, 65504.0f, 0.0f, 0.25f};
+  const float bf16_v[6] = {1.0f, -2.0f, 0.5f, 0x1p127f, 0.0f, 0.25f};
+  TU_OK(mi_model_set_weight(model, MI_B_O, 0, 0, MI_DTYPE_F16, half, 0));
+  TU_OK(mi_model_get_weight(back, 6, model, MI_B_O, 0, 0));
+  ck_assert_mem_eq(back, half_v, sizeof half_v);
+  TU_OK(mi_model_set_weight(model, MI_B_O, 1, 0, MI_DTYPE_BF16, bf16, 0));
+  TU_OK(mi_model_get_weight(back, 6, model, MI_B_O, 1, 0));
+  ck_assert_mem_eq(back, bf16_v, sizeof bf16_v);
   TU_OK(mi_model_get_weight(back, 6, model, MI_LN1_W, 0, 0));
   ck_assert_float_eq(back[5], 1.0f); /* LayerNorm scale starts at 1 */
   size_t rows, cols;

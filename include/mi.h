@@ -307,9 +307,11 @@ enum {
 MI_API mi_status mi_model_process(mi_model *model, unsigned steps);
 
 /**
- * The MI_PROCESS_* steps applied to the weights (0 for raw weights). A
- * checkpoint without LayerNorm weights reports MI_PROCESS_FOLD_LN once
- * processed: its weights are already in folded form.
+ * The MI_PROCESS_* steps applied to the weights (0 for raw weights): the
+ * `steps` given to mi_model_process, with MI_PROCESS_FOLD_LN added when
+ * MI_PROCESS_CENTER_WRITING was asked for. A model without LayerNorm
+ * weights reports MI_PROCESS_FOLD_LN only when that step was asked for
+ * (its weights are already in folded form, so the step had nothing to do).
  */
 MI_API unsigned mi_model_processing(const mi_model *model);
 

@@ -261,6 +261,12 @@ START_TEST(centering_needs_layernorm) {
   double *before = malloc(n * sizeof *before), *after = malloc(n * sizeof *after);
   tu_reference_logits(before, model, TOKENS, N_TOKENS);
   TU_OK(mi_model_process(model, MI_PROCESS_FOLD_LN | MI_PROCESS_CENTER_UNEMBED));
+  /* Without LayerNorm, FOLD_LN is reported because it was asked for, and only then. */
+  ck_assert_uint_eq(mi_model_processing(model), MI_PROCESS_FOLD_LN | MI_PROCESS_CENTER_UNEMBED);
+  mi_model *plain = tu_random_model(&c, 4);
+  TU_OK(mi_model_process(plain, 0));
+  ck_assert_uint_eq(mi_model_processing(plain), 0);
+  mi_model_free(plain);
   tu_reference_logits(after, model, TOKENS, N_TOKENS);
   log_softmax_rows(before, N_TOKENS, c.d_vocab);
   log_softmax_rows(after, N_TOKENS, c.d_vocab);

@@ -93,6 +93,10 @@ mi_status mi_model_attention_scores(double *out, size_t count, const mi_model *m
   if (n_sequences == 0 || length == 0)
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "attention scores: %zu sequences of %zu tokens",
                     n_sequences, length);
+  /* MLPs and n_ctx first: refused before allocating heads·length² floats. */
+  mi_status status = mi__check_sequence_length(model, length);
+  if (status != MI_OK)
+    return status;
   if (!mi__mul_size(&need, heads, MI_SCORE_COUNT))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "attention scores: %zu heads overflow", heads);
   if (count < need)
@@ -112,7 +116,6 @@ mi_status mi_model_attention_scores(double *out, size_t count, const mi_model *m
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "attention scores: %zu pattern floats", per);
   }
   size_t rows[MI_SCORE_COUNT] = {0};
-  mi_status status = MI_OK;
   for (size_t q = 0; q < n_sequences && status == MI_OK; q++) {
     status = mi__forward_patterns(patterns, model, tokens + q * length, length);
     if (status == MI_OK)

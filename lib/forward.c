@@ -22,8 +22,7 @@ void mi_forward_extras_init(mi_forward_extras *out) {
   out->struct_size = sizeof *out;
 }
 
-/* The checks every entry point makes on a model and a token sequence. */
-static mi_status check_input(const mi_model *model, const size_t *tokens, size_t n) {
+mi_status mi__check_sequence_length(const mi_model *model, size_t n) {
   const mi_config *c = &model->config;
   if (c->parts & MI_PART_MLP)
     return mi__fail(MI_ERR_UNSUPPORTED,
@@ -34,6 +33,15 @@ static mi_status check_input(const mi_model *model, const size_t *tokens, size_t
   if (c->n_ctx > 0 && n > c->n_ctx)
     return mi__fail(MI_ERR_SHAPE, "%zu tokens exceed the context of %zu positions", n,
                     c->n_ctx);
+  return MI_OK;
+}
+
+/* The checks every entry point makes on a model and a token sequence. */
+static mi_status check_input(const mi_model *model, const size_t *tokens, size_t n) {
+  const mi_config *c = &model->config;
+  mi_status status = mi__check_sequence_length(model, n);
+  if (status != MI_OK)
+    return status;
   for (size_t t = 0; t < n; t++)
     if (tokens[t] >= c->d_vocab)
       return mi__fail(MI_ERR_INDEX, "token %zu at position %zu is out of range (d_vocab %zu)",

@@ -116,6 +116,12 @@ mi_status mi__forward_patterns(float *patterns, const mi_model *model, const siz
                                size_t n);
 
 /*
+ * What mi_model_forward checks before reading the tokens: no MLPs, n ≥ 1,
+ * n ≤ n_ctx. For callers that size buffers by n before running forward.
+ */
+mi_status mi__check_sequence_length(const mi_model *model, size_t n);
+
+/*
  * Fills the behavioural fields of the n_layers × n_heads report lines (full
  * mi_head_report, consecutive) as options ask; leaves them NaN for a model
  * with MLPs or with options->behaviour_sequences = 0.

@@ -206,6 +206,9 @@ START_TEST(models_with_mlps_and_bad_input) {
   double out[12];
   TU_OK(mi_model_repeated_tokens(tokens, 24, model, 2, 6, 1));
   TU_FAILS(MI_ERR_UNSUPPORTED, mi_model_attention_scores(out, 12, model, tokens, 2, 12));
+  /* Refused as such before sizing the patterns: not MI_ERR_OUT_OF_MEMORY. */
+  const size_t huge = (size_t)1 << (sizeof(size_t) * 4); /* length² overflows */
+  TU_FAILS(MI_ERR_UNSUPPORTED, mi_model_attention_scores(out, 12, model, tokens, 1, huge));
   mi_model_free(model);
 
   c.parts = MI_PART_POS_EMBED;
@@ -213,6 +216,8 @@ START_TEST(models_with_mlps_and_bad_input) {
   TU_OK(mi_model_attention_scores(out, 12, model, tokens, 2, 12));
   TU_FAILS(MI_ERR_SHAPE, mi_model_attention_scores(out, 11, model, tokens, 2, 12));
   TU_FAILS(MI_ERR_SHAPE, mi_model_attention_scores(out, 12, model, tokens, 1, 24)); /* > n_ctx */
+  TU_FAILS(MI_ERR_SHAPE, mi_model_attention_scores(out, 12, model, tokens, 1, huge));
+  TU_FAILS(MI_ERR_SHAPE, mi_model_attention_scores(out, 12, model, tokens, 1, huge - 1));
   TU_FAILS(MI_ERR_INDEX, mi_model_attention_scores(out, 12, model, bad, 1, 4));
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attention_scores(out, 12, model, tokens, 0, 12));
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attention_scores(out, 12, model, NULL, 2, 12));

@@ -99,6 +99,21 @@ static mi_status alloc_floats(float **out, size_t rows, size_t cols, const char 
   return MI_OK;
 }
 
+/* Same for `copies` blocks of rows × cols doubles. */
+static mi_status alloc_doubles(double **out, size_t copies, size_t rows, size_t cols,
+                               const char *what) {
+  size_t count;
+  if (!mi__mul_size(&count, rows, cols) || !mi__mul_size(&count, count, copies) ||
+      count > SIZE_MAX / sizeof(double))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: %zu x %zu x %zu doubles overflow", what,
+                    copies, rows, cols);
+  *out = malloc((count ? count : 1) * sizeof **out);
+  if (*out == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu x %zu x %zu doubles",
+                    what, copies, rows, cols);
+  return MI_OK;
+}
+
 /* ---- constructors ------------------------------------------------------------ */
 
 /* The embedding E (rows × d_model) a side reads. */
@@ -283,11 +298,12 @@ mi_status mi_circuit_compose(mi_circuit **out, const mi_circuit *first,
     return mi__fail(MI_ERR_SHAPE, "compose: (%zu x %zu) times (%zu x %zu)", first->A.rows,
                     first->B.cols, second->A.rows, second->B.cols);
   size_t r1 = first->A.cols, r2 = second->A.cols;
-  double *mid = malloc(r1 * r2 * sizeof *mid);
-  if (mid == NULL)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "compose: %zu x %zu middle", r1, r2);
+  double *mid;
+  mi_status status = alloc_doubles(&mid, 1, r1, r2, "compose: the middle");
+  if (status != MI_OK)
+    return status;
   /* The middle B₁A₂ contracts the long shared axis: in double. */
-  mi_status status = mi__dgemm_inner(mid, r2, first->B, second->A);
+  status = mi__dgemm_inner(mid, r2, first->B, second->A);
   float *midf = status == MI_OK ? to_float(mid, r1 * r2) : NULL;
   free(mid);
   if (status != MI_OK)
@@ -543,11 +559,12 @@ mi_status mi_circuit_frobenius_norm(double *out, const mi_circuit *circuit) {
   MI_CHECK_ARG(out);
   MI_CHECK_ARG(circuit);
   size_t r = circuit->A.cols;
-  double *ga = malloc(2 * r * r * sizeof *ga);
-  if (ga == NULL)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "Frobenius norm: two %zu x %zu Grams", r, r);
+  double *ga;
+  mi_status status = alloc_doubles(&ga, 2, r, r, "Frobenius norm: two Grams");
+  if (status != MI_OK)
+    return status;
   double *gb = ga + r * r;
-  mi_status status = mi__dgemm_inner(ga, r, mi__matrix_t(circuit->A), circuit->A);
+  status = mi__dgemm_inner(ga, r, mi__matrix_t(circuit->A), circuit->A);
   if (status == MI_OK)
     status = mi__dgemm_inner(gb, r, circuit->B, mi__matrix_t(circuit->B));
   if (status == MI_OK) {
@@ -615,10 +632,10 @@ mi_status mi_circuit_eigenvalues(double *out_re, double *out_im, size_t count,
     return mi__fail(MI_ERR_INVALID_ARGUMENT,
                     "eigenvalues: count %zu, but at most %zu are non-zero (n %zu, rank %zu)",
                     count, limit, n, r);
-  double *ba = malloc(r * r * sizeof *ba), *re = malloc(2 * r * sizeof *re);
-  mi_status status = MI_OK;
-  if (ba == NULL || re == NULL)
-    status = mi__fail(MI_ERR_OUT_OF_MEMORY, "eigenvalues: %zu x %zu work", r, r);
+  double *ba = NULL, *re = NULL;
+  mi_status status = alloc_doubles(&ba, 1, r, r, "eigenvalues: B x A");
+  if (status == MI_OK)
+    status = alloc_doubles(&re, 2, 1, r, "eigenvalues");
   if (status == MI_OK)
     status = mi__dgemm_inner(ba, r, circuit->B, circuit->A);
   if (status == MI_OK)

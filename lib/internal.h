@@ -76,12 +76,6 @@ static inline size_t mi__kv_head(const mi_model *model, size_t head) {
   return head / (model->config.n_heads / model->config.n_kv_heads);
 }
 
-/* Bytes per element of `dtype`; 0 for an unknown dtype. */
-size_t mi__dtype_size(mi_dtype dtype);
-
-/* One element of `dtype` at p (any alignment, little-endian) as float. */
-float mi__read_element(const unsigned char *p, mi_dtype dtype);
-
 /*
  * mi_model_set_weight with a column stride too (both in elements), so loaders
  * can copy packed or transposed tensors (GPT-2's c_attn, a tied W_U = W_Eᵀ).

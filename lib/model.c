@@ -180,7 +180,8 @@ mi_status mi__weight_slot(float **out, const mi_model *model, mi_weight which,
   return MI_OK;
 }
 
-size_t mi__dtype_size(mi_dtype dtype) {
+/* Bytes per element of `dtype`; 0 for an unknown dtype. */
+static size_t dtype_size(mi_dtype dtype) {
   switch (dtype) {
   case MI_DTYPE_F32: return 4;
   case MI_DTYPE_F64: return 8;
@@ -202,7 +203,8 @@ static float half_to_float(uint16_t h) {
   return sign ? -value : value;
 }
 
-float mi__read_element(const unsigned char *p, mi_dtype dtype) {
+/* One element of `dtype` at p (any alignment, host byte order) as float. */
+static float read_element(const unsigned char *p, mi_dtype dtype) {
   /* memcpy: file data need not be aligned. Little-endian host assumed. */
   switch (dtype) {
   case MI_DTYPE_F32: { float f; memcpy(&f, p, 4); return f; }
@@ -224,7 +226,7 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
   if (model->processed)
     return mi__fail(MI_ERR_STATE, "%s: the model was already processed; weights are final",
                     mi__weight_name(which));
-  size_t item = mi__dtype_size(dtype);
+  size_t item = dtype_size(dtype);
   if (item == 0)
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)dtype);
   float *slot;
@@ -240,7 +242,7 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
   for (size_t i = 0; i < g.rows; i++)
     for (size_t j = 0; j < g.cols; j++)
       slot[i * g.cols + j] =
-          mi__read_element(bytes + (i * row_stride + j * col_stride) * item, dtype);
+          read_element(bytes + (i * row_stride + j * col_stride) * item, dtype);
   return MI_OK;
 }
 

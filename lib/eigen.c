@@ -2,13 +2,9 @@
  * eigen.c: eigenvalue summaries of circuits, and the report over all heads
  * of a model that shares the vocabulary-sized Gram products between them.
  */
-/* pthreads for the per-head eigenvalue loop. */
-#define _POSIX_C_SOURCE 200809L
-
 #include "linalg.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,19 +213,9 @@ static mi_status summarize_all(mi_eigen_summary *out, const float *bas, size_t c
   if (threads > count)
     threads = count;
   eigen_job jobs[MAX_THREADS];
-  pthread_t ids[MAX_THREADS];
-  bool started[MAX_THREADS] = {false};
   for (size_t t = 0; t < threads; t++)
     jobs[t] = (eigen_job){bas, out, count * t / threads, count * (t + 1) / threads, dh, MI_OK};
-  for (size_t t = 1; t < threads; t++)
-    started[t] = pthread_create(&ids[t], NULL, eigen_worker, &jobs[t]) == 0;
-  eigen_worker(&jobs[0]);
-  for (size_t t = 1; t < threads; t++) {
-    if (started[t])
-      pthread_join(ids[t], NULL);
-    else
-      eigen_worker(&jobs[t]);
-  }
+  mi__run_threads(eigen_worker, jobs, sizeof jobs[0], threads);
   for (size_t t = 0; t < threads; t++)
     if (jobs[t].status == MI_ERR_OUT_OF_MEMORY)
       return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: eigenvalue work space");

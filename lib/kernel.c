@@ -210,7 +210,7 @@ size_t mi__thread_count(void) {
 }
 
 mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__matrix C) {
-  enum { MAX_THREADS = 256, MIN_SLICE = 16 };
+  enum { MAX_THREADS = MI__MAX_THREADS, MIN_SLICE = 16 };
   if (A.cols != B.rows || C.rows != A.rows || C.cols != B.cols)
     return mi__fail(MI_ERR_SHAPE, "gemm: (%zu x %zu)(%zu x %zu) into %zu x %zu", A.rows,
                     A.cols, B.rows, B.cols, C.rows, C.cols);
@@ -243,8 +243,6 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
     return MI_OK;
   }
   gemm_job jobs[MAX_THREADS];
-  pthread_t ids[MAX_THREADS];
-  bool started[MAX_THREADS] = {false};
   for (size_t t = 0; t < threads; t++) {
     size_t a = length * t / threads, b = length * (t + 1) / threads;
     jobs[t] = by_rows ? (gemm_job){alpha, beta, mi__matrix_rows(A, a, b), B,
@@ -252,16 +250,24 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
                       : (gemm_job){alpha, beta, A, mi__matrix_cols(B, a, b),
                                    mi__matrix_cols(C, a, b), 1};
   }
-  for (size_t t = 1; t < threads; t++)
-    started[t] = pthread_create(&ids[t], NULL, gemm_worker, &jobs[t]) == 0;
-  gemm_worker(&jobs[0]);
-  for (size_t t = 1; t < threads; t++) {
-    if (started[t])
+  mi__run_threads(gemm_worker, jobs, sizeof jobs[0], threads);
+  return MI_OK;
+}
+
+void mi__run_threads(void *(*worker)(void *), void *jobs, size_t size, size_t count) {
+  unsigned char *job = jobs;
+  pthread_t ids[MI__MAX_THREADS];
+  bool started[MI__MAX_THREADS] = {false};
+  for (size_t t = 1; t < count && t < MI__MAX_THREADS; t++)
+    started[t] = pthread_create(&ids[t], NULL, worker, job + t * size) == 0;
+  if (count > 0)
+    worker(job);
+  for (size_t t = 1; t < count; t++) {
+    if (t < MI__MAX_THREADS && started[t])
       pthread_join(ids[t], NULL);
     else
-      gemm_worker(&jobs[t]);
+      worker(job + t * size);
   }
-  return MI_OK;
 }
 
 /* One thread's share of a stream. */
@@ -305,7 +311,7 @@ static void *stream_worker(void *arg) {
 
 mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_fn fn,
                      void *user) {
-  enum { MAX_THREADS = 256 };
+  enum { MAX_THREADS = MI__MAX_THREADS };
   if (A.cols != B.rows || i0 > i1 || i1 > A.rows)
     return mi__fail(MI_ERR_SHAPE, "stream: rows %zu..%zu of (%zu x %zu)(%zu x %zu)", i0,
                     i1, A.rows, A.cols, B.rows, B.cols);
@@ -329,8 +335,6 @@ mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "stream: %zu scratch tiles of %zu x %zu", threads,
                     tile_rows, tile_cols);
   stream_job jobs[MAX_THREADS];
-  pthread_t ids[MAX_THREADS];
-  bool started[MAX_THREADS] = {false};
   size_t per = (i1 - i0) / threads, extra = (i1 - i0) % threads, at = i0;
   for (size_t t = 0; t < threads; t++) {
     size_t rows = per + (t < extra);
@@ -338,16 +342,7 @@ mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_
                            user, 1, MI_OK};
     at += rows;
   }
-  for (size_t t = 1; t < threads; t++)
-    started[t] = pthread_create(&ids[t], NULL, stream_worker, &jobs[t]) == 0;
-  stream_worker(&jobs[0]);
-  /* A slice whose thread did not start runs here. */
-  for (size_t t = 1; t < threads; t++) {
-    if (started[t])
-      pthread_join(ids[t], NULL);
-    else
-      stream_worker(&jobs[t]);
-  }
+  mi__run_threads(stream_worker, jobs, sizeof jobs[0], threads);
   free(scratch);
   for (size_t t = 0; t < threads; t++)
     if (jobs[t].status != MI_OK)

@@ -55,6 +55,15 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
 mi_status mi__blis_begin(void);
 
 /*
+ * Runs worker(jobs + t·size) for each of `count` jobs: jobs 1.. on threads of
+ * their own, job 0 on the calling thread, and returns when all are done. A
+ * job whose thread cannot start (or beyond MI__MAX_THREADS) runs on the
+ * calling thread after job 0, so every job runs whatever the system allows.
+ */
+enum { MI__MAX_THREADS = 256 };
+void mi__run_threads(void *(*worker)(void *), void *jobs, size_t size, size_t count);
+
+/*
  * Receives one tile of a streamed product: rows row0.. and columns col0.. of
  * A·B, `rows` × `cols` at tile[i * ld + j]. A non-OK status stops the stream
  * and is returned.

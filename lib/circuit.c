@@ -271,6 +271,12 @@ mi_status mi_circuit_from_factors(mi_circuit **out, size_t n, size_t r, size_t m
                      mi__matrix_rowmajor(b, r, m), b, NULL, NULL);
 }
 
+mi_status mi__circuit_adopt(mi_circuit **out, const mi__matrix *A, float *owned_a,
+                            const mi__matrix *B, float *owned_b) {
+  *out = NULL;
+  return circuit_new(out, *A, owned_a, NULL, *B, owned_b, NULL, NULL);
+}
+
 mi_status mi_circuit_transpose(mi_circuit **out, const mi_circuit *circuit) {
   MI_CHECK_ARG(out);
   *out = NULL;

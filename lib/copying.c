@@ -142,15 +142,18 @@ mi_status mi_circuit_k_composition(mi_circuit **out, const mi_model *model, size
   size_t D = c->d_model, dh = c->d_head, V = c->d_vocab, G = c->n_kv_heads, H = c->n_heads;
   size_t q2 = layer2 * H + head2, k2 = layer2 * G + mi__kv_head(model, head2);
   size_t o1 = layer1 * H + head1, v1 = layer1 * G + mi__kv_head(model, head1), count;
-  if (!mi__mul_size(&count, V, dh) || count > SIZE_MAX / sizeof(float) / 4)
+  if (!mi__mul_size(&count, V, dh) || count > SIZE_MAX / sizeof(float))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "K-composition: %zu x %zu factors overflow", V, dh);
-  float *A = malloc(3 * count * sizeof *A), *small = malloc((dh * dh + D * dh) * sizeof *small);
-  if (A == NULL || small == NULL) {
+  /* The circuit adopts A and Bt; B is Bt seen transposed, as an OV circuit's. */
+  float *A = malloc(count * sizeof *A), *Bt = malloc(count * sizeof *Bt);
+  float *small = malloc((dh * dh + D * dh) * sizeof *small);
+  if (A == NULL || Bt == NULL || small == NULL) {
     free(A);
+    free(Bt);
     free(small);
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "K-composition: factors of %zu x %zu", V, dh);
   }
-  float *Bt = A + count, *B = Bt + count, *ok = small, *mid = small + dh * dh;
+  float *ok = small, *mid = small + dh * dh;
   bool bias = (flags & MI_QK_BIAS) && model->w[MI_B_Q] != NULL;
   float scale = (flags & MI_QK_SCALE) ? (float)(1.0 / sqrt((double)dh)) : 1.0f;
   mi__matrix E = mi__matrix_rowmajor(model->w[MI_W_E], V, D);
@@ -172,13 +175,13 @@ mi_status mi_circuit_k_composition(mi_circuit **out, const mi_model *model, size
   if (status == MI_OK)
     status = mi__sgemm(1.0f, E, mi__matrix_rowmajor(mid, D, dh), bias ? 1.0f : 0.0f,
                        mi__matrix_rowmajor(Bt, V, dh));
-  if (status == MI_OK) {
-    for (size_t i = 0; i < V; i++)
-      for (size_t t = 0; t < dh; t++)
-        B[t * V + i] = Bt[i * dh + t];
-    status = mi_circuit_from_factors(out, V, dh, V, A, dh, B, V);
-  }
-  free(A);
   free(small);
-  return status;
+  if (status != MI_OK) {
+    free(A);
+    free(Bt);
+    return status;
+  }
+  mi__matrix Am = mi__matrix_rowmajor(A, V, dh);
+  mi__matrix Bm = mi__matrix_t(mi__matrix_rowmajor(Bt, V, dh));
+  return mi__circuit_adopt(out, &Am, A, &Bm, Bt);
 }

@@ -129,4 +129,14 @@ mi_status mi__head_behaviour(mi_head_report *lines, const mi_model *model,
 struct mi__matrix;
 void mi__circuit_factors(struct mi__matrix *A, struct mi__matrix *B, const mi_circuit *circuit);
 
+/*
+ * A circuit A·B over factors the library built: it adopts the storage
+ * owned_a and owned_b behind the views *A (n × r) and *B (r × m), freeing
+ * them with itself, or at once on failure, instead of copying them as
+ * mi_circuit_from_factors does. Any strides (B may be a transposed view);
+ * owned_b may be NULL when owned_a's block holds B too.
+ */
+mi_status mi__circuit_adopt(mi_circuit **out, const struct mi__matrix *A, float *owned_a,
+                            const struct mi__matrix *B, float *owned_b);
+
 #endif /* MI_INTERNAL_H */

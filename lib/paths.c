@@ -384,13 +384,16 @@ mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t order,
   status = factor_scratch(&f, c);
   if (status != MI_OK)
     return status;
+  /* The circuit adopts the block: A and B lead it, the scratch after them. */
   float *A = f, *B = A + V * dh;
   status = path_factors(A, B, B + V * dh, B + V * dh + dh * c->d_model, model, order,
                         layers, heads);
-  if (status == MI_OK)
-    status = mi_circuit_from_factors(out, V, dh, V, A, dh, B, V);
-  free(f);
-  return status;
+  if (status != MI_OK) {
+    free(f);
+    return status;
+  }
+  mi__matrix Am = mi__matrix_rowmajor(A, V, dh), Bm = mi__matrix_rowmajor(B, dh, V);
+  return mi__circuit_adopt(out, &Am, f, &Bm, NULL);
 }
 
 /* One depth of the walk: the current node's F·W_O (rows × D) and its

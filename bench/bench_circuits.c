@@ -312,6 +312,7 @@ int main(int argc, char **argv) {
   mi_report_options opt;
   mi_report_options_init(&opt, sizeof opt);
   opt.prev_token = 0; /* no W_pos here: eigenvalues and copying scores */
+  opt.behaviour_sequences = 0; /* weights only: no forward passes */
   mi_head_report *lines = calloc(LAYERS * HEADS, sizeof *lines);
   mi_model *tiny = random_model(1);
   double report = INFINITY, per_head = INFINITY, grams = INFINITY, grams2 = INFINITY;

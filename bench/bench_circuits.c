@@ -82,7 +82,7 @@ static void reset_hwm(void) {
 
 static mi_model *random_model(size_t d_vocab) {
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   c.n_layers = LAYERS;
   c.n_heads = HEADS;
   c.d_model = D;
@@ -310,8 +310,9 @@ int main(int argc, char **argv) {
 
   /* ---- 2. the head report ---- */
   mi_report_options opt;
-  mi_report_options_init(&opt);
+  mi_report_options_init(&opt, sizeof opt);
   opt.prev_token = 0; /* no W_pos here: eigenvalues and copying scores */
+  opt.behaviour_sequences = 0; /* weights only: no forward passes */
   mi_head_report *lines = calloc(LAYERS * HEADS, sizeof *lines);
   mi_model *tiny = random_model(1);
   double report = INFINITY, per_head = INFINITY, grams = INFINITY, grams2 = INFINITY;

@@ -32,7 +32,7 @@ enum { V = 50257, D = 768, DH = 64, HEADS = 12, CTX = 1024 };
 
 static mi_model *random_model(size_t layers) {
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   c.n_layers = layers;
   c.n_heads = HEADS;
   c.d_model = D;
@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
   mi_head_report lines[2 * HEADS];
   lines[0].struct_size = sizeof lines[0];
   mi_report_options opt;
-  mi_report_options_init(&opt);
+  mi_report_options_init(&opt, sizeof opt);
   opt.behaviour_sequences = 0;
   t0 = bench_now();
   bench_check(mi_model_head_report(lines, 2 * HEADS, model, &opt), "report");

@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
   mi_blis_select_fast_kernels();
   mi_model *model = NULL;
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   mi_head_report *rep = NULL;
   double *k_comp = NULL, base[3];
   int status = 1;

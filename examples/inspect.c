@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
   if (mi_model_load(&model, argv[1], NULL) != MI_OK) /* folds LayerNorm */
     return fail("loading the model");
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   mi_model_get_config(&c, model);
   printf("%zu layers x %zu heads, d_model %zu, d_head %zu, d_vocab %zu, n_ctx %zu\n",
          c.n_layers, c.n_heads, c.d_model, c.d_head, c.d_vocab, c.n_ctx);

@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
   mi_blis_select_fast_kernels();
   mi_model *model = NULL;
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   char vocab[4096];
   snprintf(vocab, sizeof vocab, "%s", argv[1]);
   char *slash = vocab;

@@ -36,7 +36,12 @@
  * signature, enum value or public struct layout changes. A changed function
  * gets a successor named `_v2`. Option structs start with a `struct_size`
  * field, so they can grow without breaking callers compiled against an
- * older header.
+ * older header: their `_init(out, sizeof *out)` writes only the caller's
+ * bytes, the library reads only struct_size bytes of an input struct (the
+ * fields past them keep their defaults) and writes only struct_size bytes
+ * of an output struct. A struct_size below sizeof(size_t), or larger than
+ * the library's own (a header newer than the library), is refused with
+ * MI_ERR_INVALID_ARGUMENT.
  */
 #ifndef MI_H
 #define MI_H
@@ -167,8 +172,15 @@ typedef struct mi_config {
 /**
  * Sets every field of `out` to its default: zeros, no optional parts,
  * ln_eps = 1e-5, and struct_size. Call before filling a config.
+ *
+ * @param out          out: the config
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
  */
-MI_API void mi_config_init(mi_config *out);
+MI_API void mi_config_init(mi_config *out, size_t struct_size);
 
 /** Named weights of a model; see `mi_model_set_weight` for their shapes. */
 typedef enum mi_weight {
@@ -206,8 +218,8 @@ typedef enum mi_dtype {
  *
  * @param out     receives the model (owned; free with mi_model_free), or NULL on failure
  * @param config  in: the shape; `struct_size` must be set (mi_config_init)
- * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL, a zero dimension or an
- *         unset struct_size; MI_ERR_SHAPE when n_kv_heads does not divide
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL, a zero dimension or a
+ *         struct_size below sizeof(size_t) or above sizeof(mi_config); MI_ERR_SHAPE when n_kv_heads does not divide
  *         n_heads or W_pos is asked for with n_ctx = 0;
  *         MI_ERR_OUT_OF_MEMORY when the weights do not fit.
  */
@@ -327,9 +339,10 @@ MI_API mi_layout mi_model_layout(const mi_model *model);
 
 /**
  * Copies the model's shape into `out` (as much of it as out->struct_size,
- * which the caller sets, allows).
+ * which the caller sets, allows); out->struct_size becomes the bytes written.
  *
- * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL or struct_size 0.
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL or a struct_size below
+ *         sizeof(size_t) (nothing is written).
  */
 MI_API mi_status mi_model_get_config(mi_config *out, const mi_model *model);
 
@@ -416,8 +429,17 @@ typedef struct mi_load_options {
   unsigned process;
 } mi_load_options;
 
-/** Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN. NULL: no-op. */
-MI_API void mi_load_options_init(mi_load_options *out);
+/**
+ * Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
 
 /**
  * Loads a model from a `.safetensors` file, which is mapped read-only for
@@ -958,7 +980,7 @@ typedef struct mi_eigen_summary {
  * Summarises the eigenvalues of a square circuit (see mi_circuit_eigenvalues).
  *
  * @param out  out: the caller sets out->struct_size; that many bytes are filled
- * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size 0);
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size below sizeof(size_t));
  *         MI_ERR_SHAPE (not square); MI_ERR_NUMERIC; MI_ERR_OUT_OF_MEMORY.
  */
 MI_API mi_status mi_circuit_eigen_summary(mi_eigen_summary *out, const mi_circuit *circuit);
@@ -1021,8 +1043,17 @@ typedef struct mi_report_options {
   uint64_t behaviour_seed;
 } mi_report_options;
 
-/** Sets `out` to the defaults, struct_size included. */
-MI_API void mi_report_options_init(mi_report_options *out);
+/**
+ * Sets `out` to the defaults, struct_size included.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_report_options_init(mi_report_options *out, size_t struct_size);
 
 /**
  * Eigenvalue summaries of every head of every layer in one call: line
@@ -1097,8 +1128,17 @@ typedef struct mi_forward_extras {
   size_t resid_count;
 } mi_forward_extras;
 
-/** Sets every field of `out` to zero/NULL and sets struct_size. NULL is a no-op. */
-MI_API void mi_forward_extras_init(mi_forward_extras *out);
+/**
+ * Sets every field of `out` to zero/NULL and sets struct_size.
+ *
+ * @param out          out: the extras
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
 
 /**
  * Runs the model on a token sequence and writes the logits of every position.
@@ -1119,7 +1159,7 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out);
  * @param n       tokens, ≥ 1 and ≤ n_ctx when n_ctx > 0
  * @param extras  in: NULL, or optional buffers for patterns and residual streams
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, model or tokens; n = 0;
- *         ld < d_vocab; (n − 1)·ld overflows; extras.struct_size 0 or too large);
+ *         ld < d_vocab; (n − 1)·ld overflows; extras.struct_size below sizeof(size_t) or too large);
  *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
  *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
  *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of
@@ -1214,8 +1254,17 @@ typedef struct mi_attribution_options {
   unsigned flags;
 } mi_attribution_options;
 
-/** Sets defaults (all paths, all positions, nothing asked) and struct_size. NULL is a no-op. */
-MI_API void mi_attribution_options_init(mi_attribution_options *out);
+/**
+ * Sets defaults (all paths, all positions, nothing asked) and struct_size.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_attribution_options_init(mi_attribution_options *out, size_t struct_size);
 
 /**
  * Receives one part. Return 0 to go on, anything else to stop (the call then

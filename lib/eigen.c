@@ -35,8 +35,8 @@ static void summarize(mi_eigen_summary *s, const double *re, const double *im, s
 mi_status mi_circuit_eigen_summary(mi_eigen_summary *out, const mi_circuit *circuit) {
   MI_CHECK_ARG(out);
   MI_CHECK_ARG(circuit);
-  if (out->struct_size == 0)
-    return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_eigen_summary.struct_size is 0");
+  if (out->struct_size < sizeof out->struct_size) /* refused before the work */
+    return mi__struct_out(out, NULL, 0, "mi_eigen_summary");
   size_t n, m, r;
   mi_circuit_shape(&n, &m, &r, circuit);
   if (n != m)
@@ -50,9 +50,7 @@ mi_status mi_circuit_eigen_summary(mi_eigen_summary *out, const mi_circuit *circ
   if (status == MI_OK) {
     mi_eigen_summary s;
     summarize(&s, re, re + count, count);
-    size_t size = out->struct_size < sizeof s ? out->struct_size : sizeof s;
-    memcpy(out, &s, size);
-    out->struct_size = size;
+    status = mi__struct_out(out, &s, sizeof s, "mi_eigen_summary");
   }
   free(re);
   return status;
@@ -91,15 +89,13 @@ mi_status mi_circuit_prev_token_share(double *out, const mi_circuit *circuit) {
   return status;
 }
 
-void mi_report_options_init(mi_report_options *out) {
-  if (out == NULL)
-    return;
-  memset(out, 0, sizeof *out);
-  out->struct_size = sizeof *out;
-  out->qk_flags = MI_QK_BIAS | MI_QK_SCALE;
-  out->prev_token = 1;
-  out->behaviour_sequences = 16;
-  out->behaviour_seed = 1;
+void mi_report_options_init(mi_report_options *out, size_t struct_size) {
+  const mi_report_options defaults = {.struct_size = sizeof defaults,
+                                      .qk_flags = MI_QK_BIAS | MI_QK_SCALE,
+                                      .prev_token = 1,
+                                      .behaviour_sequences = 16,
+                                      .behaviour_seed = 1};
+  mi__struct_init(out, struct_size, &defaults, sizeof defaults);
 }
 
 /* ---- the report ------------------------------------------------------------------- */
@@ -288,13 +284,11 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
   MI_CHECK_ARG(out);
   MI_CHECK_ARG(model);
   mi_report_options opt;
-  mi_report_options_init(&opt);
+  mi_report_options_init(&opt, sizeof opt);
   if (options != NULL) {
-    if (options->struct_size == 0 || options->struct_size > sizeof opt)
-      return mi__fail(MI_ERR_INVALID_ARGUMENT,
-                      "mi_report_options.struct_size is %zu; call mi_report_options_init",
-                      options->struct_size);
-    memcpy(&opt, options, options->struct_size);
+    mi_status status = mi__struct_in(&opt, sizeof opt, options, "mi_report_options");
+    if (status != MI_OK)
+      return status;
   }
   if (opt.qk_flags & ~(unsigned)(MI_QK_BIAS | MI_QK_SCALE))
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "report: unknown qk_flags bits 0x%x",

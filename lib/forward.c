@@ -15,11 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void mi_forward_extras_init(mi_forward_extras *out) {
-  if (out == NULL)
-    return;
-  memset(out, 0, sizeof *out);
-  out->struct_size = sizeof *out;
+void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size) {
+  const mi_forward_extras defaults = {.struct_size = sizeof defaults};
+  mi__struct_init(out, struct_size, &defaults, sizeof defaults);
 }
 
 mi_status mi__check_sequence_length(const mi_model *model, size_t n) {
@@ -272,13 +270,11 @@ mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const s
   if (!mi__mul_size(&span, n - 1, ld) || span > (size_t)PTRDIFF_MAX - c->d_vocab)
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "logits: %zu rows at ld %zu overflow", n, ld);
   mi_forward_extras x;
-  mi_forward_extras_init(&x);
+  mi_forward_extras_init(&x, sizeof x);
   if (extras != NULL) {
-    if (extras->struct_size == 0 || extras->struct_size > sizeof x)
-      return mi__fail(MI_ERR_INVALID_ARGUMENT,
-                      "extras.struct_size is %zu; call mi_forward_extras_init first",
-                      extras->struct_size);
-    memcpy(&x, extras, extras->struct_size);
+    status = mi__struct_in(&x, sizeof x, extras, "mi_forward_extras");
+    if (status != MI_OK)
+      return status;
   }
   size_t need_p = 0, need_r = 0;
   bool over_p = !mi__mul_size(&need_p, c->n_layers * c->n_heads, n) || /* L·H fits: W_Q */
@@ -304,12 +300,10 @@ mi_status mi__forward_patterns(float *patterns, const mi_model *model, const siz
 
 /* ---- attribution ------------------------------------------------------------ */
 
-void mi_attribution_options_init(mi_attribution_options *out) {
-  if (out == NULL)
-    return;
-  memset(out, 0, sizeof *out);
-  out->struct_size = sizeof *out;
-  out->max_order = SIZE_MAX;
+void mi_attribution_options_init(mi_attribution_options *out, size_t struct_size) {
+  const mi_attribution_options defaults = {.struct_size = sizeof defaults,
+                                           .max_order = SIZE_MAX};
+  mi__struct_init(out, struct_size, &defaults, sizeof defaults);
 }
 
 /* Rows of parts' logits one batch aims at, so a GEMM reads W_U for many parts. */
@@ -539,12 +533,10 @@ static mi_status walk_all(walk *w, const size_t *tokens, double *row) {
 /* Checks the options against the model and the sequence; fills `out`. */
 static mi_status check_options(mi_attribution_options *out, const mi_attribution_options *in,
                                const mi_config *c, size_t n) {
-  mi_attribution_options_init(out);
-  if (in->struct_size == 0 || in->struct_size > sizeof *out)
-    return mi__fail(MI_ERR_INVALID_ARGUMENT,
-                    "options.struct_size is %zu; call mi_attribution_options_init first",
-                    in->struct_size);
-  memcpy(out, in, in->struct_size);
+  mi_attribution_options_init(out, sizeof *out);
+  mi_status status = mi__struct_in(out, sizeof *out, in, "mi_attribution_options");
+  if (status != MI_OK)
+    return status;
   if (out->flags & ~(unsigned)MI_ATTRIBUTE_FULL_LOGITS)
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "options.flags has unknown bits 0x%x", out->flags);
   if (out->positions != NULL && out->n_positions == 0)

@@ -139,4 +139,31 @@ void mi__circuit_factors(struct mi__matrix *A, struct mi__matrix *B, const mi_ci
 mi_status mi__circuit_adopt(mi_circuit **out, const struct mi__matrix *A, float *owned_a,
                             const struct mi__matrix *B, float *owned_b);
 
+/* ---- versioned structs (structs.c) ------------------------------------------ */
+
+/*
+ * The body of every mi_*_init: writes the first min(struct_size, size) bytes
+ * of `defaults` (a full struct of `size` bytes) to `out`, then struct_size
+ * into out's first field when it fits. Never writes past struct_size bytes.
+ * NULL out: no-op.
+ */
+void mi__struct_init(void *out, size_t struct_size, const void *defaults, size_t size);
+
+/*
+ * Copies a caller's input struct `src` into `dst` (dst_size bytes, already
+ * holding the defaults): only src's struct_size bytes are read, so fields an
+ * older caller lacks keep their defaults; dst's struct_size becomes dst_size.
+ * MI_ERR_INVALID_ARGUMENT, naming the struct `name`, when struct_size is
+ * below sizeof(size_t) or above dst_size.
+ */
+mi_status mi__struct_in(void *dst, size_t dst_size, const void *src, const char *name);
+
+/*
+ * Copies a library struct `src` (src_size bytes) out to a caller's `dst`,
+ * whose struct_size the caller set: min(struct_size, src_size) bytes, and
+ * dst's struct_size becomes that count. MI_ERR_INVALID_ARGUMENT (nothing
+ * written) when dst's struct_size is below sizeof(size_t).
+ */
+mi_status mi__struct_out(void *dst, const void *src, size_t src_size, const char *name);
+
 #endif /* MI_INTERNAL_H */

@@ -8,12 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void mi_config_init(mi_config *out) {
-  if (out == NULL)
-    return;
-  memset(out, 0, sizeof *out);
-  out->struct_size = sizeof *out;
-  out->ln_eps = 1e-5;
+void mi_config_init(mi_config *out, size_t struct_size) {
+  const mi_config defaults = {.struct_size = sizeof defaults, .ln_eps = 1e-5};
+  mi__struct_init(out, struct_size, &defaults, sizeof defaults);
 }
 
 static const char *const weight_names[MI_WEIGHT_COUNT] = {
@@ -104,11 +101,8 @@ static mi_status allocate_weight(mi_model *model, mi_weight which) {
   return new_weight(&model->w[which], &model->config, which);
 }
 
+/* Checks a full config: the caller's, copied in over the defaults. */
 static mi_status check_config(const mi_config *c) {
-  if (c->struct_size == 0 || c->struct_size > sizeof *c)
-    return mi__fail(MI_ERR_INVALID_ARGUMENT,
-                    "mi_config.struct_size is %zu; call mi_config_init first",
-                    c->struct_size);
   const struct { const char *name; size_t value; } dims[] = {
       {"n_layers", c->n_layers}, {"n_heads", c->n_heads}, {"d_model", c->d_model},
       {"d_head", c->d_head},     {"d_vocab", c->d_vocab}};
@@ -132,16 +126,18 @@ mi_status mi_model_create(mi_model **out, const mi_config *config) {
   MI_CHECK_ARG(out);
   *out = NULL;
   MI_CHECK_ARG(config);
-  mi_status status = check_config(config);
+  /* Only what the caller's struct has is read; the rest keeps its default. */
+  mi_config c;
+  mi_config_init(&c, sizeof c);
+  mi_status status = mi__struct_in(&c, sizeof c, config, "mi_config");
+  if (status == MI_OK)
+    status = check_config(&c);
   if (status != MI_OK)
     return status;
   mi_model *model = calloc(1, sizeof *model);
   if (model == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate a model");
-  /* Copy only what the caller's struct has; the rest keeps its default. */
-  mi_config_init(&model->config);
-  memcpy(&model->config, config, config->struct_size);
-  model->config.struct_size = sizeof model->config;
+  model->config = c;
   if (model->config.n_kv_heads == 0)
     model->config.n_kv_heads = model->config.n_heads;
   for (int i = 0; i < MI_WEIGHT_COUNT; i++) {
@@ -457,12 +453,7 @@ void mi__model_set_layout(mi_model *model, mi_layout layout) { model->layout = l
 mi_status mi_model_get_config(mi_config *out, const mi_model *model) {
   MI_CHECK_ARG(out);
   MI_CHECK_ARG(model);
-  size_t size = out->struct_size;
-  if (size == 0)
-    return mi__fail(MI_ERR_INVALID_ARGUMENT, "out->struct_size is 0; call mi_config_init");
-  memcpy(out, &model->config, size < sizeof *out ? size : sizeof *out);
-  out->struct_size = size;
-  return MI_OK;
+  return mi__struct_out(out, &model->config, sizeof model->config, "mi_config");
 }
 
 mi_status mi_model_weight_shape(size_t *out_rows, size_t *out_cols, const mi_model *model,

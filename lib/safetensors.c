@@ -24,12 +24,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void mi_load_options_init(mi_load_options *out) {
-  if (out == NULL)
-    return;
-  memset(out, 0, sizeof *out);
-  out->struct_size = sizeof *out;
-  out->process = MI_PROCESS_FOLD_LN;
+void mi_load_options_init(mi_load_options *out, size_t struct_size) {
+  const mi_load_options defaults = {.struct_size = sizeof defaults,
+                                    .process = MI_PROCESS_FOLD_LN};
+  mi__struct_init(out, struct_size, &defaults, sizeof defaults);
 }
 
 /* ---- the header ----------------------------------------------------------- */
@@ -682,7 +680,7 @@ static mi_status load(mi_model **out, const st_file *f, const mi_load_options *o
   TRY(map(&ld));
 
   mi_config config;
-  mi_config_init(&config);
+  mi_config_init(&config, sizeof config);
   config.n_layers = ld.n_layers;
   config.n_heads = ld.dims[DIM_HEADS];
   config.n_kv_heads = ld.dims[DIM_KV_HEADS];
@@ -711,13 +709,11 @@ mi_status mi_model_load_memory(mi_model **out, const void *data, size_t size,
   *out = NULL;
   MI_CHECK_ARG(data);
   mi_load_options opts;
-  mi_load_options_init(&opts);
+  mi_load_options_init(&opts, sizeof opts);
   if (options != NULL) {
-    if (options->struct_size == 0 || options->struct_size > sizeof opts)
-      return mi__fail(MI_ERR_INVALID_ARGUMENT,
-                      "mi_load_options.struct_size is %zu; call mi_load_options_init first",
-                      options->struct_size);
-    memcpy(&opts, options, options->struct_size);
+    mi_status status = mi__struct_in(&opts, sizeof opts, options, "mi_load_options");
+    if (status != MI_OK)
+      return status;
   }
   st_file f = {0};
   mi_status status = parse_header(&f, data, size);

@@ -26,7 +26,7 @@ static void dense_scores(double *out, const mi_model *model, const mi_config *c,
   float *logits = malloc(n * c->d_vocab * sizeof *logits);
   float *patterns = malloc(heads * n * n * sizeof *patterns);
   mi_forward_extras x;
-  mi_forward_extras_init(&x);
+  mi_forward_extras_init(&x, sizeof x);
   x.patterns = patterns;
   x.patterns_count = heads * n * n;
   for (size_t q = 0; q < n_seq; q++) {
@@ -88,7 +88,7 @@ START_TEST(scores_match_dense_recomputation) {
   TU_OK(mi_model_attention_scores(got, heads * MI_SCORE_COUNT, model, tokens, n_seq, n));
   dense_scores(want, model, &c, tokens, n_seq, n);
   mi_report_options opt;
-  mi_report_options_init(&opt);
+  mi_report_options_init(&opt, sizeof opt);
   ck_assert_uint_eq(opt.behaviour_sequences, 16);
   opt.behaviour_sequences = n_seq;
   opt.behaviour_half_length = half;
@@ -225,7 +225,7 @@ START_TEST(models_with_mlps_and_bad_input) {
   TU_FAILS(MI_ERR_SHAPE, mi_model_repeated_tokens(tokens, 23, model, 2, 6, 1));
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_repeated_tokens(tokens, 24, model, 2, 0, 1));
   mi_report_options opt;
-  mi_report_options_init(&opt);
+  mi_report_options_init(&opt, sizeof opt);
   opt.behaviour_half_length = 7;
   TU_FAILS(MI_ERR_SHAPE, mi_model_head_report(lines, 4, model, &opt));
   opt.behaviour_sequences = 0; /* off: the long half is not used */

@@ -221,7 +221,7 @@ START_TEST(head_report_matches_dense_reference) {
     }
   /* Options: no biases, no scale, no previous-token share. */
   mi_report_options opt;
-  mi_report_options_init(&opt);
+  mi_report_options_init(&opt, sizeof opt);
   opt.qk_flags = 0;
   opt.prev_token = 0;
   mi_head_report plain[8];
@@ -262,7 +262,7 @@ START_TEST(bad_input_is_refused) {
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_head_report(NULL, 2, model, NULL));
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_head_report(lines, 2, NULL, NULL));
   mi_report_options opt;
-  mi_report_options_init(&opt);
+  mi_report_options_init(&opt, sizeof opt);
   opt.qk_flags = 64;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_head_report(lines, 2, model, &opt));
   opt.struct_size = 0;

@@ -165,7 +165,7 @@ START_TEST(patterns_and_streams_match_each_layer) {
   TU_OK(mi_model_get_config(&c, model)); /* n_kv_heads resolved */
   size_t n = N_TOKENS, L = c.n_layers, H = c.n_heads, D = c.d_model;
   mi_forward_extras extras;
-  mi_forward_extras_init(&extras);
+  mi_forward_extras_init(&extras, sizeof extras);
   extras.patterns_count = L * H * n * n;
   extras.resid_count = (L + 1) * n * D;
   extras.patterns = malloc(extras.patterns_count * sizeof(float));
@@ -250,21 +250,21 @@ START_TEST(bad_inputs_are_refused) {
   ck_assert_msg(strstr(mi_last_error(), "6 tokens exceed") != NULL, "%s", mi_last_error());
 
   mi_forward_extras extras;
-  mi_forward_extras_init(&extras);
+  mi_forward_extras_init(&extras, sizeof extras);
   extras.struct_size = 0;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_forward(out, 7, model, tokens, 3, &extras));
-  mi_forward_extras_init(&extras);
+  mi_forward_extras_init(&extras, sizeof extras);
   extras.patterns = small; /* needs 2 layers x 2 heads x 3 x 3 = 36 */
   extras.patterns_count = 35;
   TU_FAILS(MI_ERR_SHAPE, mi_model_forward(out, 7, model, tokens, 3, &extras));
   ck_assert_msg(strstr(mi_last_error(), "patterns holds 35") != NULL, "%s", mi_last_error());
-  mi_forward_extras_init(&extras);
+  mi_forward_extras_init(&extras, sizeof extras);
   extras.resid = small; /* needs 3 x 3 x 6 = 54 */
   extras.resid_count = 53;
   TU_FAILS(MI_ERR_SHAPE, mi_model_forward(out, 7, model, tokens, 3, &extras));
   ck_assert_msg(strstr(mi_last_error(), "resid holds 53") != NULL, "%s", mi_last_error());
   /* A NULL buffer is skipped whatever its count says. */
-  mi_forward_extras_init(&extras);
+  mi_forward_extras_init(&extras, sizeof extras);
   TU_OK(mi_model_forward(out, 7, model, tokens, 3, &extras));
   mi_model_free(model);
 
@@ -439,11 +439,11 @@ static size_t count_paths(const mi_config *c, size_t from, size_t k) {
 static attribution_check setup_check(const mi_model *model, const size_t *tokens, size_t n,
                                      float *logits) {
   attribution_check a = {.model = model, .n = n};
-  mi_config_init(&a.c);
+  mi_config_init(&a.c, sizeof a.c);
   TU_OK(mi_model_get_config(&a.c, model));
   size_t L = a.c.n_layers, H = a.c.n_heads, D = a.c.d_model, V = a.c.d_vocab;
   mi_forward_extras extras;
-  mi_forward_extras_init(&extras);
+  mi_forward_extras_init(&extras, sizeof extras);
   extras.patterns_count = L * H * n * n;
   extras.resid_count = (L + 1) * n * D;
   extras.patterns = malloc(extras.patterns_count * sizeof(float));
@@ -497,7 +497,7 @@ START_TEST(parts_sum_to_the_logits) {
   float *logits = malloc(n * V * sizeof *logits);
   attribution_check a = setup_check(model, TOKENS, n, logits);
   mi_attribution_options opt;
-  mi_attribution_options_init(&opt);
+  mi_attribution_options_init(&opt, sizeof opt);
   opt.flags = MI_ATTRIBUTE_FULL_LOGITS;
   a.opt = &opt;
   size_t count;
@@ -538,7 +538,7 @@ START_TEST(direct_logit_attribution_at_chosen_positions) {
   for (size_t k = 0; k <= 3; k += 2) {
     attribution_check a = setup_check(model, TOKENS, n, logits);
     mi_attribution_options opt;
-    mi_attribution_options_init(&opt);
+    mi_attribution_options_init(&opt, sizeof opt);
     opt.max_order = k;
     opt.positions = positions;
     opt.n_positions = 3;
@@ -599,7 +599,7 @@ START_TEST(parts_do_not_depend_on_folding) {
   mi_model *model = tu_random_model(&c, 21);
   size_t answer[2] = {3, 11}, positions[2] = {8, 4};
   mi_attribution_options opt;
-  mi_attribution_options_init(&opt);
+  mi_attribution_options_init(&opt, sizeof opt);
   opt.positions = positions;
   opt.n_positions = 2;
   opt.logit_tokens = answer;
@@ -625,7 +625,7 @@ START_TEST(callback_stops_the_walk) {
   float *logits = malloc(N_TOKENS * c.d_vocab * sizeof *logits);
   attribution_check a = setup_check(model, TOKENS, N_TOKENS, logits);
   mi_attribution_options opt;
-  mi_attribution_options_init(&opt);
+  mi_attribution_options_init(&opt, sizeof opt);
   opt.flags = MI_ATTRIBUTE_FULL_LOGITS;
   a.opt = &opt;
   a.stop_after = 5;
@@ -652,7 +652,7 @@ START_TEST(bad_attribution_inputs_are_refused) {
   size_t tokens[6] = {1, 2, 3, 4, 5, 6}, bad_token[2] = {1, 7};
   size_t pos[2] = {0, 3}, tok[2] = {1, 2}, far[2] = {1, 7};
   mi_attribution_options opt;
-  mi_attribution_options_init(&opt);
+  mi_attribution_options_init(&opt, sizeof opt);
   opt.flags = MI_ATTRIBUTE_FULL_LOGITS;
   size_t count = 99;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_attribute(&count, NULL, tokens, 3, &opt, never_called, NULL));

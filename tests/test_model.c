@@ -58,7 +58,7 @@ START_TEST(weights_round_trip_with_strides) {
   mi_model *model;
   TU_OK(mi_model_create(&model, &c));
   mi_config got;
-  mi_config_init(&got);
+  mi_config_init(&got, sizeof got);
   TU_OK(mi_model_get_config(&got, model));
   ck_assert_uint_eq(got.n_kv_heads, 2);
   ck_assert_uint_eq(mi_model_layout(model), MI_LAYOUT_MEMORY);
@@ -195,7 +195,7 @@ START_TEST(folding_creates_missing_biases) {
   mi_model *model = tu_random_model(&c, 7);
   TU_OK(mi_model_process(model, MI_PROCESS_FOLD_LN));
   mi_config got;
-  mi_config_init(&got);
+  mi_config_init(&got, sizeof got);
   TU_OK(mi_model_get_config(&got, model));
   ck_assert_uint_eq(got.parts & (MI_PART_QKV_BIAS | MI_PART_UNEMBED_BIAS),
                     MI_PART_QKV_BIAS | MI_PART_UNEMBED_BIAS);

@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ static void copies_of(const mi_config *c, mi_weight w, size_t *layers, size_t *h
 
 static mi_config config_of(const mi_model *model) {
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   TU_OK(mi_model_get_config(&c, model));
   return c;
 }
@@ -291,7 +292,7 @@ static st_writer *write_gpt2(const mi_model *model, const char *dtype, const cha
 
 static mi_load_options raw_options(void) {
   mi_load_options o;
-  mi_load_options_init(&o);
+  mi_load_options_init(&o, sizeof o);
   o.process = 0;
   return o;
 }
@@ -449,7 +450,7 @@ START_TEST(gpt2_and_tl_files_give_the_same_logits) {
   double a[5 * 9], b[5 * 9];
   for (int processed = 0; processed < 2; processed++) {
     mi_load_options o;
-    mi_load_options_init(&o);
+    mi_load_options_init(&o, sizeof o);
     if (!processed)
       o.process = 0;
     mi_model *from_tl = save_and_load(tl, "same_tl.safetensors", &o);
@@ -486,8 +487,8 @@ START_TEST(processing_on_load_keeps_the_logits) {
   mi_model *written = exact_model(&c, 5);
   st_writer *st = write_tl(written, "F32", false, NULL);
   mi_load_options raw = raw_options(), folded, tl;
-  mi_load_options_init(&folded);
-  mi_load_options_init(&tl);
+  mi_load_options_init(&folded, sizeof folded);
+  mi_load_options_init(&tl, sizeof tl);
   tl.process = MI_PROCESS_TRANSFORMERLENS;
   mi_model *m_raw = save_and_load(st, "fold_raw.safetensors", &raw);
   mi_model *m_fold = save_and_load(st, "fold_fold.safetensors", &folded);
@@ -567,15 +568,44 @@ START_TEST(folded_tl_checkpoints_keep_their_normalisation) {
 }
 END_TEST
 
+/* A caller compiled before `process` existed: only its bytes are read, and
+ * the load folds LayerNorm by default (ASan: the struct is exactly sized). */
+START_TEST(old_options_take_the_defaults) {
+  mi_config c = tu_config(1, 2, 4, 2, 5, 6, ALL_PARTS);
+  mi_model *written = exact_model(&c, 2), *model = (mi_model *)1;
+  st_writer *st = write_tl(written, "F32", false, NULL);
+  size_t size, old_size = offsetof(mi_load_options, process);
+  unsigned char *bytes = st_serialize(st, &size);
+  mi_load_options full = raw_options(); /* process 0 lies past the old struct */
+  full.n_heads = 2;
+  mi_load_options *old = malloc(old_size);
+  memcpy(old, &full, old_size);
+  memcpy(old, &old_size, sizeof old_size); /* struct_size, without a too-wide access */
+  TU_OK(mi_model_load_memory(&model, bytes, size, old));
+  ck_assert_uint_eq(mi_model_processing(model), MI_PROCESS_FOLD_LN);
+  mi_model_free(model);
+  const size_t four = 4;
+  memcpy(old, &four, sizeof four);
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_load_memory(&model, bytes, size, old));
+  ck_assert_msg(strstr(mi_last_error(), "mi_load_options.struct_size") != NULL, "%s",
+                mi_last_error());
+  ck_assert_ptr_null(model);
+  free(old);
+  free(bytes);
+  st_writer_free(st);
+  mi_model_free(written);
+}
+END_TEST
+
 START_TEST(options_are_checked) {
   mi_config c = tu_config(1, 2, 4, 2, 5, 0, 0);
   mi_model *written = exact_model(&c, 1), *model = (mi_model *)1;
   st_writer *st = write_tl(written, "F32", false, NULL);
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
-  mi_load_options_init(NULL);
+  mi_load_options_init(NULL, sizeof(mi_load_options));
   mi_load_options o;
-  mi_load_options_init(&o);
+  mi_load_options_init(&o, sizeof o);
   ck_assert_uint_eq(o.struct_size, sizeof o);
   ck_assert_uint_eq(o.n_heads, 0);
   ck_assert_uint_eq(o.process, MI_PROCESS_FOLD_LN);
@@ -590,10 +620,10 @@ START_TEST(options_are_checked) {
   TU_FAILS(MI_ERR_SHAPE, mi_model_load_memory(&model, bytes, size, &o));
   ck_assert_msg(strstr(mi_last_error(), "blocks.0.attn.W_Q") != NULL, "%s", mi_last_error());
   ck_assert_ptr_null(model);
-  mi_load_options_init(&o);
+  mi_load_options_init(&o, sizeof o);
   o.struct_size = 0;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_load_memory(&model, bytes, size, &o));
-  mi_load_options_init(&o);
+  mi_load_options_init(&o, sizeof o);
   o.process = 1u << 9;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_load_memory(&model, bytes, size, &o));
   /* No LayerNorm: centering the writing weights would change the outputs. */
@@ -889,6 +919,7 @@ static Suite *safetensors_suite(void) {
   tcase_add_test(tc, processing_on_load_keeps_the_logits);
   tcase_add_test(tc, folded_tl_checkpoints_keep_their_normalisation);
   tcase_add_test(tc, options_are_checked);
+  tcase_add_test(tc, old_options_take_the_defaults);
   tcase_add_test(tc, mlp_weights_are_recorded_not_read);
   tcase_add_test(tc, files_that_cannot_be_read);
   suite_add_tcase(s, tc);

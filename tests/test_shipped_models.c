@@ -29,12 +29,12 @@ static void check_model(const char *name, unsigned process) {
   char path[4096];
   mi_model *model;
   mi_load_options opt;
-  mi_load_options_init(&opt);
+  mi_load_options_init(&opt, sizeof opt);
   opt.process = process;
   snprintf(path, sizeof path, "%s/%s/model.safetensors", MI_EXAMPLE_MODELS, name);
   TU_OK(mi_model_load(&model, path, &opt));
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   TU_OK(mi_model_get_config(&c, model));
 
   snprintf(path, sizeof path, "%s/%s/reference_logits.json", MI_EXAMPLE_MODELS, name);

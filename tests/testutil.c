@@ -26,7 +26,7 @@ double tu_normal(tu_rng *rng) {
 mi_config tu_config(size_t n_layers, size_t n_heads, size_t d_model, size_t d_head,
                     size_t d_vocab, size_t n_ctx, unsigned parts) {
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   c.n_layers = n_layers;
   c.n_heads = n_heads;
   c.d_model = d_model;
@@ -41,7 +41,7 @@ mi_model *tu_random_model(const mi_config *config, uint64_t seed) {
   mi_model *model;
   TU_OK(mi_model_create(&model, config));
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   TU_OK(mi_model_get_config(&c, model));
   tu_rng rng = tu_rng_seed(seed);
   for (int w = 0; w < MI_WEIGHT_COUNT; w++) {
@@ -120,7 +120,7 @@ static void matmul(double *out, const double *x, const double *W, const double *
 void tu_reference_logits(double *logits, const mi_model *model, const size_t *tokens,
                          size_t n) {
   mi_config c;
-  mi_config_init(&c);
+  mi_config_init(&c, sizeof c);
   TU_OK(mi_model_get_config(&c, model));
   size_t D = c.d_model, dh = c.d_head, r, k;
   double *resid = calloc(n * D, sizeof *resid), *xn = malloc(n * D * sizeof *xn);

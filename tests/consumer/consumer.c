@@ -9,7 +9,7 @@
 
 int main(void) {
   mi_config config;
-  mi_config_init(&config);
+  mi_config_init(&config, sizeof config);
   config.n_layers = 2;
   config.n_heads = 4;
   config.n_kv_heads = 2;
@@ -29,7 +29,7 @@ int main(void) {
     w_e[i] = (float)i / 8;
   float back[10 * 16];
   mi_config got;
-  mi_config_init(&got);
+  mi_config_init(&got, sizeof got);
   if (mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, w_e, 16) != MI_OK ||
       mi_model_process(model, MI_PROCESS_FOLD_LN) != MI_OK ||
       mi_model_get_weight(back, 16, model, MI_W_E, 0, 0) != MI_OK ||

@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const uint8_t empty[1];
   mi_load_options options;
-  mi_load_options_init(&options);
+  mi_load_options_init(&options, sizeof options);
   for (int pass = 0; pass < 2; pass++) {
     mi_model *model;
     if (pass == 1)

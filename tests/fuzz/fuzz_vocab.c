@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static mi_model *model; /* one model, so loads also replace vocabularies */
   if (model == NULL) {
     mi_config config;
-    mi_config_init(&config);
+    mi_config_init(&config, sizeof config);
     config.n_layers = config.n_heads = config.d_model = config.d_head = 1;
     config.d_vocab = D_VOCAB;
     if (mi_model_create(&model, &config) != MI_OK)

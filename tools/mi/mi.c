@@ -268,7 +268,7 @@ static void load(loaded *m, const char *path) {
   if (!m->path)
     die_oom();
   LIB(mi_model_load(&m->model, m->path, NULL), "cannot load model '%s'", m->path);
-  mi_config_init(&m->cfg);
+  mi_config_init(&m->cfg, sizeof m->cfg);
   LIB(mi_model_get_config(&m->cfg, m->model), "reading the configuration");
   char *dir = strdup(m->path);
   if (!dir)
@@ -584,7 +584,7 @@ static int cmd_report(int argc, char **argv) {
   size_t nh = m.cfg.n_layers * m.cfg.n_heads;
   unsigned qk_flags = (no_qk_bias ? 0u : MI_QK_BIAS) | MI_QK_SCALE;
   mi_report_options ro;
-  mi_report_options_init(&ro);
+  mi_report_options_init(&ro, sizeof ro);
   ro.qk_flags = qk_flags;
   mi_head_report *rep = xcalloc(nh, sizeof *rep);
   rep[0].struct_size = sizeof *rep;
@@ -1172,7 +1172,7 @@ static int cmd_attribute(int argc, char **argv) {
   double full = (double)row[target] - (vs_a ? (double)row[versus] : 0.0);
 
   mi_attribution_options ao;
-  mi_attribution_options_init(&ao);
+  mi_attribution_options_init(&ao, sizeof ao);
   ao.positions = &position;
   ao.n_positions = 1;
   ao.logit_tokens = &target;

@@ -217,7 +217,7 @@ class Model:
         """A model of this shape with zero weights (mi_model_create). ``parts``
         names optional parts: any of PARTS' keys."""
         config = Config()
-        lib.mi_config_init(ctypes.byref(config))
+        lib.mi_config_init(ctypes.byref(config), ctypes.sizeof(config))
         config.n_layers, config.n_heads, config.n_kv_heads = n_layers, n_heads, n_kv_heads
         config.d_model, config.d_head, config.d_vocab, config.n_ctx = d_model, d_head, d_vocab, n_ctx
         config.ln_eps = ln_eps
@@ -268,7 +268,7 @@ class Model:
         vocabulary file to load too; by default ``vocab.json`` or ``vocab.txt``
         next to the model file is loaded when present."""
         options = LoadOptions()
-        lib.mi_load_options_init(ctypes.byref(options))
+        lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.n_heads = n_heads
         options.process = 0 if process is None else _steps(process)
         handle = ctypes.c_void_p()
@@ -344,7 +344,7 @@ class Model:
     def config(self) -> dict:
         """The model's shape as a dict of mi_config's fields."""
         config = Config()
-        lib.mi_config_init(ctypes.byref(config))
+        lib.mi_config_init(ctypes.byref(config), ctypes.sizeof(config))
         lib.mi_model_get_config(ctypes.byref(config), self._h())
         return {name: getattr(config, name) for name, _ in Config._fields_ if name != "struct_size"}
 
@@ -428,7 +428,7 @@ class Model:
         behavioural scores on ``behaviour_sequences`` random repeated sequences
         (0: none, NaN), in (layer, head) order (mi_model_head_report)."""
         options = _native.ReportOptions()
-        lib.mi_report_options_init(ctypes.byref(options))
+        lib.mi_report_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.qk_flags = _qk_flags(bias, scale)
         options.prev_token = 1 if prev_token else 0
         options.behaviour_sequences = behaviour_sequences
@@ -546,7 +546,7 @@ class Model:
         L, H, D, V = config["n_layers"], config["n_heads"], config["d_model"], config["d_vocab"]
         logits = OutArray((n, V), ctypes.c_float)
         extras = _native.ForwardExtras()
-        lib.mi_forward_extras_init(ctypes.byref(extras))
+        lib.mi_forward_extras_init(ctypes.byref(extras), ctypes.sizeof(extras))
         pat = OutArray((L, H, n, n), ctypes.c_float) if patterns else None
         res = OutArray((L + 1, n, D), ctypes.c_float) if resid else None
         if pat is not None:
@@ -573,7 +573,7 @@ class Model:
         return stops) and returns those delivered."""
         ids, n, keep_ids = size_vector(tokens)
         options = _native.AttributionOptions()
-        lib.mi_attribution_options_init(ctypes.byref(options))
+        lib.mi_attribution_options_init(ctypes.byref(options), ctypes.sizeof(options))
         if max_order is not None:
             options.max_order = max_order
         keep = []

@@ -277,6 +277,12 @@ mi_status mi__circuit_adopt(mi_circuit **out, const mi__matrix *A, float *owned_
   return circuit_new(out, *A, owned_a, NULL, *B, owned_b, NULL, NULL);
 }
 
+mi_status mi__circuit_adopt_b(mi_circuit **out, const mi_circuit *share_a, const mi__matrix *B,
+                              float *owned_b) {
+  *out = NULL;
+  return circuit_new(out, share_a->A, NULL, share_a->sa, *B, owned_b, NULL, NULL);
+}
+
 mi_status mi_circuit_transpose(mi_circuit **out, const mi_circuit *circuit) {
   MI_CHECK_ARG(out);
   *out = NULL;

@@ -139,6 +139,10 @@ void mi__circuit_factors(struct mi__matrix *A, struct mi__matrix *B, const mi_ci
 mi_status mi__circuit_adopt(mi_circuit **out, const struct mi__matrix *A, float *owned_a,
                             const struct mi__matrix *B, float *owned_b);
 
+/* The same with share_a's A (its storage shared, counted) and an adopted B. */
+mi_status mi__circuit_adopt_b(mi_circuit **out, const mi_circuit *share_a,
+                              const struct mi__matrix *B, float *owned_b);
+
 /* ---- versioned structs (structs.c) ------------------------------------------ */
 
 /*

@@ -409,8 +409,9 @@ typedef struct path_walk {
   float *z;       /* D × L·H·dh: every head's W_V·S */
   path_level *level; /* max_order levels */
   double *g, *root, *w; /* dh × dh Gram, its root, dh eigenvalues */
-  float *factors; /* path_factors scratch, with MI_PATHS_CIRCUITS */
-  size_t first;   /* head whose W_E W_V is in factors, or SIZE_MAX */
+  float *scratch;   /* path_factors' chain and step, with MI_PATHS_CIRCUITS */
+  mi_circuit *held; /* the last path circuit: its A is W_E W_V of head `first` */
+  size_t first;     /* SIZE_MAX while no circuit is held */
   size_t *layers, *heads; /* the current path: max_order each */
   mi_path_fn callback;
   void *user;
@@ -425,7 +426,8 @@ static void walk_free(path_walk *w) {
     free(w->level[0].K);
   free(w->level);
   free(w->g);
-  free(w->factors);
+  free(w->scratch);
+  mi_circuit_free(w->held);
   free(w->layers);
 }
 
@@ -457,9 +459,14 @@ static mi_status walk_alloc(path_walk *w, const mi_config *c, size_t top, bool c
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "path walk scratch for %zu heads",
                     c->n_layers * c->n_heads);
   if (circuits) {
-    mi_status status = factor_scratch(&w->factors, c);
-    if (status != MI_OK)
-      return status;
+    size_t ab, rest;
+    if (!mi__mul_size(&ab, c->d_vocab, dh) || ab > SIZE_MAX / sizeof(float) ||
+        !mi__mul_size(&rest, dh, D + dh) || rest > SIZE_MAX / sizeof(float))
+      return mi__fail(MI_ERR_OUT_OF_MEMORY, "path factors of %zu x %zu overflow",
+                      c->d_vocab, dh);
+    w->scratch = malloc(rest * sizeof *w->scratch);
+    if (w->scratch == NULL)
+      return mi__fail(MI_ERR_OUT_OF_MEMORY, "path factors: %zu floats", rest);
   }
   float *at = f;
   for (size_t d = 0; d < top; d++) {
@@ -548,14 +555,30 @@ static mi_status walk_emit(path_walk *w, size_t order, double norm_sq) {
     if (order == 0) {
       status = mi_circuit_direct(&circuit, w->model);
     } else {
+      /* The circuit adopts a new B; A is new too, or shared with the held
+       * circuit when the path starts at the same head (sizes: walk_alloc). */
       size_t first = w->layers[0] * w->H + w->heads[0];
-      float *A = w->factors, *B = A + V * dh;
-      status = path_factors(first == w->first ? NULL : A, B, B + V * dh,
-                            B + V * dh + dh * c->d_model, w->model, order, w->layers,
-                            w->heads);
-      w->first = status == MI_OK ? first : SIZE_MAX;
+      bool share = w->held != NULL && first == w->first;
+      float *A = share ? NULL : malloc(V * dh * sizeof *A), *B = malloc(V * dh * sizeof *B);
+      if (B == NULL || (!share && A == NULL))
+        status = mi__fail(MI_ERR_OUT_OF_MEMORY, "path circuit: %zu x %zu factors", V, dh);
       if (status == MI_OK)
-        status = mi_circuit_from_factors(&circuit, V, dh, V, A, dh, B, V);
+        status = path_factors(A, B, w->scratch, w->scratch + dh * c->d_model, w->model,
+                              order, w->layers, w->heads);
+      mi__matrix Am = mi__matrix_rowmajor(A, V, dh), Bm = mi__matrix_rowmajor(B, dh, V);
+      if (status != MI_OK) {
+        free(A);
+        free(B);
+      } else if (share) {
+        status = mi__circuit_adopt_b(&circuit, w->held, &Bm, B);
+      } else {
+        status = mi__circuit_adopt(&circuit, &Am, A, &Bm, B);
+      }
+      if (status == MI_OK) { /* held until the next path circuit replaces it */
+        mi_circuit_free(w->held);
+        w->held = circuit;
+        w->first = first;
+      }
     }
     path.circuit = circuit;
   }
@@ -563,7 +586,8 @@ static mi_status walk_emit(path_walk *w, size_t order, double norm_sq) {
     w->count++;
     w->stopped = w->callback(&path, w->user) != 0;
   }
-  mi_circuit_free(circuit);
+  if (circuit != w->held)
+    mi_circuit_free(circuit);
   return status;
 }
 

@@ -285,11 +285,9 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
   MI_CHECK_ARG(model);
   mi_report_options opt;
   mi_report_options_init(&opt, sizeof opt);
-  if (options != NULL) {
-    mi_status status = mi__struct_in(&opt, sizeof opt, options, "mi_report_options");
-    if (status != MI_OK)
-      return status;
-  }
+  mi_status status = mi__struct_in(&opt, sizeof opt, options, "mi_report_options");
+  if (status != MI_OK)
+    return status;
   if (opt.qk_flags & ~(unsigned)(MI_QK_BIAS | MI_QK_SCALE))
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "report: unknown qk_flags bits 0x%x",
                     opt.qk_flags);
@@ -305,7 +303,7 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
   /* Results go to a full-size array first, then to the caller's stride. */
   mi_head_report *lines = calloc(heads, sizeof *lines);
   report_work w = {0};
-  mi_status status = lines ? work_alloc(&w, c)
+  status = lines ? work_alloc(&w, c)
                            : mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu lines", heads);
   if (status == MI_OK)
     status = grams(&w, model);

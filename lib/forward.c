@@ -271,11 +271,9 @@ mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const s
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "logits: %zu rows at ld %zu overflow", n, ld);
   mi_forward_extras x;
   mi_forward_extras_init(&x, sizeof x);
-  if (extras != NULL) {
-    status = mi__struct_in(&x, sizeof x, extras, "mi_forward_extras");
-    if (status != MI_OK)
-      return status;
-  }
+  status = mi__struct_in(&x, sizeof x, extras, "mi_forward_extras");
+  if (status != MI_OK)
+    return status;
   size_t need_p = 0, need_r = 0;
   bool over_p = !mi__mul_size(&need_p, c->n_layers * c->n_heads, n) || /* L·H fits: W_Q */
                 !mi__mul_size(&need_p, need_p, n);

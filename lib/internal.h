@@ -157,7 +157,7 @@ void mi__struct_init(void *out, size_t struct_size, const void *defaults, size_t
  * Copies a caller's input struct `src` into `dst` (dst_size bytes, already
  * holding the defaults): only src's struct_size bytes are read, so fields an
  * older caller lacks keep their defaults; dst's struct_size becomes dst_size.
- * MI_ERR_INVALID_ARGUMENT, naming the struct `name`, when struct_size is
+ * A NULL src (optional options) leaves the defaults. MI_ERR_INVALID_ARGUMENT, naming the struct `name`, when struct_size is
  * below sizeof(size_t) or above dst_size.
  */
 mi_status mi__struct_in(void *dst, size_t dst_size, const void *src, const char *name);

@@ -710,13 +710,11 @@ mi_status mi_model_load_memory(mi_model **out, const void *data, size_t size,
   MI_CHECK_ARG(data);
   mi_load_options opts;
   mi_load_options_init(&opts, sizeof opts);
-  if (options != NULL) {
-    mi_status status = mi__struct_in(&opts, sizeof opts, options, "mi_load_options");
-    if (status != MI_OK)
-      return status;
-  }
+  mi_status status = mi__struct_in(&opts, sizeof opts, options, "mi_load_options");
+  if (status != MI_OK)
+    return status;
   st_file f = {0};
-  mi_status status = parse_header(&f, data, size);
+  status = parse_header(&f, data, size);
   if (status == MI_OK)
     status = load(out, &f, &opts);
   st_file_close(&f);

@@ -16,6 +16,8 @@ void mi__struct_init(void *out, size_t struct_size, const void *defaults, size_t
 }
 
 mi_status mi__struct_in(void *dst, size_t dst_size, const void *src, const char *name) {
+  if (src == NULL)
+    return MI_OK;
   size_t size;
   memcpy(&size, src, sizeof size);
   if (size < sizeof size)

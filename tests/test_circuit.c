@@ -257,24 +257,6 @@ END_TEST
 
 /* ---- circuits of a model -------------------------------------------------------- */
 
-/* out (rows × cols) = X (rows × inner) · Y (inner × cols), doubles. */
-static double *mul(const double *X, const double *Y, size_t rows, size_t inner, size_t cols) {
-  double *out = calloc(rows * cols, sizeof *out);
-  for (size_t i = 0; i < rows; i++)
-    for (size_t t = 0; t < inner; t++)
-      for (size_t j = 0; j < cols; j++)
-        out[i * cols + j] += X[i * inner + t] * Y[t * cols + j];
-  return out;
-}
-
-static double *transposed(const double *X, size_t rows, size_t cols) {
-  double *out = malloc(rows * cols * sizeof *out);
-  for (size_t i = 0; i < rows; i++)
-    for (size_t j = 0; j < cols; j++)
-      out[j * rows + i] = X[i * cols + j];
-  return out;
-}
-
 /* The circuit's dense matrix equals `want` (rows × cols) to 1e-5 of its size. */
 static void check_dense(const mi_circuit *c, const double *want, size_t rows, size_t cols,
                         const char *what) {
@@ -294,7 +276,7 @@ static void check_dense(const mi_circuit *c, const double *want, size_t rows, si
 /* (E W + 1 b) in double: E is rows × D, W is D × dh, b may be NULL. */
 static double *projected(const double *E, const double *W, const double *b, size_t rows,
                          size_t D, size_t dh) {
-  double *P = mul(E, W, rows, D, dh);
+  double *P = tu_mul(E, W, rows, D, dh);
   if (b)
     for (size_t i = 0; i < rows; i++)
       for (size_t j = 0; j < dh; j++)
@@ -324,7 +306,7 @@ START_TEST(model_circuits_match_dense_reference) {
         double s = (flags & MI_QK_SCALE) ? 1.0 / sqrt((double)dh) : 1.0;
         double *Q = projected(Eq, WQ, (flags & MI_QK_BIAS) ? bQ : NULL, nq, D, dh);
         double *K = projected(Ek, WK, (flags & MI_QK_BIAS) ? bK : NULL, nk, D, dh);
-        double *Kt = transposed(K, nk, dh), *want = mul(Q, Kt, nq, dh, nk);
+        double *Kt = tu_transposed(K, nk, dh), *want = tu_mul(Q, Kt, nq, dh, nk);
         for (size_t i = 0; i < nq * nk; i++)
           want[i] *= s;
         mi_circuit *c;
@@ -333,15 +315,15 @@ START_TEST(model_circuits_match_dense_reference) {
         check_dense(c, want, nq, nk, "qk");
         mi_circuit *t;
         TU_OK(mi_circuit_transpose(&t, c));
-        double *wt = transposed(want, nq, nk);
+        double *wt = tu_transposed(want, nq, nk);
         check_dense(t, wt, nk, nq, "qk transposed");
         mi_circuit_free(c);
         mi_circuit_free(t);
         free(Q); free(K); free(Kt); free(want); free(wt);
       }
   /* OV: W_E W_V W_O W_U; direct: W_E W_U. The circuit outlives its model. */
-  double *EV = mul(E, WV, V, D, dh), *OU = mul(WO, WU, dh, D, V);
-  double *ov = mul(EV, OU, V, dh, V), *direct = mul(E, WU, V, D, V);
+  double *EV = tu_mul(E, WV, V, D, dh), *OU = tu_mul(WO, WU, dh, D, V);
+  double *ov = tu_mul(EV, OU, V, dh, V), *direct = tu_mul(E, WU, V, D, V);
   mi_circuit *c_ov, *c_direct;
   TU_OK(mi_circuit_ov(&c_ov, model, l, h));
   TU_OK(mi_circuit_direct(&c_direct, model));
@@ -356,7 +338,7 @@ START_TEST(model_circuits_match_dense_reference) {
   size_t rank;
   TU_OK(mi_circuit_shape(NULL, NULL, &rank, c1));
   ck_assert_uint_eq(rank, dh);
-  double *p1 = mul(direct, ov, V, V, V), *p2 = mul(ov, direct, V, V, V);
+  double *p1 = tu_mul(direct, ov, V, V, V), *p2 = tu_mul(ov, direct, V, V, V);
   check_dense(c1, p1, V, V, "direct*ov");
   check_dense(c2, p2, V, V, "ov*direct");
   mi_circuit_free(c1);

@@ -144,16 +144,6 @@ START_TEST(prev_token_share_of_a_previous_token_circuit) {
 }
 END_TEST
 
-/* out (rows × cols) = X (rows × inner) · Y (inner × cols). */
-static double *mul(const double *X, const double *Y, size_t rows, size_t inner, size_t cols) {
-  double *out = calloc(rows * cols, sizeof *out);
-  for (size_t i = 0; i < rows; i++)
-    for (size_t t = 0; t < inner; t++)
-      for (size_t j = 0; j < cols; j++)
-        out[i * cols + j] += X[i * inner + t] * Y[t * cols + j];
-  return out;
-}
-
 /* A caller array whose lines are larger than mi_head_report (a newer
  * caller, or a wrapper): the stride is the caller's struct_size. */
 typedef struct wide_line {
@@ -191,9 +181,9 @@ START_TEST(head_report_matches_dense_reference) {
       double *bQ = tu_weight(model, MI_B_Q, l, h, &rr, &cc);
       double *bK = tu_weight(model, MI_B_K, l, kv, &rr, &cc);
       /* Dense V × V circuits in double. */
-      double *EV = mul(E, WV, V, D, dh), *OU = mul(WO, WU, dh, D, V);
-      double *ov = mul(EV, OU, V, dh, V);
-      double *Q = mul(E, WQ, V, D, dh), *K = mul(E, WK, V, D, dh);
+      double *EV = tu_mul(E, WV, V, D, dh), *OU = tu_mul(WO, WU, dh, D, V);
+      double *ov = tu_mul(EV, OU, V, dh, V);
+      double *Q = tu_mul(E, WQ, V, D, dh), *K = tu_mul(E, WK, V, D, dh);
       double *qk = calloc(V * V, sizeof *qk);
       for (size_t i = 0; i < V; i++)
         for (size_t j = 0; j < V; j++)

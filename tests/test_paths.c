@@ -15,18 +15,6 @@
 static const unsigned ALL_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART_OUT_BIAS |
                                   MI_PART_UNEMBED_BIAS | MI_PART_LN | MI_PART_LN_FINAL;
 
-/* C (n × n) = A (n × k) · B (k × n), all doubles, row-major. */
-static void dense_mul(double *C, const double *A, const double *B, size_t n, size_t k,
-                      size_t m) {
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < m; j++) {
-      double s = 0;
-      for (size_t t = 0; t < k; t++)
-        s += A[i * k + t] * B[t * m + j];
-      C[i * m + j] = s;
-    }
-}
-
 static double frobenius(const double *A, size_t n) {
   double s = 0;
   for (size_t i = 0; i < n; i++)
@@ -53,7 +41,7 @@ static void head_matrices(double *ov, double *qk, double *qkt, const mi_model *m
   double *WK = tu_weight(model, MI_W_K, l, g, &r, &k);
   double *WV = tu_weight(model, MI_W_V, l, g, &r, &k);
   double *WO = tu_weight(model, MI_W_O, l, h, &r, &k);
-  dense_mul(ov, WV, WO, D, dh, D);
+  tu_matmul(ov, WV, WO, NULL, D, dh, D);
   dense_xyt(qk, WQ, WK, D, dh);
   dense_xyt(qkt, WK, WQ, D, dh);
   free(WQ); free(WK); free(WV); free(WO);
@@ -104,7 +92,7 @@ START_TEST(scores_match_dense_products) {
           continue;
         }
         const double *M1 = ov + a * D * D, *M2 = right_of[kind] + b * D * D;
-        dense_mul(prod, M1, M2, D, D, D);
+        tu_matmul(prod, M1, M2, NULL, D, D, D);
         double want = frobenius(prod, D * D) / (frobenius(M1, D * D) * frobenius(M2, D * D));
         worst = fmax(worst, fabs(score - want));
       }
@@ -181,7 +169,7 @@ START_TEST(baseline_matches_a_dense_monte_carlo) {
     /* B is drawn as Bᵀ (D × dh): M = A·B = A·(Bᵀ)ᵀ. */
     dense_xyt(M1, A[0], A[1], D, dh);
     dense_xyt(M2, A[2], A[3], D, dh);
-    dense_mul(P, M1, M2, D, D, D);
+    tu_matmul(P, M1, M2, NULL, D, D, D);
     double score = frobenius(P, D * D) / (frobenius(M1, D * D) * frobenius(M2, D * D));
     sum += score;
     sum_sq += score * score;
@@ -253,13 +241,13 @@ static double *dense_path(const mi_model *model, const mi_config *c, size_t orde
     size_t g = heads[i] / (c->n_heads / c->n_kv_heads);
     double *WV = tu_weight(model, MI_W_V, layers[i], g, &r, &k);
     double *WO = tu_weight(model, MI_W_O, layers[i], heads[i], &r, &k);
-    dense_mul(mid, x, WV, V, D, dh);
-    dense_mul(tmp, mid, WO, V, dh, D);
+    tu_matmul(mid, x, WV, NULL, V, D, dh);
+    tu_matmul(tmp, mid, WO, NULL, V, dh, D);
     memcpy(x, tmp, V * D * sizeof *x);
     free(WV); free(WO);
   }
   double *W_U = tu_weight(model, MI_W_U, 0, 0, &r, &k), *out = malloc(V * V * sizeof *out);
-  dense_mul(out, x, W_U, V, D, V);
+  tu_matmul(out, x, W_U, NULL, V, D, V);
   free(x); free(tmp); free(mid); free(W_U);
   return out;
 }

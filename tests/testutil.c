@@ -105,9 +105,8 @@ static void layer_norm(double *y, const double *x, size_t n, size_t D, double ep
   }
 }
 
-/* out[n × cols] = x[n × rows] · W[rows × cols] (+ bias). */
-static void matmul(double *out, const double *x, const double *W, const double *bias,
-                   size_t n, size_t rows, size_t cols) {
+void tu_matmul(double *out, const double *x, const double *W, const double *bias, size_t n,
+               size_t rows, size_t cols) {
   for (size_t t = 0; t < n; t++)
     for (size_t j = 0; j < cols; j++) {
       double s = bias ? bias[j] : 0.0;
@@ -115,6 +114,20 @@ static void matmul(double *out, const double *x, const double *W, const double *
         s += x[t * rows + i] * W[i * cols + j];
       out[t * cols + j] = s;
     }
+}
+
+double *tu_mul(const double *X, const double *Y, size_t rows, size_t inner, size_t cols) {
+  double *out = malloc(rows * cols * sizeof *out);
+  tu_matmul(out, X, Y, NULL, rows, inner, cols);
+  return out;
+}
+
+double *tu_transposed(const double *X, size_t rows, size_t cols) {
+  double *out = malloc(rows * cols * sizeof *out);
+  for (size_t i = 0; i < rows; i++)
+    for (size_t j = 0; j < cols; j++)
+      out[j * rows + i] = X[i * cols + j];
+  return out;
 }
 
 void tu_reference_logits(double *logits, const mi_model *model, const size_t *tokens,
@@ -154,9 +167,9 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
       double *bQ = tu_weight(model, MI_B_Q, l, h, &r, &k);
       double *bK = tu_weight(model, MI_B_K, l, kv, &r, &k);
       double *bV = tu_weight(model, MI_B_V, l, kv, &r, &k);
-      matmul(q, xn, WQ, bQ, n, D, dh);
-      matmul(kk, xn, WK, bK, n, D, dh);
-      matmul(v, xn, WV, bV, n, D, dh);
+      tu_matmul(q, xn, WQ, bQ, n, D, dh);
+      tu_matmul(kk, xn, WK, bK, n, D, dh);
+      tu_matmul(v, xn, WV, bV, n, D, dh);
       for (size_t t = 0; t < n; t++) {
         double top = -INFINITY, sum = 0;
         for (size_t s = 0; s <= t; s++) {
@@ -176,7 +189,7 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
           z[t * dh + i] = acc;
         }
       }
-      matmul(out, z, WO, NULL, n, dh, D);
+      tu_matmul(out, z, WO, NULL, n, dh, D);
       for (size_t i = 0; i < n * D; i++)
         add[i] += out[i];
       free(WQ); free(WK); free(WV); free(WO); free(bQ); free(bK); free(bV);
@@ -195,7 +208,7 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
     memcpy(xn, resid, n * D * sizeof *xn);
   double *W_U = tu_weight(model, MI_W_U, 0, 0, &r, &k);
   double *b_U = tu_weight(model, MI_B_U, 0, 0, &r, &k);
-  matmul(logits, xn, W_U, b_U, n, D, c.d_vocab);
+  tu_matmul(logits, xn, W_U, b_U, n, D, c.d_vocab);
   free(fw); free(fb); free(W_U); free(b_U);
   free(resid); free(xn); free(q); free(kk); free(v); free(z); free(out); free(add); free(p);
 }

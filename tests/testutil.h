@@ -60,6 +60,16 @@ double *tu_weight(const mi_model *model, mi_weight which, size_t layer, size_t h
 void tu_reference_logits(double *logits, const mi_model *model, const size_t *tokens,
                          size_t n);
 
+/* out[n × cols] = x[n × rows] · W[rows × cols] (+ bias, NULL for none), doubles. */
+void tu_matmul(double *out, const double *x, const double *W, const double *bias, size_t n,
+               size_t rows, size_t cols);
+
+/* X (rows × inner) · Y (inner × cols), malloc'd; the caller frees. */
+double *tu_mul(const double *X, const double *Y, size_t rows, size_t inner, size_t cols);
+
+/* Xᵀ of a rows × cols matrix, malloc'd; the caller frees. */
+double *tu_transposed(const double *X, size_t rows, size_t cols);
+
 /* Largest |a[i] - b[i]| and largest |b[i]|. */
 double tu_max_abs_diff(const double *a, const double *b, size_t n);
 double tu_max_abs(const double *a, size_t n);

@@ -193,6 +193,22 @@ def read_safetensors(path):
     return out, metadata
 
 
+def save_model(out_dir, name, p, cfg, seed, vocab):
+    """model.safetensors (TransformerLens names, the config in __metadata__,
+    read back to check) and vocab.txt (one token a line) into out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    metadata = {k: str(v) for k, v in cfg.items()}
+    metadata.update({"act_fn": "none", "attn_only": "true",
+                     "normalization_type": "LN", "positional_embedding_type":
+                     "standard", "eps": str(LN_EPS), "model_name": name,
+                     "seed": str(seed), "trained_by": "tools/train_models.py"})
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), p, metadata)
+    back, _ = read_safetensors(os.path.join(out_dir, "model.safetensors"))
+    assert all(torch.equal(back[k], p[k]) for k in p)
+    with open(os.path.join(out_dir, "vocab.txt"), "w") as fh:
+        fh.write("".join(w + "\n" for w in vocab))
+
+
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)
@@ -479,18 +495,7 @@ def train_skip_trigram(out_dir, log):
             correct[is_out].float().mean().item()),
         "eval_sequences": 512,
     }
-    os.makedirs(out_dir, exist_ok=True)
-    metadata = {k: str(v) for k, v in cfg.items()}
-    metadata.update({"act_fn": "none", "attn_only": "true",
-                     "normalization_type": "LN", "positional_embedding_type":
-                     "standard", "eps": str(LN_EPS), "model_name":
-                     "skip-trigram-1l", "seed": str(seed),
-                     "trained_by": "tools/train_models.py"})
-    write_safetensors(os.path.join(out_dir, "model.safetensors"), p, metadata)
-    back, _ = read_safetensors(os.path.join(out_dir, "model.safetensors"))
-    assert all(torch.equal(back[k], p[k]) for k in p)
-    with open(os.path.join(out_dir, "vocab.txt"), "w") as fh:
-        fh.write("".join(w + "\n" for w in vocab))
+    save_model(out_dir, "skip-trigram-1l", p, cfg, seed, vocab)
 
     test_rng = np.random.default_rng(seed + 2)
     sequences = [skip_trigram_sequence(test_rng, ids, filler_ids,
@@ -769,18 +774,7 @@ def train_induction(out_dir, log):
         "eval_sequences": "%d x <bos> + X + X, X uniform random of length %d"
                           % (N, R),
     }
-    os.makedirs(out_dir, exist_ok=True)
-    metadata = {k: str(v) for k, v in cfg.items()}
-    metadata.update({"act_fn": "none", "attn_only": "true",
-                     "normalization_type": "LN", "positional_embedding_type":
-                     "standard", "eps": str(LN_EPS), "model_name":
-                     "induction-2l", "seed": str(seed),
-                     "trained_by": "tools/train_models.py"})
-    write_safetensors(os.path.join(out_dir, "model.safetensors"), p, metadata)
-    back, _ = read_safetensors(os.path.join(out_dir, "model.safetensors"))
-    assert all(torch.equal(back[k], p[k]) for k in p)
-    with open(os.path.join(out_dir, "vocab.txt"), "w") as fh:
-        fh.write("".join(w + "\n" for w in vocab))
+    save_model(out_dir, "induction-2l", p, cfg, seed, vocab)
 
     test_rng = np.random.default_rng(seed + 2)
     span = [int(t) for t in test_rng.integers(1, V, size=R)]

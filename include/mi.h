@@ -528,7 +528,11 @@ MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t s
  * become invalid.
  *
  * @param model  in/out: the model; not shared with other threads during the call
- * @param path   in: a vocab.json, tokenizer.json or text file
+ * @param path   in: a vocab.json, tokenizer.json or text file. A name ending
+ *               in ".txt" is read as one token a line and one ending in
+ *               ".json" as JSON, whatever its first character (a text
+ *               vocabulary may begin with the token "{"); any other name is
+ *               detected from the content, as `mi_model_load_vocab_memory` does.
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_IO (cannot open or
  *         read, not a regular file); MI_ERR_OUT_OF_MEMORY; and as
  *         `mi_model_load_vocab_memory`. Messages start with the path.

@@ -349,26 +349,30 @@ static mi_status read_lines(struct mi__vocab **out, builder *b, const char *data
   return build(out, b);
 }
 
-mi_status mi_model_load_vocab_memory(mi_model *model, const void *data, size_t size) {
-  MI_CHECK_ARG(model);
-  MI_CHECK_ARG(data);
-  const char *text = data;
+/* How a vocabulary's bytes are read. */
+typedef enum { FORMAT_DETECT, FORMAT_JSON, FORMAT_LINES } vocab_format;
+
+static mi_status load_vocab(mi_model *model, const char *text, size_t size,
+                            vocab_format format) {
   size_t skip = 0;
   if (size >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
     skip = 3; /* a UTF-8 byte order mark */
   if (size == skip)
     return mi__fail(MI_ERR_FORMAT, "vocabulary: empty");
-  /* JSON when the first thing after white space is '{'; else one token a line. */
-  size_t first = skip;
-  while (first < size && (text[first] == ' ' || text[first] == '\t' ||
-                          text[first] == '\r' || text[first] == '\n'))
-    first++;
+  if (format == FORMAT_DETECT) {
+    /* JSON when the first thing after white space is '{'; else one token a line. */
+    size_t first = skip;
+    while (first < size && (text[first] == ' ' || text[first] == '\t' ||
+                            text[first] == '\r' || text[first] == '\n'))
+      first++;
+    format = first < size && text[first] == '{' ? FORMAT_JSON : FORMAT_LINES;
+  }
   builder b = {.n_ids = model->config.d_vocab};
   b.tokens = calloc(b.n_ids, sizeof *b.tokens);
   if (b.tokens == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "vocabulary: cannot allocate %zu ids", b.n_ids);
   struct mi__vocab *vocab = NULL;
-  mi_status status = first < size && text[first] == '{'
+  mi_status status = format == FORMAT_JSON
                          ? read_json(&vocab, &b, text + skip, size - skip)
                          : read_lines(&vocab, &b, text + skip, size - skip);
   free(b.tokens);
@@ -377,6 +381,22 @@ mi_status mi_model_load_vocab_memory(mi_model *model, const void *data, size_t s
   mi__vocab_free(model->vocab);
   model->vocab = vocab;
   return MI_OK;
+}
+
+mi_status mi_model_load_vocab_memory(mi_model *model, const void *data, size_t size) {
+  MI_CHECK_ARG(model);
+  MI_CHECK_ARG(data);
+  return load_vocab(model, data, size, FORMAT_DETECT);
+}
+
+/* The format a file's name announces, if any. */
+static vocab_format format_of_name(const char *path) {
+  size_t len = strlen(path);
+  if (len >= 4 && strcmp(path + len - 4, ".txt") == 0)
+    return FORMAT_LINES;
+  if (len >= 5 && strcmp(path + len - 5, ".json") == 0)
+    return FORMAT_JSON;
+  return FORMAT_DETECT;
 }
 
 /* Reads a whole file into a malloc'd buffer. */
@@ -416,7 +436,7 @@ mi_status mi_model_load_vocab(mi_model *model, const char *path) {
   mi_status status = read_file(&data, &size, path);
   if (status != MI_OK)
     return status;
-  status = mi_model_load_vocab_memory(model, data, size);
+  status = load_vocab(model, data, size, format_of_name(path));
   free(data);
   if (status != MI_OK) {
     char detail[400]; /* name the file in front of the parser's message */

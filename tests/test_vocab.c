@@ -238,6 +238,16 @@ START_TEST(text_vocab_is_literal_one_token_a_line) {
   /* Exactly d_vocab lines, ending in a newline. */
   load_both(model, "full.txt", "0\n1\n2\n3\n4\n5\n6\n7\n", 16, MI_OK);
   assert_str(model, 7, "7");
+  /* A .txt file is read as lines even when its first token is "{"; the same
+   * bytes from memory, with no name to go by, are taken for JSON. */
+  char path[512];
+  write_file(path, sizeof path, "braces.txt", "{\n}\n", 4);
+  TU_OK(mi_model_load_vocab(model, path));
+  assert_str(model, 0, "{");
+  assert_str(model, 1, "}");
+  TU_FAILS(MI_ERR_FORMAT, mi_model_load_vocab_memory(model, "{\n}\n", 4));
+  write_file(path, sizeof path, "lines.json", "a\nb\n", 4);
+  TU_FAILS(MI_ERR_FORMAT, mi_model_load_vocab(model, path));
   mi_model_free(model);
 }
 END_TEST
@@ -293,7 +303,8 @@ START_TEST(bad_vocabularies_are_refused) {
   mi_model *model = model_with_vocab_size(10);
   TU_OK(mi_model_load_vocab_memory(model, "keep\n", 5));
   for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
-    load_both(model, "bad.json", BAD[i].text, strlen(BAD[i].text), BAD[i].status);
+    /* No extension: the format is detected from the content, as from memory. */
+    load_both(model, "bad.vocab", BAD[i].text, strlen(BAD[i].text), BAD[i].status);
     ck_assert_msg(strstr(mi_last_error(), BAD[i].message) != NULL, "%s: '%s' lacks '%s'",
                   BAD[i].name, mi_last_error(), BAD[i].message);
   }

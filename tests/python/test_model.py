@@ -2,6 +2,7 @@
 says which this run must be; MI_PYTHON_NO_NUMPY forces the plain path)."""
 
 import array
+import ctypes
 import gc
 import os
 import unittest
@@ -88,6 +89,20 @@ class ModelTest(unittest.TestCase):
             self.assertEqual(m.config["parts"], mi.PARTS["ln"])
             folded = [[3.0 * x for x in row] for row in W_Q[1][0]]
             self.assertEqual(tolist(m.weight("W_Q", 1, 0)), folded)
+
+    def test_negative_sizes_are_refused_before_the_call(self):
+        # ctypes would wrap -2**64 + 32 to 32: C would then fill 32 values
+        # into the one-element buffer Python sized from the raw number.
+        # (numpy refuses the negative shape itself, with ValueError.)
+        refused = (ctypes.ArgumentError, ValueError)
+        with small_model() as m, m.ov(0, 0) as ov:
+            with self.assertRaises(refused):
+                ov.singular_values(count=-(2 ** 64) + 32)
+            with self.assertRaises(refused):
+                m.paths(1, top=-(2 ** 64) + 100)
+            with self.assertRaises(refused):
+                m.weight("W_Q", layer=-1)
+            self.assertEqual(len(ov.singular_values(count=2)), 2)
 
     def test_close_is_idempotent_and_final(self):
         m = small_model()

@@ -14,6 +14,7 @@
 
 #include <mi.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -148,7 +149,7 @@ static size_t parse_args(int argc, char **argv, const option *opts, common *c,
 static size_t parse_size(const char *text, const char *what) {
   char *end;
   errno = 0;
-  if (!text[0] || text[0] == '-' || text[0] == '+')
+  if (!isdigit((unsigned char)text[0])) /* strtoull would skip spaces, take signs */
     die_usage("%s must be a whole number >= 0, not '%s'", what, text);
   unsigned long long v = strtoull(text, &end, 10);
   if (*end || errno == ERANGE || v > SIZE_MAX)
@@ -307,11 +308,40 @@ static const char *tok(const loaded *m, size_t id, char buf[32]) {
   return buf;
 }
 
+/*
+ * A token's text as JSON. GPT-2's byte-level tokens may hold part of a UTF-8
+ * character, which a JSON string cannot: those bytes are written as "\\xNN".
+ */
 static json_t *tok_json(const loaded *m, size_t id) {
   const char *s;
-  if (m->vocab && mi_model_token_str(&s, m->model, id) == MI_OK)
-    return json_string(s);
-  return json_null();
+  size_t len;
+  if (!m->vocab || mi_model_token_bytes(&s, &len, m->model, id) != MI_OK)
+    return json_null();
+  json_t *text = json_stringn(s, len);
+  if (text)
+    return text;
+  char *escaped = malloc(4 * len + 1), *e = escaped;
+  if (!escaped)
+    return NULL;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c < 0x7f)
+      *e++ = (char)c;
+    else
+      e += sprintf(e, "\\x%02x", c);
+  }
+  *e = '\0';
+  text = json_string(escaped);
+  free(escaped);
+  return text;
+}
+
+/* Appends `value` to `array`, or fails the command: never a silent gap. */
+static void append(json_t *array, json_t *value) {
+  if (!value || json_array_append_new(array, value) != 0) {
+    fprintf(stderr, "%s: cannot build the JSON output\n", g_cmd);
+    exit(EXIT_LIB);
+  }
 }
 
 /* A token given on the command line: its string in the vocabulary, else an id. */
@@ -598,7 +628,7 @@ static int cmd_report(int argc, char **argv) {
     json_t *heads = json_array(), *copying = json_array(), *tris = json_array();
     for (size_t i = 0; i < nh; i++) {
       const mi_head_report *r = &rep[i];
-      json_array_append_new(
+      append(
           heads, json_pack("{s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "layer",
                            (json_int_t)r->layer, "head", (json_int_t)r->head,
                            "ov_copying_score", real_or_null(r->ov.copying_score),
@@ -608,13 +638,13 @@ static int cmd_report(int argc, char **argv) {
                            "duplicate_token_attention", real_or_null(r->duplicate_token_attention),
                            "induction_attention", real_or_null(r->induction_attention)));
       if (r->ov.copying_score > threshold)
-        json_array_append_new(copying, json_pack("{s:i, s:i, s:f}", "layer", (json_int_t)r->layer,
+        append(copying, json_pack("{s:i, s:i, s:f}", "layer", (json_int_t)r->layer,
                                                  "head", (json_int_t)r->head, "ov_copying_score",
                                                  r->ov.copying_score));
     }
     for (size_t i = 0; i < n_found; i++) {
       const trigram *t = &tri[i];
-      json_array_append_new(
+      append(
           tris, json_pack("{s:i, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:f, s:f, s:f}", "layer",
                           (json_int_t)t->layer, "head", (json_int_t)t->head, "src",
                           (json_int_t)t->src, "dst", (json_int_t)t->dst, "out",
@@ -786,11 +816,11 @@ static int cmd_topk(int argc, char **argv) {
     for (size_t i = 0; i < n; i++) {
       json_t *entries = json_array();
       for (size_t t = 0; t < k; t++)
-        json_array_append_new(entries, json_pack("{s:i, s:o, s:f}", "index",
+        append(entries, json_pack("{s:i, s:o, s:f}", "index",
                                                  (json_int_t)idx[i * k + t], "token",
                                                  tok_json(&m, idx[i * k + t]), "value",
                                                  (double)val[i * k + t]));
-      json_array_append_new(arr, json_pack("{s:i, s:o, s:o}", "line", (json_int_t)(i0 + i),
+      append(arr, json_pack("{s:i, s:o, s:o}", "line", (json_int_t)(i0 + i),
                                            "token", tok_json(&m, i0 + i), "top", entries));
     }
     dump(json_pack("{s:o, s:s, s:o, s:o, s:b, s:b, s:b, s:i, s:o}", "model", model_json(&m),
@@ -865,9 +895,9 @@ static int cmd_paths(int argc, char **argv) {
       json_t *hs = json_array();
       for (size_t l = 0; l < L; l++)
         if (heads[i * L + l] != SIZE_MAX)
-          json_array_append_new(hs, json_pack("{s:i, s:i}", "layer", (json_int_t)l, "head",
+          append(hs, json_pack("{s:i, s:i}", "layer", (json_int_t)l, "head",
                                               (json_int_t)heads[i * L + l]));
-      json_array_append_new(arr, json_pack("{s:i, s:o, s:f}", "order", (json_int_t)json_array_size(hs),
+      append(arr, json_pack("{s:i, s:o, s:f}", "order", (json_int_t)json_array_size(hs),
                                            "heads", hs, "norm", norm[i]));
     }
     dump(json_pack("{s:o, s:i, s:i, s:o}", "model", model_json(&m), "max_order", (json_int_t)order,
@@ -921,8 +951,8 @@ static int cmd_compose(int argc, char **argv) {
   static const mi_composition kinds[] = {MI_COMPOSE_Q, MI_COMPOSE_K, MI_COMPOSE_V};
   size_t k0 = 0, k1 = 3;
   if (kind_a) {
-    const char *p = strchr(names, kind_a[0] & ~0x20);
-    if (!kind_a[0] || kind_a[1] || !p)
+    const char *p = kind_a[0] ? strchr(names, kind_a[0] & ~0x20) : NULL;
+    if (!p || !*p || kind_a[1]) /* strchr finds the terminator too */
       die_usage("--kind must be Q, K or V, not '%s'", kind_a);
     k0 = (size_t)(p - names), k1 = k0 + 1;
   }
@@ -962,7 +992,7 @@ static int cmd_compose(int argc, char **argv) {
       json_t *pairs = json_array(), *matrix = json_array();
       for (size_t i = 0; i < np; i++) {
         size_t a = order[i] / nh, b = order[i] % nh;
-        json_array_append_new(
+        append(
             (i < shown ? pairs : matrix),
             json_pack("{s:i, s:i, s:i, s:i, s:f, s:f}", "layer1", (json_int_t)(a / H), "head1",
                       (json_int_t)(a % H), "layer2", (json_int_t)(b / H), "head2",
@@ -1189,16 +1219,16 @@ static int cmd_attribute(int argc, char **argv) {
   if (c.json) {
     json_t *toks = json_array(), *arr = json_array();
     for (size_t i = 0; i < n; i++)
-      json_array_append_new(toks, json_pack("{s:i, s:o}", "id", (json_int_t)tokens[i], "token",
+      append(toks, json_pack("{s:i, s:o}", "id", (json_int_t)tokens[i], "token",
                                             tok_json(&m, tokens[i])));
     for (size_t i = 0; i < ps.count; i++) {
       const part *p = &ps.items[i];
       json_t *hs = json_array();
       for (size_t t = 0; t < p->order; t++)
-        json_array_append_new(hs, json_pack("{s:i, s:i}", "layer", (json_int_t)p->layers[t],
+        append(hs, json_pack("{s:i, s:i}", "layer", (json_int_t)p->layers[t],
                                             "head", (json_int_t)p->heads[t]));
       part_name(name, sizeof name, p);
-      json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:i, s:o, s:f}", "name", name,
+      append(arr, json_pack("{s:s, s:s, s:i, s:i, s:o, s:f}", "name", name,
                                            "source", source_name(p->source), "source_layer",
                                            (json_int_t)p->source_layer, "order",
                                            (json_int_t)p->order, "heads", hs, "value", p->value));

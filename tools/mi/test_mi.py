@@ -7,8 +7,10 @@ float64 analysis of the saved weights found), never from numbers written here.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 MI = sys.argv[1] if len(sys.argv) > 1 else "mi"
@@ -157,6 +159,24 @@ class Subcommands(unittest.TestCase):
         r2 = run_json("attribute", "--ids", ",".join(str(x["id"]) for x in r["tokens"]),
                       "--token", t["out"])
         self.assertAlmostEqual(r2["logit"], r["logit"], places=5)
+
+
+class ByteLevelTokens(unittest.TestCase):
+    def test_json_keeps_tokens_that_are_not_utf8(self):
+        # A GPT-2 byte-level token can decode to part of a UTF-8 character
+        # ("\u00e2" is the byte 0xE2), which a JSON string cannot hold: the
+        # line must still be there, its token written with a \\x escape.
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(os.path.join(SKIP, "model.safetensors"), tmp)
+            vocab = {f"t{i}": i for i in range(card(SKIP)["config"]["d_vocab"])}
+            del vocab["t5"]
+            vocab["\u00e2"] = 5
+            with open(os.path.join(tmp, "vocab.json"), "w") as f:
+                json.dump(vocab, f)
+            out = run_json("topk", os.path.join(tmp, "model.safetensors"),
+                           "--circuit", "direct", "--token", "5", "-k", "2")
+            self.assertEqual(len(out["lines"]), 1)
+            self.assertEqual(out["lines"][0]["token"], "\\xe2")
 
 
 class CommandLine(unittest.TestCase):

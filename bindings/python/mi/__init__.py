@@ -265,7 +265,7 @@ class Model:
         """A model from a .safetensors file (TransformerLens or GPT-2 names) or
         from its bytes (mi_model_load / mi_model_load_memory). ``process``: the
         steps applied after loading (None for raw weights). ``vocab``: a
-        vocabulary file to load too; by default ``vocab.json`` or ``vocab.txt``
+        vocabulary file to load too; by default ``vocab.txt`` or else ``vocab.json``
         next to the model file is loaded when present."""
         options = LoadOptions()
         lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
@@ -282,7 +282,7 @@ class Model:
             model = cls(handle.value)
             if vocab is None:
                 folder = os.path.dirname(path)
-                vocab = next((os.path.join(folder, name) for name in ("vocab.json", "vocab.txt")
+                vocab = next((os.path.join(folder, name) for name in ("vocab.txt", "vocab.json")
                               if os.path.exists(os.path.join(folder, name))), None)
         if vocab is not None:
             try:

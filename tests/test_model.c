@@ -216,6 +216,31 @@ static void log_softmax_rows(double *x, size_t rows, size_t cols) {
   }
 }
 
+enum { ROWS = 1, COLUMNS = 2 };
+
+/* Each row (ROWS) and/or column (COLUMNS) of the weight has mean ~0. */
+static void assert_centred(const mi_model *model, mi_weight which, size_t layer,
+                           size_t head, int lines) {
+  size_t rows, cols;
+  double *w = tu_weight(model, which, layer, head, &rows, &cols);
+  ck_assert_ptr_nonnull(w);
+  for (size_t i = 0; (lines & ROWS) && i < rows; i++) {
+    double mean = 0;
+    for (size_t j = 0; j < cols; j++)
+      mean += w[i * cols + j] / cols;
+    ck_assert_msg(fabs(mean) <= 1e-6, "weight %d (%zu, %zu) row %zu has mean %g",
+                  (int)which, layer, head, i, mean);
+  }
+  for (size_t j = 0; (lines & COLUMNS) && j < cols; j++) {
+    double mean = 0;
+    for (size_t i = 0; i < rows; i++)
+      mean += w[i * cols + j] / rows;
+    ck_assert_msg(fabs(mean) <= 1e-6, "weight %d (%zu, %zu) column %zu has mean %g",
+                  (int)which, layer, head, j, mean);
+  }
+  free(w);
+}
+
 /*
  * TransformerLens's processing changes logits by a constant per position and
  * so no probability. Same float32 tolerance as folding, on log-probabilities.
@@ -236,14 +261,25 @@ START_TEST(transformerlens_processing_keeps_probabilities) {
   ck_assert_msg(diff <= 1e-5 * tu_max_abs(before, n), "config %d: log-probs differ by %g",
                 _i, diff);
   ck_assert_msg(raw_diff > 1e-3, "centering changed no logit: nothing was centred");
-  /* The written weights now have zero mean over d_model. */
-  size_t r, k;
-  double *W_E = tu_weight(model, MI_W_E, 0, 0, &r, &k);
-  double mean = 0;
-  for (size_t j = 0; j < k; j++)
-    mean += W_E[j];
-  ck_assert_double_le(fabs(mean / k), 1e-6);
-  free(W_E);
+  /* Probabilities alone cannot see a skipped step (LayerNorm hides it):
+   * every weight TransformerLens centres must now have zero mean. */
+  for (size_t l = 0; l < c.n_layers; l++) {
+    for (size_t h = 0; h < c.n_heads; h++) {
+      assert_centred(model, MI_W_Q, l, h, COLUMNS);
+      assert_centred(model, MI_W_O, l, h, ROWS);
+    }
+    for (size_t h = 0; h < (c.n_kv_heads ? c.n_kv_heads : c.n_heads); h++) {
+      assert_centred(model, MI_W_K, l, h, COLUMNS);
+      assert_centred(model, MI_W_V, l, h, COLUMNS);
+    }
+    if (c.parts & MI_PART_OUT_BIAS)
+      assert_centred(model, MI_B_O, l, 0, ROWS);
+  }
+  assert_centred(model, MI_W_E, 0, 0, ROWS);
+  if (c.parts & MI_PART_POS_EMBED)
+    assert_centred(model, MI_W_POS, 0, 0, ROWS);
+  assert_centred(model, MI_W_U, 0, 0, ROWS | COLUMNS); /* over d_vocab and d_model */
+  assert_centred(model, MI_B_U, 0, 0, ROWS);           /* folding created it */
   free(before);
   free(after);
   mi_model_free(model);

@@ -209,6 +209,16 @@ class CommandLine(unittest.TestCase):
         r = run("report", "--threads", "many")
         self.assertEqual(r.returncode, 2)
         self.assertIn("--threads", r.stderr)
+        # strchr finds the terminator of "QKV" (' ' & ~0x20 is '\0'), and
+        # strtoull skips spaces and negates: both are usage errors here.
+        for args, name in [(("compose", "--kind", " "), "--kind"),
+                           (("compose", "--kind", ""), "--kind"),
+                           (("paths", "--top", " -1"), "--top"),
+                           (("topk", "--circuit", "ov", "--layer", " -1", "--head", "0"),
+                            "--layer")]:
+            r = run(*args)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertIn(name, r.stderr)
 
     def test_bad_model_is_a_library_error(self):
         for cmd in ["report", "paths", "compose"]:

@@ -209,6 +209,19 @@ def save_model(out_dir, name, p, cfg, seed, vocab):
         fh.write("".join(w + "\n" for w in vocab))
 
 
+def write_card(path, lines):
+    """CARD.md: the model's own lines, then what reference_logits.json is."""
+    lines = lines + [
+        "",
+        "`reference_logits.json` holds test sequences with their logits "
+        "(float64 forward pass over these float32 weights) to check a "
+        "forward pass against.",
+        "",
+    ]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+
+
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)
@@ -627,14 +640,8 @@ def write_skip_trigram_card(path, card, vocab):
                                      h["copying_score_centered"])
             for h in fd["heads"]) + ". Copying heads (score > 0.8): " +
         ", ".join("0.%d" % h["head"] for h in fd["copying_heads"]) + ".",
-        "",
-        "`reference_logits.json` holds test sequences with their logits "
-        "(float64 forward pass over these float32 weights) to check a "
-        "forward pass against.",
-        "",
     ]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines))
+    write_card(path, lines)
 
 
 # ---------------------------------------------------------------------------
@@ -913,15 +920,7 @@ def write_induction_card(path, card, vocab):
                 for k in d["k_composition_with"]),
             d["strongest_k_composition_layer0_head"])
         for d in fd["induction_heads"]) or "none") + "."]
-    lines += [
-        "",
-        "`reference_logits.json` holds test sequences with their logits "
-        "(float64 forward pass over these float32 weights) to check a "
-        "forward pass against.",
-        "",
-    ]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines))
+    write_card(path, lines)
 
 
 def main():

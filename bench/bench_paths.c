@@ -14,6 +14,13 @@
  *    the same circuit (the same streamed product, libmi's tiled scan).
  * 3. mi_model_head_report of a 2-layer model with and without the
  *    behavioural scores (16 sequences of 2 × 32 tokens).
+ * 4. mi_model_composition_scores (Q, K, V) of the L-layer model, and
+ *    mi_model_composition_baseline.
+ * 5. On the 2-layer model, 128 tokens: mi_model_forward, and
+ *    mi_model_attribute up to order 2 with one token's logit at every
+ *    position, and with full logits at the last position.
+ *
+ * Threads: the online CPUs (mi_set_num_threads), as bench_circuits.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -27,8 +34,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { V = 50257, D = 768, DH = 64, HEADS = 12, CTX = 1024 };
+
+/* Attribution callback: takes every part. */
+static int count_part(const mi_attribution_part *part, void *user) {
+  (void)part;
+  (void)user;
+  return 0;
+}
 
 static mi_model *random_model(size_t layers) {
   mi_config c;
@@ -56,9 +71,10 @@ int main(int argc, char **argv) {
     }
   }
   bench_check(mi_blis_select_fast_kernels(), "mi_blis_select_fast_kernels");
+  bench_check(mi_set_num_threads((size_t)sysconf(_SC_NPROCESSORS_ONLN)), "threads");
   const char *kernels;
   bench_check(mi_blis_kernel_set(&kernels), "mi_blis_kernel_set");
-  printf("BLIS kernels: %s\n", kernels);
+  printf("BLIS kernels: %s, %zu threads\n", kernels, mi_get_num_threads());
 
   mi_model *model = random_model(layers);
   size_t count, heads[10 * 64], got;
@@ -72,6 +88,22 @@ int main(int argc, char **argv) {
   printf("top 10 of %zu paths (order <= %zu, %zu x %d heads): %.2f s "
          "(Grams and set-up alone: %.2f s); largest norm %.3g\n",
          count, max_order, layers, HEADS, t2 - t1, t1 - t0, norm[0]);
+
+  size_t pairs = layers * HEADS * layers * HEADS;
+  double *scores = malloc(pairs * sizeof *scores), baseline[3];
+  const char kinds[] = "QKV";
+  for (int k = 0; k < 3; k++) {
+    t0 = bench_now();
+    bench_check(mi_model_composition_scores(scores, pairs, model, (mi_composition)k),
+                "composition scores");
+    printf("%c-composition scores, %zu x %d heads: %.2f s\n", kinds[k], layers, HEADS,
+           bench_now() - t0);
+  }
+  t0 = bench_now();
+  bench_check(mi_model_composition_baseline(baseline, model), "composition baseline");
+  printf("composition baseline: %.2f s (mean %.5f, sd %.5f)\n", bench_now() - t0,
+         baseline[0], baseline[1]);
+  free(scores);
 
   mi_circuit *ov;
   bench_check(mi_circuit_ov(&ov, model, 0, 0), "mi_circuit_ov");
@@ -103,6 +135,39 @@ int main(int argc, char **argv) {
   t2 = bench_now();
   printf("head report, 2 x %d heads: %.2f s; with behavioural scores (16 x 64 tokens): "
          "%.2f s\n", HEADS, t1 - t0, t2 - t1);
+
+  enum { N = 128 };
+  size_t tokens[N], answers[N], last = N - 1;
+  for (size_t i = 0; i < N; i++) {
+    tokens[i] = (i * 7919) % V;
+    answers[i] = (i * 104729) % V;
+  }
+  float *logits = malloc((size_t)N * V * sizeof *logits);
+  t0 = bench_now();
+  bench_check(mi_model_forward(logits, V, model, tokens, N, NULL), "forward");
+  double forward = bench_now() - t0;
+  mi_attribution_options ao;
+  mi_attribution_options_init(&ao, sizeof ao);
+  ao.max_order = 2;
+  ao.logit_tokens = answers;
+  size_t parts;
+  t0 = bench_now();
+  bench_check(mi_model_attribute(&parts, model, tokens, N, &ao, count_part, NULL),
+              "attribute, token logits");
+  double token_logits = bench_now() - t0;
+  mi_attribution_options_init(&ao, sizeof ao);
+  ao.max_order = 2;
+  ao.positions = &last;
+  ao.n_positions = 1;
+  ao.flags = MI_ATTRIBUTE_FULL_LOGITS;
+  t0 = bench_now();
+  bench_check(mi_model_attribute(&parts, model, tokens, N, &ao, count_part, NULL),
+              "attribute, full logits");
+  double full_logits = bench_now() - t0;
+  printf("forward, %d tokens, 2 x %d heads: %.2f s; attribution to order 2 (%zu parts): "
+         "a token's logit at all %d positions %.2f s, full logits at one position %.2f s\n",
+         N, HEADS, forward, parts, N, token_logits, full_logits);
+  free(logits);
   mi_model_free(model);
   return 0;
 }

@@ -153,6 +153,31 @@ enum {
 };
 
 /**
+ * How token positions enter the model (`mi_config.positional`,
+ * `mi_load_options.positional`). TransformerLens calls these
+ * `positional_embedding_type` "standard" and "shortformer".
+ */
+typedef enum mi_positional {
+  /**
+   * In a config: STANDARD when the model has W_pos (MI_PART_POS_EMBED), NONE
+   * otherwise; mi_model_get_config reports the resolved kind. In load
+   * options: whatever the files say, STANDARD when they say nothing.
+   */
+  MI_POSITIONAL_DEFAULT = 0,
+  /** GPT-2: the residual stream starts as W_E[token] + W_pos[position]. */
+  MI_POSITIONAL_STANDARD = 1,
+  /**
+   * Shortformer: the residual stream starts as W_E[token] alone; every
+   * layer's query and key inputs are LN(resid) + W_pos[position] (added
+   * after ln1), its value input LN(resid). Positions reach the output only
+   * through the attention patterns, so OV circuits are position-free.
+   */
+  MI_POSITIONAL_SHORTFORMER = 2,
+  /** No positional embedding: the model has no W_pos. */
+  MI_POSITIONAL_NONE = 3
+} mi_positional;
+
+/**
  * The shape of a model. Fill it with `mi_config_init`, then set the fields.
  */
 typedef struct mi_config {
@@ -167,11 +192,16 @@ typedef struct mi_config {
   size_t n_ctx;      /**< rows of W_pos; longest sequence. 0: unlimited (no W_pos only) */
   unsigned parts;    /**< MI_PART_* bits */
   double ln_eps;     /**< LayerNorm epsilon; mi_config_init sets 1e-5 */
+  /**
+   * How positions enter (mi_positional). STANDARD and SHORTFORMER need
+   * MI_PART_POS_EMBED, NONE forbids it; DEFAULT (the init's) follows the part.
+   */
+  mi_positional positional;
 } mi_config;
 
 /**
  * Sets every field of `out` to its default: zeros, no optional parts,
- * ln_eps = 1e-5, and struct_size. Call before filling a config.
+ * ln_eps = 1e-5, positional MI_POSITIONAL_DEFAULT, and struct_size. Call before filling a config.
  *
  * @param out          out: the config
  * @param struct_size  in: sizeof *out
@@ -427,10 +457,18 @@ typedef struct mi_load_options {
   size_t n_heads;
   /** MI_PROCESS_* steps applied after loading; default MI_PROCESS_FOLD_LN. */
   unsigned process;
+  /**
+   * How positions enter, for files that do not say (ARENA's `.pth` state
+   * dicts carry no config: pass MI_POSITIONAL_SHORTFORMER for them).
+   * MI_POSITIONAL_DEFAULT (the init's): what the files say, else STANDARD.
+   * A file that says otherwise is an error naming both.
+   */
+  mi_positional positional;
 } mi_load_options;
 
 /**
- * Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN.
+ * Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN,
+ * positional MI_POSITIONAL_DEFAULT.
  *
  * @param out          out: the options
  * @param struct_size  in: sizeof *out

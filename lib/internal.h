@@ -41,7 +41,7 @@ static inline bool mi__mul_size(size_t *out, size_t a, size_t b) {
  * absent optional parts are NULL.
  */
 struct mi_model {
-  mi_config config;       /* n_kv_heads resolved (never 0) */
+  mi_config config;       /* n_kv_heads and positional resolved (never 0, DEFAULT) */
   float *w[MI_WEIGHT_COUNT];
   unsigned processing;    /* MI_PROCESS_* bits applied */
   bool processed;         /* mi_model_process ran: weights are final */
@@ -83,6 +83,10 @@ static inline size_t mi__kv_head(const mi_model *model, size_t head) {
 mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t layer,
                                        size_t head, mi_dtype dtype, const void *data,
                                        size_t row_stride, size_t col_stride);
+
+/* "standard", "shortformer", "none" ("default" for DEFAULT): TransformerLens's
+ * positional_embedding_type names, for messages and files. */
+const char *mi__positional_name(mi_positional kind);
 
 /* Sets model->layout; for loaders. */
 void mi__model_set_layout(mi_model *model, mi_layout layout);

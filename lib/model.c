@@ -119,7 +119,38 @@ static mi_status check_config(const mi_config *c) {
                     c->parts);
   if (!(c->ln_eps >= 0.0) || !isfinite(c->ln_eps))
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.ln_eps must be finite and >= 0");
+  bool has_pos = c->parts & MI_PART_POS_EMBED;
+  switch (c->positional) {
+  case MI_POSITIONAL_DEFAULT: break;
+  case MI_POSITIONAL_STANDARD:
+  case MI_POSITIONAL_SHORTFORMER:
+    if (!has_pos)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.positional %s needs W_pos "
+                      "(MI_PART_POS_EMBED)", mi__positional_name(c->positional));
+    break;
+  case MI_POSITIONAL_NONE:
+    if (has_pos)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                      "mi_config.positional is none, but parts has MI_PART_POS_EMBED");
+    break;
+  default:
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.positional %d is not an "
+                    "mi_positional", (int)c->positional);
+  }
+  if (c->positional == MI_POSITIONAL_SHORTFORMER)
+    return mi__fail(MI_ERR_UNSUPPORTED, "shortformer positional embeddings are not "
+                    "run by this libmi yet");
   return MI_OK;
+}
+
+const char *mi__positional_name(mi_positional kind) {
+  switch (kind) {
+  case MI_POSITIONAL_DEFAULT: return "default";
+  case MI_POSITIONAL_STANDARD: return "standard";
+  case MI_POSITIONAL_SHORTFORMER: return "shortformer";
+  case MI_POSITIONAL_NONE: return "none";
+  }
+  return "?";
 }
 
 mi_status mi_model_create(mi_model **out, const mi_config *config) {
@@ -140,6 +171,9 @@ mi_status mi_model_create(mi_model **out, const mi_config *config) {
   model->config = c;
   if (model->config.n_kv_heads == 0)
     model->config.n_kv_heads = model->config.n_heads;
+  if (model->config.positional == MI_POSITIONAL_DEFAULT)
+    model->config.positional = (c.parts & MI_PART_POS_EMBED) ? MI_POSITIONAL_STANDARD
+                                                             : MI_POSITIONAL_NONE;
   for (int i = 0; i < MI_WEIGHT_COUNT; i++) {
     unsigned part = weight_part((mi_weight)i);
     if (part != 0 && !(model->config.parts & part))

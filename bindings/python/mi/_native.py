@@ -60,6 +60,7 @@ class Config(ctypes.Structure):
         ("n_ctx", ctypes.c_size_t),
         ("parts", ctypes.c_uint),
         ("ln_eps", ctypes.c_double),
+        ("positional", ctypes.c_int),
     ]
 
 
@@ -69,6 +70,7 @@ class LoadOptions(ctypes.Structure):
         ("struct_size", ctypes.c_size_t),
         ("n_heads", ctypes.c_size_t),
         ("process", ctypes.c_uint),
+        ("positional", ctypes.c_int),
     ]
 
 

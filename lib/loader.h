@@ -62,6 +62,24 @@ mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t cou
                                  const mi_load_options *options);
 
 /*
+ * A model from a whole file's bytes, whatever its kind (load.c): the first
+ * bytes choose the reader, and a file that is no model is refused saying
+ * what it looks like. `hints`: what else was said (a config.json beside it).
+ */
+mi_status mi__load_bytes(mi_model **out, const unsigned char *bytes, size_t size,
+                         const mi__model_hints *hints, const mi_load_options *options);
+
+/* ---- readers: each from a whole file's bytes, with what else said `hints` -- */
+
+/* A .safetensors image (safetensors.c); its __metadata__ adds hints. */
+mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_t size,
+                               const mi__model_hints *hints, const mi_load_options *options);
+
+/* A torch.save zip archive holding a state dict (torchfile.c). */
+mi_status mi__torch_load(mi_model **out, const unsigned char *bytes, size_t size,
+                         const mi__model_hints *hints, const mi_load_options *options);
+
+/*
  * A positional_embedding_type as TransformerLens names it ("standard",
  * "shortformer"; also "none") into *out; anything else ("rotary", "alibi")
  * is MI_ERR_UNSUPPORTED naming it and `source`.

@@ -9,26 +9,14 @@
  * model's dimensions before the model is allocated, so a hostile file ends
  * in a status, never in a read out of bounds or a huge allocation.
  */
-#define _POSIX_C_SOURCE 200809L
 #include "loader.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-void mi_load_options_init(mi_load_options *out, size_t struct_size) {
-  const mi_load_options defaults = {.struct_size = sizeof defaults,
-                                    .process = MI_PROCESS_FOLD_LN};
-  mi__struct_init(out, struct_size, &defaults, sizeof defaults);
-}
 
 /* ---- the header ----------------------------------------------------------- */
 
@@ -284,76 +272,22 @@ static mi_status tensor_views(mi__tensor **out, const st_file *f) {
   return MI_OK;
 }
 
-static mi_status load(mi_model **out, const st_file *f, const mi_load_options *options) {
-  mi__model_hints hints;
-  mi__tensor *views = NULL;
-  mi_status status = metadata_hints(&hints, f);
-  if (status == MI_OK)
-    status = tensor_views(&views, f);
-  if (status == MI_OK)
-    status = mi__model_from_tensors(out, views, f->n_tensors, &hints, options);
-  free(views);
-  return status;
-}
-
-mi_status mi_model_load_memory(mi_model **out, const void *data, size_t size,
-                               const mi_load_options *options) {
-  MI_CHECK_ARG(out);
-  *out = NULL;
-  MI_CHECK_ARG(data);
-  mi_load_options opts;
-  mi_load_options_init(&opts, sizeof opts);
-  mi_status status = mi__struct_in(&opts, sizeof opts, options, "mi_load_options");
-  if (status != MI_OK)
-    return status;
+mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_t size,
+                               const mi__model_hints *given, const mi_load_options *options) {
   st_file f = {0};
-  status = parse_header(&f, data, size);
+  mi__model_hints hints = *given;
+  mi__model_hints from_metadata;
+  mi__tensor *views = NULL;
+  mi_status status = parse_header(&f, bytes, size);
   if (status == MI_OK)
-    status = load(out, &f, &opts);
+    status = metadata_hints(&from_metadata, &f);
+  if (status == MI_OK)
+    status = mi__hints_merge(&hints, &from_metadata);
+  if (status == MI_OK)
+    status = tensor_views(&views, &f);
+  if (status == MI_OK)
+    status = mi__model_from_tensors(out, views, f.n_tensors, &hints, options);
+  free(views);
   st_file_close(&f);
-  return status;
-}
-
-mi_status mi_model_load(mi_model **out, const char *path, const mi_load_options *options) {
-  MI_CHECK_ARG(out);
-  *out = NULL;
-  MI_CHECK_ARG(path);
-  char reason[128];
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    strerror_r(errno, reason, sizeof reason);
-    return mi__fail(MI_ERR_IO, "cannot open '%s': %s", path, reason);
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return mi__fail(MI_ERR_IO, "'%s' is not a readable regular file", path);
-  }
-  if (st.st_size == 0) {
-    close(fd);
-    return mi__fail(MI_ERR_TRUNCATED,
-                    "'%s' is empty: a safetensors file starts with an 8-byte header length",
-                    path);
-  }
-  if ((uintmax_t)st.st_size > SIZE_MAX) {
-    close(fd);
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "'%s' is too large to map", path);
-  }
-  size_t size = (size_t)st.st_size;
-  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_errno = errno;
-  close(fd);
-  if (map == MAP_FAILED) {
-    strerror_r(map_errno, reason, sizeof reason);
-    return mi__fail(MI_ERR_IO, "cannot map '%s': %s", path, reason);
-  }
-  mi_status status = mi_model_load_memory(out, map, size, options);
-  munmap(map, size);
-  if (status != MI_OK) {
-    /* Say which file, keeping the reader's detail. */
-    char detail[512];
-    snprintf(detail, sizeof detail, "%s", mi_last_error());
-    mi__fail(status, "%s: %s", path, detail);
-  }
   return status;
 }

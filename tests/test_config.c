@@ -69,6 +69,21 @@ static mi_load_options options_with(unsigned process, unsigned flags) {
   return o;
 }
 
+/*
+ * A fresh folder MI_TEST_TMP/name (its path into dir) holding the model of
+ * shape `c` drawn from `seed`, as a TransformerLens model.safetensors.
+ * Returns the model as written (owned).
+ */
+static mi_model *tl_folder(char *dir, size_t size, const char *name, const mi_config *c,
+                           uint64_t seed) {
+  fresh_folder(dir, size, name);
+  mi_model *written = exact_model(c, seed);
+  st_writer *st = write_tl(written, "F32", false, NULL);
+  save(st, dir, "model.safetensors");
+  st_writer_free(st);
+  return written;
+}
+
 /* ---- logits ------------------------------------------------------------------- */
 
 static const size_t TOKENS[] = {3, 0, 7, 7, 1, 10};
@@ -144,11 +159,8 @@ static const char *const TL_CONFIGS[] = {
 
 START_TEST(tl_folder_loads_with_the_config_eps) {
   mi_config c = tl_config(0.5);
-  mi_model *written = exact_model(&c, 31);
-  st_writer *st = write_tl(written, "F32", false, NULL);
   char dir[512];
-  fresh_folder(dir, sizeof dir, _i ? "tl-to-dict" : "tl-training-config");
-  save(st, dir, "model.safetensors");
+  mi_model *written = tl_folder(dir, sizeof dir, _i ? "tl-to-dict" : "tl-training-config", &c, 31);
   write_text(dir, "config.json", TL_CONFIGS[_i]);
   mi_model *model = (mi_model *)1;
   TU_OK(mi_model_load(&model, dir, NULL));
@@ -166,7 +178,6 @@ START_TEST(tl_folder_loads_with_the_config_eps) {
   /* The default eps would have been caught: it moves the logits far more. */
   ck_assert_msg(effect > 1e-2, "eps 0.5 vs 1e-5 moves the logits only %g", effect);
   mi_model_free(model);
-  st_writer_free(st);
   mi_model_free(written);
 }
 END_TEST
@@ -221,11 +232,8 @@ END_TEST
  */
 START_TEST(shortformer_pos_reaches_the_model) {
   mi_config c = tl_config(1e-5);
-  mi_model *written = exact_model(&c, 33), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
   char dir[512];
-  fresh_folder(dir, sizeof dir, "tl-shortformer");
-  save(st, dir, "model.safetensors");
+  mi_model *written = tl_folder(dir, sizeof dir, "tl-shortformer", &c, 33), *model = (mi_model *)1;
   write_text(dir, "config.json", "{\"shortformer_pos\": true, \"n_heads\": 2}");
 #ifdef MI_TEST_SHORTFORMER
   TU_OK(mi_model_load(&model, dir, NULL));
@@ -254,7 +262,6 @@ START_TEST(shortformer_pos_reaches_the_model) {
   SAYS("standard");
   st_writer_free(bare);
   mi_model_free(unpositioned);
-  st_writer_free(st);
   mi_model_free(written);
 }
 END_TEST
@@ -492,11 +499,8 @@ END_TEST
 
 START_TEST(no_config_flag_ignores_a_bad_config) {
   mi_config c = tl_config(1e-5);
-  mi_model *written = exact_model(&c, 44), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
   char dir[512];
-  fresh_folder(dir, sizeof dir, "no-config");
-  save(st, dir, "model.safetensors");
+  mi_model *written = tl_folder(dir, sizeof dir, "no-config", &c, 44), *model = (mi_model *)1;
   write_text(dir, "config.json", "{\"n_heads\": 2,");
   TU_FAILS(MI_ERR_FORMAT, mi_model_load(&model, dir, NULL));
   SAYS("config.json is not valid JSON");
@@ -512,7 +516,6 @@ START_TEST(no_config_flag_ignores_a_bad_config) {
   o.flags = MI_LOAD_NO_CONFIG;
   o.struct_size = offsetof(mi_load_options, flags);
   TU_FAILS(MI_ERR_FORMAT, mi_model_load(&model, dir, &o));
-  st_writer_free(st);
   mi_model_free(written);
 }
 END_TEST
@@ -594,28 +597,21 @@ static const struct {
 
 START_TEST(bad_configs_fail_naming_the_field_and_file) {
   mi_config c = tl_config(1e-5);
-  mi_model *written = exact_model(&c, 46), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
   char dir[512];
-  fresh_folder(dir, sizeof dir, "bad-config");
-  save(st, dir, "model.safetensors");
+  mi_model *written = tl_folder(dir, sizeof dir, "bad-config", &c, 46), *model = (mi_model *)1;
   write_text(dir, "config.json", BAD_CONFIGS[_i].text);
   TU_FAILS(BAD_CONFIGS[_i].status, mi_model_load(&model, dir, NULL));
   SAYS(BAD_CONFIGS[_i].says);
   SAYS("config.json");
   ck_assert_ptr_null(model);
-  st_writer_free(st);
   mi_model_free(written);
 }
 END_TEST
 
 START_TEST(unknown_fields_and_nulls_are_ignored) {
   mi_config c = tl_config(1e-5);
-  mi_model *written = exact_model(&c, 47), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
   char dir[512];
-  fresh_folder(dir, sizeof dir, "unknown-fields");
-  save(st, dir, "model.safetensors");
+  mi_model *written = tl_folder(dir, sizeof dir, "unknown-fields", &c, 47), *model = (mi_model *)1;
   write_text(dir, "config.json",
              "\xEF\xBB\xBF{\"n_heads\": null, \"n_key_value_heads\": null, \"eps\": null,"
              " \"rotary_dim\": 64, \"attn_types\": [\"global\"], \"seed\": 42, \"d_head\": 4}");
@@ -627,7 +623,6 @@ START_TEST(unknown_fields_and_nulls_are_ignored) {
   TU_OK(mi_model_load(&model, dir, NULL));
   ck_assert(config_of(model).ln_eps == 1e-5);
   mi_model_free(model);
-  st_writer_free(st);
   mi_model_free(written);
 }
 END_TEST
@@ -636,11 +631,8 @@ END_TEST
 
 START_TEST(a_folder_brings_its_vocabulary) {
   mi_config c = tl_config(1e-5);
-  mi_model *written = exact_model(&c, 48), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
   char dir[512], path[600];
-  fresh_folder(dir, sizeof dir, "vocab");
-  save(st, dir, "model.safetensors");
+  mi_model *written = tl_folder(dir, sizeof dir, "vocab", &c, 48), *model = (mi_model *)1;
   const char *s;
   /* vocab.txt, then vocab.json over it, then tokenizer.json over both. */
   write_text(dir, "vocab.txt", "zero\none\ntwo\n");
@@ -675,7 +667,6 @@ START_TEST(a_folder_brings_its_vocabulary) {
   ck_assert_ptr_null(model);
   TU_OK(mi_model_load(&model, dir, &o));
   mi_model_free(model);
-  st_writer_free(st);
   mi_model_free(written);
 }
 END_TEST
@@ -685,11 +676,8 @@ END_TEST
 /* A FIFO where a file is expected is refused at once; the timeout catches a wait. */
 START_TEST(fifos_are_refused_without_blocking) {
   mi_config c = tl_config(1e-5);
-  mi_model *written = exact_model(&c, 49), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
   char dir[512], path[600];
-  fresh_folder(dir, sizeof dir, "fifo");
-  save(st, dir, "model.safetensors");
+  mi_model *written = tl_folder(dir, sizeof dir, "fifo", &c, 49), *model = (mi_model *)1;
   ck_assert_int_eq(mkfifo(in(path, sizeof path, dir, "config.json"), 0600), 0);
   TU_FAILS(MI_ERR_IO, mi_model_load(&model, dir, NULL));
   SAYS("config.json' is not a readable regular file");
@@ -709,7 +697,6 @@ START_TEST(fifos_are_refused_without_blocking) {
   o.flags |= MI_LOAD_NO_VOCAB;
   TU_FAILS(MI_ERR_IO, mi_model_load(&model, dir, &o));
   SAYS("model.safetensors' is not a readable regular file");
-  st_writer_free(st);
   mi_model_free(written);
 }
 END_TEST

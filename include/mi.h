@@ -401,7 +401,7 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
                                      mi_weight which, size_t layer, size_t head);
 
 /* ------------------------------------------------------------------------ */
-/* Loading models from safetensors files                                    */
+/* Loading models from safetensors files and folders                        */
 /* ------------------------------------------------------------------------ */
 
 /*
@@ -428,21 +428,58 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
  *   ln_f.weight, ln_f.bias [d_model]
  *   lm_head.weight [d_vocab, d_model] (no prefix): W_U is its transpose;
  *   when absent, W_U = W_Eᵀ (tied)
- *   GPT-2 packs its heads, so n_heads comes from mi_load_options.n_heads or
- *   the file's __metadata__ "n_head" (or "n_heads").
+ *   GPT-2 packs its heads, so n_heads comes from mi_load_options.n_heads,
+ *   a config.json's "n_head", or the file's __metadata__ "n_head" (or
+ *   "n_heads").
  *
  * Layers are `blocks.{l}` / `h.{l}` from 0 with no gap. Optional parts
  * (MI_PART_*) follow from which tensors layer 0 has; every layer must have
  * the same. MLP weights (`blocks.{l}.mlp.*`, `h.{l}.mlp.*`) are not read but
  * set MI_PART_MLP. Other tensors (TransformerLens's attention masks, GPT-2's
  * attn.bias buffers) are ignored, but their header entries are checked like
- * all others. LayerNorm epsilon is 1e-5. Tensors are F32, F16, BF16 or F64.
+ * all others. LayerNorm epsilon comes from a config.json ("eps" or
+ * "layer_norm_epsilon"), else 1e-5. Tensors are F32, F16, BF16 or F64.
  *
  * A TransformerLens model saved after fold_ln has no LayerNorm weights but
  * still normalises. TransformerLens's `normalization_type` in __metadata__
  * says so: "LNPre" gives the model identity LayerNorms (MI_PART_LN and
  * MI_PART_LN_FINAL with w = 1, b = 0), "LN" requires the weights, "None"
  * forbids them; without the key, LayerNorm exists where its weights do.
+ *
+ * Model folders and config.json
+ * -----------------------------
+ * `mi_model_load` given a directory reads, from it:
+ * - `config.json`, when present (MI_LOAD_NO_CONFIG skips it);
+ * - the weights: `model.safetensors`, else `pytorch_model.bin`, else
+ *   `model_final.pth` (TransformerLens's own models), else the one file whose
+ *   name ends in .safetensors, .pth, .pt or .bin;
+ * - a vocabulary, as `mi_model_load_vocab` reads it: `tokenizer.json`, else
+ *   `vocab.json`, else `vocab.txt`, when one is there (MI_LOAD_NO_VOCAB
+ *   skips it).
+ * Given a file, it reads the `config.json` in the file's directory too, when
+ * there is one (and no vocabulary).
+ *
+ * config.json fields read (unknown fields are ignored; null says nothing):
+ *   TransformerLens: n_layers, n_heads, n_key_value_heads, d_model, d_head,
+ *   d_vocab, n_ctx, eps, normalization_type or normalization ("LN",
+ *   "LNPre"; null is None), positional_embedding_type ("standard",
+ *   "shortformer"; rotary, alibi and others are MI_ERR_UNSUPPORTED),
+ *   shortformer_pos (true: shortformer, false: standard), attn_only.
+ *   Hugging Face GPT-2: model_type ("gpt2"; another is MI_ERR_UNSUPPORTED),
+ *   n_layer, n_head, n_embd, n_positions or n_ctx, vocab_size,
+ *   layer_norm_epsilon. A GPT-2 config says the model has MLPs, unless it
+ *   also says "attn_only": true.
+ * Every size must be a positive integer, eps a positive number; two names
+ * of one size must agree. The sizes are checked against the tensors (n_ctx
+ * against W_pos's rows, d_vocab against W_E's), attn_only against whether
+ * MLP weights are there (MI_PART_MLP).
+ *
+ * Precedence: there is none. The caller's options, config.json and the
+ * file's __metadata__ each fill in what the others leave unsaid; where two
+ * say different things the load fails naming both sources and both values
+ * (a GPT-2 head count of 8 passed for a config.json saying 12 is caught,
+ * although 8 divides d_model). What none says comes from the tensors, then
+ * from the defaults (standard positions when there is a W_pos, eps 1e-5).
  */
 
 /** How `mi_model_load` reads a file. Fill it with `mi_load_options_init`. */
@@ -464,11 +501,24 @@ typedef struct mi_load_options {
    * A file that says otherwise is an error naming both.
    */
   mi_positional positional;
+  /** MI_LOAD_* bits; 0 (the init's): read config.json and a folder's vocabulary. */
+  unsigned flags;
 } mi_load_options;
+
+/** Bits of `mi_load_options.flags`. */
+enum {
+  /**
+   * Ignore config.json: neither a folder's nor the one beside a named file
+   * is read, so the file's own metadata and the options say everything.
+   */
+  MI_LOAD_NO_CONFIG = 1u << 0,
+  /** Load no vocabulary from a model folder (token strings stay unset). */
+  MI_LOAD_NO_VOCAB = 1u << 1
+};
 
 /**
  * Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN,
- * positional MI_POSITIONAL_DEFAULT.
+ * positional MI_POSITIONAL_DEFAULT, flags 0.
  *
  * @param out          out: the options
  * @param struct_size  in: sizeof *out
@@ -480,41 +530,62 @@ typedef struct mi_load_options {
 MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
 
 /**
- * Loads a model from a `.safetensors` file, which is mapped read-only for
- * the duration of the call (the model keeps its own copy of the weights as
- * float32), then applies `options->process` with `mi_model_process`. Every
- * header field, shape and offset is checked against the file size before
- * any data is read. `mi_model_layout` tells which name map was used.
+ * Loads a model from a file (`.safetensors`; a torch.save archive is read
+ * where this libmi has the reader, else refused as MI_ERR_UNSUPPORTED) or a
+ * model folder, with the config.json beside it or in it (see above). A file
+ * is mapped read-only for the duration of the call (the model keeps its own
+ * copy of the weights as float32), then `options->process` is applied with
+ * `mi_model_process`. Every header field, shape and offset is checked against
+ * the file size before any data is read. `mi_model_layout` tells which name
+ * map was used. Files are opened without blocking and must be regular files
+ * (a FIFO named config.json is refused, never waited on).
  *
  * @param out      receives the model (owned; free with mi_model_free), or NULL on failure
- * @param path     in: the file's path
+ * @param path     in: a weights file, or a model folder
  * @param options  in: NULL for the defaults
  * @return MI_OK;
  *   MI_ERR_INVALID_ARGUMENT: NULL out/path, bad options (struct_size, unknown
- *     process bits), or a GPT-2 file whose number of heads is not given;
- *   MI_ERR_IO: the file cannot be opened, is not a regular file, or cannot be mapped;
+ *     process or flags bits), a GPT-2 file whose number of heads is not
+ *     given, two sources (options, config.json, __metadata__) that disagree
+ *     (both named), or a folder holding several weights files and none of
+ *     the preferred names (they are listed);
+ *   MI_ERR_IO: the file, config.json or vocabulary cannot be opened, is not
+ *     a regular file, or cannot be mapped or read; a folder with no weights
+ *     file (the message says what was looked for);
  *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
  *     tensor ends past the end of the file (the message gives the byte offset);
  *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
  *     duplicate names, a malformed entry, overlapping tensors, or
- *     __metadata__ that is not an object of strings;
+ *     __metadata__ that is not an object of strings; a config.json that is
+ *     not a JSON object, has a known field of the wrong type or value, or two
+ *     names of one size that disagree (field and file named); attn_only true
+ *     with MLP weights in the file;
  *   MI_ERR_DTYPE: an unknown dtype, or a mapped tensor that is not float;
  *   MI_ERR_SHAPE: a shape that disagrees with its byte length or with the
- *     model's dimensions (the message names the tensor and both shapes), or
- *     n_heads that does not divide d_model;
+ *     model's dimensions (the message names the tensor and both shapes),
+ *     n_heads that does not divide d_model, or a config.json size that the
+ *     tensors contradict (both values named);
  *   MI_ERR_MISSING_TENSOR: a required tensor is absent (named), a layer is
- *     missing, or the names match neither layout;
- *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, or a
- *     normalization_type other than LN, LNPre and None (e.g. RMS);
- *   MI_ERR_OUT_OF_MEMORY.
+ *     missing, the names match neither layout, or config.json says the model
+ *     has MLPs and the file has none;
+ *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, a
+ *     normalization_type other than LN, LNPre and None (e.g. RMS), a
+ *     positional kind libmi does not run (rotary, alibi), a config.json
+ *     model_type other than gpt2, or a file kind libmi does not read;
+ *   MI_ERR_OUT_OF_MEMORY;
+ *   and, for the vocabulary of a folder, the statuses of
+ *   `mi_model_load_vocab` (the message names the file and says
+ *   MI_LOAD_NO_VOCAB skips it); no model is returned then.
  */
 MI_API mi_status mi_model_load(mi_model **out, const char *path,
                                const mi_load_options *options);
 
 /**
  * `mi_model_load` from a safetensors image in caller memory (any alignment);
- * the caller keeps its buffer, which is only read during the call. Returns
- * the same statuses except MI_ERR_IO; an empty buffer is MI_ERR_TRUNCATED.
+ * the caller keeps its buffer, which is only read during the call. There is
+ * no folder, so no config.json and no vocabulary is read (the flags are
+ * checked but have nothing to skip). Returns the same statuses except
+ * MI_ERR_IO; an empty buffer is MI_ERR_TRUNCATED.
  *
  * @param out      receives the model (owned), or NULL on failure
  * @param data     in: the file's bytes (non-NULL even when size is 0)
@@ -524,7 +595,7 @@ MI_API mi_status mi_model_load(mi_model **out, const char *path,
 MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t size,
                                       const mi_load_options *options);
 
-/* (end of section: Loading models from safetensors files) */
+/* (end of section: Loading models from safetensors files and folders) */
 
 /* ------------------------------------------------------------------------ */
 /* Vocabulary                                                               */

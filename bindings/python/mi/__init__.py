@@ -24,7 +24,7 @@ from ._circuit import Circuit, EigenSummary, heads_label
 
 __all__ = ["Model", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path", "Part",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
-           "get_num_threads", "PARTS", "WEIGHTS", "PROCESS"]
+           "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]
 __version__ = lib.mi_version_string().decode()
 
 #: mi_weight names, in enum order.
@@ -35,6 +35,10 @@ PARTS = {"pos_embed": 1, "qkv_bias": 2, "out_bias": 4, "unembed_bias": 8,
          "ln": 16, "ln_final": 32, "mlp": 64}
 #: MI_PROCESS_* bits by name.
 PROCESS = {"fold_ln": 1, "center_writing": 2, "center_unembed": 4, "transformerlens": 7}
+#: mi_positional by name (TransformerLens's positional_embedding_type; None: the files say).
+POSITIONAL = {None: 0, "standard": 1, "shortformer": 2, "none": 3}
+#: MI_LOAD_* bits.
+_LOAD_NO_CONFIG, _LOAD_NO_VOCAB = 1, 2
 _LAYOUTS = {0: "memory", 1: "transformerlens", 2: "gpt2"}
 _PER_HEAD = {"W_Q", "W_O", "b_Q"}
 _PER_KV_HEAD = {"W_K", "W_V", "b_K", "b_V"}
@@ -261,16 +265,30 @@ class Model:
         return model
 
     @classmethod
-    def load(cls, path, n_heads: int = 0, process="fold_ln", vocab=None) -> "Model":
-        """A model from a .safetensors file (TransformerLens or GPT-2 names) or
-        from its bytes (mi_model_load / mi_model_load_memory). ``process``: the
-        steps applied after loading (None for raw weights). ``vocab``: a
-        vocabulary file to load too; by default ``vocab.txt`` or else ``vocab.json``
-        next to the model file is loaded when present."""
+    def load(cls, path, n_heads: Optional[int] = None, positional: Optional[str] = None,
+             process="fold_ln", vocab=None, config: bool = True) -> "Model":
+        """A model from a weights file (.safetensors; TransformerLens or GPT-2
+        names), a model folder, or a file's bytes (mi_model_load /
+        mi_model_load_memory).
+
+        A folder gives its config.json, its weights (model.safetensors,
+        pytorch_model.bin, model_final.pth, or its one weights file) and its
+        vocabulary (tokenizer.json, vocab.json or vocab.txt); a file gives the
+        config.json beside it. ``n_heads`` and ``positional`` ("standard",
+        "shortformer", "none") are checked against what the files say: a
+        disagreement raises MiError naming both. ``process``: the steps applied
+        after loading (None for raw weights). ``config=False`` ignores
+        config.json (MI_LOAD_NO_CONFIG). ``vocab``: a vocabulary file to load;
+        by default a folder's own, and for a file ``vocab.txt`` or else
+        ``vocab.json`` beside it when present; False loads none."""
+        if positional not in POSITIONAL:
+            raise ValueError(f"unknown positional {positional!r}; one of {list(POSITIONAL)}")
         options = LoadOptions()
         lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
-        options.n_heads = n_heads
+        options.n_heads = n_heads or 0
+        options.positional = POSITIONAL[positional]
         options.process = 0 if process is None else _steps(process)
+        options.flags = (0 if config else _LOAD_NO_CONFIG) | (_LOAD_NO_VOCAB if vocab is False else 0)
         handle = ctypes.c_void_p()
         if isinstance(path, (bytes, bytearray, memoryview)):
             data = bytes(path)
@@ -280,11 +298,11 @@ class Model:
             path = os.fspath(path)
             lib.mi_model_load(ctypes.byref(handle), path.encode(), ctypes.byref(options))
             model = cls(handle.value)
-            if vocab is None:
+            if vocab is None and not os.path.isdir(path):
                 folder = os.path.dirname(path)
                 vocab = next((os.path.join(folder, name) for name in ("vocab.txt", "vocab.json")
                               if os.path.exists(os.path.join(folder, name))), None)
-        if vocab is not None:
+        if vocab is not None and vocab is not False:
             try:
                 model.load_vocab(vocab)
             except BaseException:

@@ -71,6 +71,7 @@ class LoadOptions(ctypes.Structure):
         ("n_heads", ctypes.c_size_t),
         ("process", ctypes.c_uint),
         ("positional", ctypes.c_int),
+        ("flags", ctypes.c_uint),
     ]
 
 

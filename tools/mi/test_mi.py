@@ -116,6 +116,58 @@ class Report(unittest.TestCase):
         self.assertGreater(with_bias, without)
 
 
+def dense_from_topk(circuit, head, n, *extra):
+    """A head's whole circuit, read back from `mi topk -k n` of every row."""
+    r = run_json("topk", "--circuit", circuit, "--layer", "0", "--head", str(head),
+                 "-k", str(n), *extra)
+    rows = [[0.0] * n for _ in range(n)]
+    for line in r["lines"]:
+        for e in line["top"]:
+            rows[line["line"]][e["index"]] = e["value"]
+    return rows
+
+
+def z_rows(matrix):
+    """Each row as z-scores (population sd), or None for a row with no spread."""
+    out = []
+    for row in matrix:
+        mean = sum(row) / len(row)
+        var = sum((x - mean) ** 2 for x in row) / len(row)
+        out.append([(x - mean) / math.sqrt(var) for x in row] if var > 0 else None)
+    return out
+
+
+class SkipTrigramTable(unittest.TestCase):
+    def test_table_is_the_search_redone_from_the_circuits(self):
+        # The skip-trigram search redone in Python from every head's circuits
+        # as `mi topk` streams them: each source's 2 best outputs other than
+        # itself (OV row) and the 2 other destinations ranking it highest (QK
+        # column), scored min(z_QK, z_OV), the best 24 (ties: earlier first).
+        c = card(SKIP)["config"]
+        n = c["d_vocab"]
+        ovs = [z_rows(dense_from_topk("ov", h, n)) for h in range(c["n_heads"])]
+        for extra in [(), ("--no-qk-bias",)]:
+            cands = []
+            for h, ov in enumerate(ovs):
+                qk = z_rows(dense_from_topk("qk", h, n, *extra))
+                for src in range(n):
+                    outs = sorted((o for o in range(n) if o != src),
+                                  key=lambda o: (-ov[src][o], o))[:2]
+                    dsts = sorted((d for d in range(n) if d != src and qk[d] is not None),
+                                  key=lambda d: (-qk[d][src], d))[:2]
+                    for o in outs:
+                        for d in dsts:
+                            cands.append((min(qk[d][src], ov[src][o]), len(cands),
+                                          (0, h, src, d, o)))
+            cands.sort(key=lambda t: (-t[0], t[1]))
+            got = run_json("report", *extra)["skip_trigrams"]["triples"]
+            self.assertEqual([(t["layer"], t["head"], t["src"], t["dst"], t["out"]) for t in got],
+                             [t[2] for t in cands[:24]])
+            # float32 entries through JSON, statistics in double: 1e-9.
+            for t, want in zip(got, cands):
+                self.assertAlmostEqual(t["score"], want[0], delta=1e-9)
+
+
 class Subcommands(unittest.TestCase):
     def test_topk_finds_the_planted_source(self):
         c = card(SKIP)

@@ -1788,6 +1788,116 @@ MI_API mi_status mi_model_attention_scores(double *out, size_t count, const mi_m
 
 /* (end of section: Forward pass, paths and attribution) */
 
+/* ------------------------------------------------------------------------ */
+/* Skip-trigrams                                                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A one-layer head implements skip-trigrams "src ... dst -> out": a
+ * destination token dst attends back to a source token src (its token QK
+ * circuit scores row dst, column src highly) and the head then raises the
+ * logit of out (its token OV circuit, row src, column out). The search reads
+ * both d_vocab × d_vocab circuits of every head in blocks of rows, never
+ * whole:
+ *
+ * - Every entry becomes a z-score within its row, z = (x − row mean) / row
+ *   standard deviation (population, over all d_vocab entries, in double): a
+ *   softmax reads a QK row, and the logits an OV row, only up to a constant.
+ *   A row without spread (sd 0, or not finite) gives no z-scores.
+ * - For each source src: its `outputs_per_source` best outputs (OV row src,
+ *   out ≠ src: an output equal to the source is copying), and the
+ *   `destinations_per_source` destinations whose rows give src the highest
+ *   z (QK column src, dst ≠ src: a token attending to itself is a bigram).
+ * - Each pair of those is a triple scored min(z_QK, z_OV): as strong as its
+ *   weaker half. The best `capacity` triples over all heads are returned.
+ *
+ * Ties: equal z-scores keep the lower index; equal scores keep the earlier
+ * triple in the order (layer, head, src, output rank, destination rank).
+ * The result does not depend on the thread count.
+ *
+ * Cost: per head, the two circuits' d_vocab² entries, each computed once
+ * by a float32 GEMM of inner dimension d_head (mi_circuit_rows, in blocks of
+ * at most 4 Mi floats) and scanned twice (row statistics, then ranks), the
+ * scans split between mi_set_num_threads threads. Memory: one 16 MiB block,
+ * per-source ranks (2 · d_vocab · (outputs + destinations) words) and the
+ * `capacity` results.
+ */
+
+/** One triple of mi_model_skip_trigrams. Fields may be appended. */
+typedef struct mi_skip_trigram {
+  /** sizeof(mi_skip_trigram) as the caller was compiled (see mi_model_skip_trigrams). */
+  size_t struct_size;
+  size_t layer, head;
+  size_t src; /**< the source (key) token, attended to */
+  size_t dst; /**< the destination (query) token, which attends */
+  size_t out; /**< the output token whose logit the head raises */
+  double qk_z;  /**< z-score of QK[dst, src] within QK row dst */
+  double ov_z;  /**< z-score of OV[src, out] within OV row src */
+  double score; /**< min(qk_z, ov_z) */
+} mi_skip_trigram;
+
+/**
+ * Receives progress: `done` of `total` steps (blocks of circuit rows), on
+ * the calling thread; `user` is the caller's.
+ */
+typedef void (*mi_progress_fn)(size_t done, size_t total, void *user);
+
+/** How mi_model_skip_trigrams searches. Fill it with mi_skip_trigram_options_init. */
+typedef struct mi_skip_trigram_options {
+  /** sizeof(mi_skip_trigram_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /** MI_QK_* bits of the token QK circuits; default MI_QK_BIAS | MI_QK_SCALE
+   * (what attention scores; the scale does not change a z-score). */
+  unsigned qk_flags;
+  /** Best outputs kept per source (OV row); default 2, ≥ 1. */
+  size_t outputs_per_source;
+  /** Best destinations kept per source (QK column); default 2, ≥ 1. */
+  size_t destinations_per_source;
+  /** Called after each block of rows; NULL (default): none. */
+  mi_progress_fn progress;
+  /** Passed to progress. */
+  void *progress_user;
+} mi_skip_trigram_options;
+
+/**
+ * Sets `out` to the defaults: qk_flags MI_QK_BIAS | MI_QK_SCALE, 2 outputs
+ * and 2 destinations per source, no progress callback.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_skip_trigram_options_init(mi_skip_trigram_options *out, size_t struct_size);
+
+/**
+ * The `capacity` strongest skip-trigrams over every head of the model, best
+ * first (see "Skip-trigrams" above for what is computed).
+ *
+ * @param out        out: capacity triples; the caller sets out[0].struct_size,
+ *                   which is also the stride between them (an array of the
+ *                   caller's mi_skip_trigram); each written triple gets it
+ *                   too. May be NULL when capacity is 0.
+ * @param out_count  out: the number written, ≤ capacity (fewer when the
+ *                   model has fewer triples); 0 on failure
+ * @param capacity   triples wanted; 0 returns at once, computing nothing
+ * @param model      in: the model (borrowed; read only)
+ * @param options    in: NULL for the defaults
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL model or out_count, NULL out
+ *         with capacity > 0, out[0].struct_size below sizeof(size_t), an
+ *         options struct_size that is too small or too large, unknown
+ *         qk_flags bits, outputs_per_source or destinations_per_source 0, a
+ *         BLIS_ARCH_TYPE BLIS would abort on); MI_ERR_OUT_OF_MEMORY (the
+ *         block, the ranks, the results, or a head's circuit factors).
+ */
+MI_API mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count,
+                                        size_t capacity, const mi_model *model,
+                                        const mi_skip_trigram_options *options);
+
+/* (end of section: Skip-trigrams) */
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,6 +23,7 @@ from ._arrays import as_matrix, OutArray, OutMatrix, numpy, size_vector
 from ._circuit import Circuit, EigenSummary, heads_label
 
 __all__ = ["Model", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path", "Part",
+           "SkipTrigram",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
            "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]
 __version__ = lib.mi_version_string().decode()
@@ -96,6 +97,18 @@ class HeadReport(NamedTuple):
     prev_token_attention: float        #: behaviour: mean attention on the previous position
     duplicate_token_attention: float   #: behaviour: on earlier copies of the query token
     induction_attention: float         #: behaviour: after an earlier copy of the query token
+
+
+class SkipTrigram(NamedTuple):
+    """One triple "src ... dst -> out" of :meth:`Model.skip_trigrams` (mi_skip_trigram)."""
+    layer: int
+    head: int
+    src: int
+    dst: int
+    out: int
+    qk_z: float
+    ov_z: float
+    score: float
 
 
 class Path(NamedTuple):
@@ -460,6 +473,35 @@ class Model:
         return [HeadReport(r.layer, r.head, EigenSummary._of(r.ov), EigenSummary._of(r.qk),
                            r.prev_token_share, r.prev_token_attention,
                            r.duplicate_token_attention, r.induction_attention) for r in lines]
+
+    def skip_trigrams(self, count: int = 24, bias: bool = True, scale: bool = True,
+                      outputs_per_source: int = 2, destinations_per_source: int = 2,
+                      progress: Optional[Callable[[int, int], object]] = None
+                      ) -> List[SkipTrigram]:
+        """The ``count`` strongest skip-trigrams over every head, best first
+        (mi_model_skip_trigrams): QK (with ``bias``, ``scale``) and OV entries
+        z-scored within their rows, each source's best outputs and
+        destinations paired, each triple scored min(z_QK, z_OV).
+        ``progress(done, total)`` is called after each block of rows."""
+        options = _native.SkipTrigramOptions()
+        lib.mi_skip_trigram_options_init(ctypes.byref(options), ctypes.sizeof(options))
+        options.qk_flags = _qk_flags(bias, scale)
+        options.outputs_per_source = outputs_per_source
+        options.destinations_per_source = destinations_per_source
+        # The callback cannot stop the search: its first exception is kept
+        # and raised once libmi returns.
+        watcher = _Callback(lambda done, total: progress(done, total))
+        if progress is not None:
+            callback = _native.PROGRESS_FN(lambda done, total, user: watcher(done, total))
+            options.progress = callback
+        out = (_native.SkipTrigram * max(count, 1))()
+        out[0].struct_size = ctypes.sizeof(_native.SkipTrigram)
+        found = ctypes.c_size_t()
+        lib.mi_model_skip_trigrams(out, ctypes.byref(found), count, self._h(),
+                                   ctypes.byref(options))
+        watcher.check()
+        return [SkipTrigram(t.layer, t.head, t.src, t.dst, t.out, t.qk_z, t.ov_z, t.score)
+                for t in out[:found.value]]
 
     def composition_scores(self, kind: str):
         """Every head's "Q", "K" or "V" composition score with every head of

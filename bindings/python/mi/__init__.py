@@ -24,7 +24,7 @@ from ._circuit import Circuit, EigenSummary, heads_label
 
 __all__ = ["Model", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path", "Part",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
-           "get_num_threads", "PARTS", "WEIGHTS", "PROCESS"]
+           "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]
 __version__ = lib.mi_version_string().decode()
 
 #: mi_weight names, in enum order.
@@ -35,6 +35,8 @@ PARTS = {"pos_embed": 1, "qkv_bias": 2, "out_bias": 4, "unembed_bias": 8,
          "ln": 16, "ln_final": 32, "mlp": 64}
 #: MI_PROCESS_* bits by name.
 PROCESS = {"fold_ln": 1, "center_writing": 2, "center_unembed": 4, "transformerlens": 7}
+#: mi_positional values by TransformerLens's positional_embedding_type names.
+POSITIONAL = {"default": 0, "standard": 1, "shortformer": 2, "none": 3}
 _LAYOUTS = {0: "memory", 1: "transformerlens", 2: "gpt2"}
 _PER_HEAD = {"W_Q", "W_O", "b_Q"}
 _PER_KV_HEAD = {"W_K", "W_V", "b_K", "b_V"}
@@ -190,6 +192,14 @@ def _weight_id(name: str) -> int:
         raise ValueError(f"unknown weight {name!r}; one of {WEIGHTS}") from None
 
 
+def _positional(name) -> int:
+    if name is None:
+        return POSITIONAL["default"]
+    if name not in POSITIONAL:
+        raise ValueError(f"unknown positional embedding {name!r}; one of {list(POSITIONAL)}")
+    return POSITIONAL[name]
+
+
 def _steps(process) -> int:
     if isinstance(process, int):
         return process
@@ -213,14 +223,17 @@ class Model:
     @classmethod
     def create(cls, n_layers: int, n_heads: int, d_model: int, d_head: int, d_vocab: int,
                n_ctx: int = 0, n_kv_heads: int = 0, parts: Sequence[str] = (),
-               ln_eps: float = 1e-5) -> "Model":
+               ln_eps: float = 1e-5, positional: Optional[str] = None) -> "Model":
         """A model of this shape with zero weights (mi_model_create). ``parts``
-        names optional parts: any of PARTS' keys."""
+        names optional parts: any of PARTS' keys. ``positional``: how W_pos
+        enters, "standard" (the default with W_pos), "shortformer" (added to
+        queries and keys after ln1 only) or "none"."""
         config = Config()
         lib.mi_config_init(ctypes.byref(config), ctypes.sizeof(config))
         config.n_layers, config.n_heads, config.n_kv_heads = n_layers, n_heads, n_kv_heads
         config.d_model, config.d_head, config.d_vocab, config.n_ctx = d_model, d_head, d_vocab, n_ctx
         config.ln_eps = ln_eps
+        config.positional = _positional(positional)
         for part in parts:
             if part not in PARTS:
                 raise ValueError(f"unknown part {part!r}; one of {list(PARTS)}")
@@ -234,7 +247,8 @@ class Model:
         """A model from a dict of weights named as in WEIGHTS. Per-head
         weights are indexed ``[layer][head]``, per-layer ones ``[layer]``
         (numpy arrays [L, H, rows, cols] or nested lists both work). The parts
-        follow from which weights are given; ``shape`` gives mi_config's sizes."""
+        follow from which weights are given; ``shape`` gives mi_config's sizes
+        and ``positional`` (see :meth:`create`)."""
         present = {"W_pos": "pos_embed", "b_Q": "qkv_bias", "b_O": "out_bias",
                    "b_U": "unembed_bias", "ln1.w": "ln", "ln_final.w": "ln_final"}
         parts = [part for name, part in present.items() if name in weights]
@@ -261,16 +275,21 @@ class Model:
         return model
 
     @classmethod
-    def load(cls, path, n_heads: int = 0, process="fold_ln", vocab=None) -> "Model":
+    def load(cls, path, n_heads: int = 0, process="fold_ln", vocab=None,
+             positional: Optional[str] = None) -> "Model":
         """A model from a .safetensors file (TransformerLens or GPT-2 names) or
         from its bytes (mi_model_load / mi_model_load_memory). ``process``: the
-        steps applied after loading (None for raw weights). ``vocab``: a
+        steps applied after loading (None for raw weights). ``positional``:
+        TransformerLens's positional_embedding_type for files that do not say
+        ("shortformer" for ARENA's state dicts); None follows the file, a file
+        that says otherwise raises MiError. ``vocab``: a
         vocabulary file to load too; by default ``vocab.txt`` or else ``vocab.json``
         next to the model file is loaded when present."""
         options = LoadOptions()
         lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.n_heads = n_heads
         options.process = 0 if process is None else _steps(process)
+        options.positional = _positional(positional)
         handle = ctypes.c_void_p()
         if isinstance(path, (bytes, bytearray, memoryview)):
             data = bytes(path)
@@ -347,6 +366,12 @@ class Model:
         lib.mi_config_init(ctypes.byref(config), ctypes.sizeof(config))
         lib.mi_model_get_config(ctypes.byref(config), self._h())
         return {name: getattr(config, name) for name, _ in Config._fields_ if name != "struct_size"}
+
+    @property
+    def positional(self) -> str:
+        """How positions enter: "standard", "shortformer" or "none"."""
+        kind = self.config["positional"]
+        return next(name for name, value in POSITIONAL.items() if value == kind)
 
     @property
     def layout(self) -> str:

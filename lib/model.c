@@ -471,7 +471,7 @@ static mi_status keep_positional_side(mi_model *model) {
       !mi__mul_size(&nk, block, c->n_layers * c->n_kv_heads) || nq > SIZE_MAX / sizeof(float))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "positional terms of %zu positions x %zu heads "
                     "overflow size_t", c->n_ctx, c->n_layers * c->n_heads);
-  float *q = malloc(nq * sizeof *q), *k = malloc(nk * sizeof *k);
+  float *q = calloc(nq ? nq : 1, sizeof *q), *k = calloc(nk ? nk : 1, sizeof *k);
   mi_status status = q && k ? MI_OK
                             : mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate the positional "
                                        "terms W_pos W_Q, W_pos W_K (%zu floats)", nq + nk);

@@ -264,19 +264,6 @@ START_TEST(qk_circuits_add_up_to_the_scores) {
 }
 END_TEST
 
-/* The share of query positions p ≥ 1 whose best causal key is p − 1 (ties: lower). */
-static double prev_token_share(const double *M, size_t n) {
-  size_t hits = 0;
-  for (size_t p = 1; p < n; p++) {
-    size_t best = 0;
-    for (size_t s = 1; s <= p; s++)
-      if (M[p * n + s] > M[p * n + best])
-        best = s;
-    hits += best + 1 == p;
-  }
-  return (double)hits / (double)(n - 1);
-}
-
 /* Behavioural scores of every head from patterns [seq][L·H][n][n], pooled as mi.h says. */
 static void scores_from_patterns(double *out, const double *patterns, const size_t *tokens,
                                  size_t sequences, size_t n, size_t heads) {
@@ -346,9 +333,9 @@ START_TEST(head_report_reads_positions_as_the_model_does) {
     double *WQ = tu_weight(raw, MI_W_Q, l, h, &r, &k), *WK = tu_weight(raw, MI_W_K, l, g, &r, &k);
     double *pq = side(W_pos, P, WQ, NULL, D, dh), *pk = side(W_pos, P, WK, NULL, D, dh);
     double *pkt = tu_transposed(pk, P, dh), *M = tu_mul(pq, pkt, P, dh, P);
-    ck_assert_msg(lines[i].prev_token_share == prev_token_share(M, P),
+    ck_assert_msg(lines[i].prev_token_share == tu_prev_token_share(M, P),
                   "head (%zu,%zu): prev-token share %g, dense %g", l, h,
-                  lines[i].prev_token_share, prev_token_share(M, P));
+                  lines[i].prev_token_share, tu_prev_token_share(M, P));
     const double fields[MI_SCORE_COUNT] = {lines[i].prev_token_attention,
                                            lines[i].duplicate_token_attention,
                                            lines[i].induction_attention};

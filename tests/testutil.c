@@ -231,6 +231,18 @@ void tu_reference_forward(double *logits, double *patterns, double *streams,
   free(resid); free(xn); free(q); free(kk); free(v); free(z); free(out); free(add); free(p);
 }
 
+double tu_prev_token_share(const double *scores, size_t n) {
+  size_t hits = 0;
+  for (size_t p = 1; p < n; p++) {
+    size_t best = 0;
+    for (size_t s = 1; s <= p; s++)
+      if (scores[p * n + s] > scores[p * n + best])
+        best = s;
+    hits += best + 1 == p;
+  }
+  return (double)hits / (double)(n - 1);
+}
+
 double tu_max_abs_diff(const double *a, const double *b, size_t n) {
   double m = 0;
   for (size_t i = 0; i < n; i++)

@@ -82,6 +82,13 @@ double *tu_mul(const double *X, const double *Y, size_t rows, size_t inner, size
 /* Xᵀ of a rows × cols matrix, malloc'd; the caller frees. */
 double *tu_transposed(const double *X, size_t rows, size_t cols);
 
+/*
+ * The previous-token share of an n × n score matrix (as
+ * mi_circuit_prev_token_share defines it): of the rows p ≥ 1, the share
+ * whose highest causal entry (columns 0 … p, ties to the lower) is p − 1.
+ */
+double tu_prev_token_share(const double *scores, size_t n);
+
 /* Largest |a[i] - b[i]| and largest |b[i]|. */
 double tu_max_abs_diff(const double *a, const double *b, size_t n);
 double tu_max_abs(const double *a, size_t n);

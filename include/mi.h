@@ -1234,7 +1234,8 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
  *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
  *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
  *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of
- *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats).
+ *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats, and n·d_model
+ *         more for an unprocessed shortformer model).
  */
 MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
                                   const size_t *tokens, size_t n,

@@ -180,10 +180,9 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
   size_t nD = n * D, nn = n * n; /* the products below reserve them checked */
   plan p = {0, false};
   size_t o_x = reserve(&p, n, D, 1, sizeof(float)), o_xn = reserve(&p, n, D, 1, sizeof(float));
-  /* A shortformer model's query and key input LN(x) + W_pos, when W_pos
-   * still multiplies W_Q and W_K themselves (see positional terms). */
-  bool shortformer = c->positional == MI_POSITIONAL_SHORTFORMER;
-  bool add_pos = shortformer && model->pos_q == NULL;
+  /* A shortformer model's query and key input LN(x) + W_pos, while W_pos
+   * still multiplies W_Q and W_K themselves (no kept pos_q, pos_k terms). */
+  bool add_pos = c->positional == MI_POSITIONAL_SHORTFORMER && model->pos_q == NULL;
   size_t o_xp = reserve(&p, add_pos ? n : 0, D, 1, sizeof(float));
   size_t o_scores = reserve(&p, n, n, 1, sizeof(float));
   size_t o_k = reserve(&p, n, G, dh, sizeof(float)), o_v = reserve(&p, n, G, dh, sizeof(float));

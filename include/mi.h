@@ -171,6 +171,11 @@ typedef enum mi_positional {
    * layer's query and key inputs are LN(resid) + W_pos[position] (added
    * after ln1), its value input LN(resid). Positions reach the output only
    * through the attention patterns, so OV circuits are position-free.
+   * Folding and centering (mi_model_process) change only the token side:
+   * positions keep meeting W_Q and W_K as they were before processing (the
+   * model keeps W_pos·W_Q and W_pos·W_K of those, n_ctx × d_head per head),
+   * and W_pos is never centred. mi_model_get_weight returns the token side;
+   * the positional side is what mi_circuit_qk's MI_EMBED_POS sides read.
    */
   MI_POSITIONAL_SHORTFORMER = 2,
   /** No positional embedding: the model has no W_pos. */
@@ -248,8 +253,10 @@ typedef enum mi_dtype {
  *
  * @param out     receives the model (owned; free with mi_model_free), or NULL on failure
  * @param config  in: the shape; `struct_size` must be set (mi_config_init)
- * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL, a zero dimension or a
- *         struct_size below sizeof(size_t) or above sizeof(mi_config); MI_ERR_SHAPE when n_kv_heads does not divide
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL, a zero dimension, a
+ *         positional kind that is not an mi_positional or disagrees with
+ *         MI_PART_POS_EMBED (STANDARD or SHORTFORMER without it, NONE with
+ *         it), or a struct_size below sizeof(size_t) or above sizeof(mi_config); MI_ERR_SHAPE when n_kv_heads does not divide
  *         n_heads or W_pos is asked for with n_ctx = 0;
  *         MI_ERR_OUT_OF_MEMORY when the weights do not fit.
  */
@@ -315,7 +322,9 @@ enum {
    * weights that read through a LayerNorm: subtract the mean over d_model
    * from every row of W_E, W_pos and W_O and from b_O (what is written to
    * the residual stream), and from every column of W_Q, W_K, W_V and W_U
-   * (what reads it). Every read of the residual stream goes through a
+   * (what reads it); a shortformer W_pos, added after ln1 and never
+   * written to the stream, is not centred, and what it meets stays
+   * unprocessed (MI_POSITIONAL_SHORTFORMER). Every read of the residual stream goes through a
    * LayerNorm, which removes the mean over d_model first, so no output
    * changes. Needs MI_PART_LN and MI_PART_LN_FINAL (else MI_ERR_UNSUPPORTED)
    * and implies MI_PROCESS_FOLD_LN.
@@ -344,7 +353,9 @@ enum {
  *         MI_ERR_STATE (already processed); MI_ERR_OUT_OF_MEMORY (folding a
  *         non-zero LayerNorm bias needs b_Q/b_K/b_V or b_U the model lacks
  *         and they could not be allocated: the model is left unchanged and
- *         unprocessed, so the call may be retried).
+ *         unprocessed, so the call may be retried; folding a shortformer
+ *         model with LayerNorm first allocates its positional terms,
+ *         n_layers·(n_heads + n_kv_heads)·n_ctx·d_head floats).
  */
 MI_API mi_status mi_model_process(mi_model *model, unsigned steps);
 
@@ -388,7 +399,9 @@ MI_API mi_status mi_model_weight_shape(size_t *out_rows, size_t *out_cols,
 
 /**
  * Copies one weight, as the model now holds it (folded and centred when
- * processed), into a caller buffer of rows × cols float32 at
+ * processed; a shortformer model's W_Q and W_K are then the token side,
+ * which multiplies LN(resid), while positions meet the unprocessed weights:
+ * see MI_POSITIONAL_SHORTFORMER), into a caller buffer of rows × cols float32 at
  * `out[i * ld + j]`.
  *
  * @param out  out: the caller's buffer, at least (rows - 1) * ld + cols floats
@@ -827,6 +840,18 @@ MI_API size_t mi_get_num_threads(void);
  * if processed). A token QK circuit scores a query token against a key
  * token as if each were alone in the residual stream (no positional part).
  *
+ * Shortformer models (MI_POSITIONAL_SHORTFORMER): the query of token x at
+ * position i is (x̂ W_Q + b_Q) + W_pos[i] W_Q°, with x̂ = LN(resid) and W_Q°
+ * the weights before any processing (keys likewise). A TOKEN side is
+ * E W_Q (+ 1 b_Q under MI_QK_BIAS) with the model's token-side weights; a
+ * POS side is W_pos W_Q° (W_pos W_K°) and takes no bias, which goes with
+ * LN(resid). So a head's four circuits split its score exactly: under
+ * MI_QK_BIAS | MI_QK_SCALE, qk(TOKEN,TOKEN) + qk(TOKEN,POS) + qk(POS,TOKEN)
+ * + qk(POS,POS) at (x, i; y, j) is the pre-softmax score of query (x, i)
+ * against key (y, j) when the normalised inputs are the W_E rows (layer 0's
+ * score exactly, in a model without LayerNorm). The positional circuits of
+ * a folded or processed model equal those of the raw one.
+ *
  * Lifetime: a circuit keeps its model alive (a reference count), so model
  * and circuits may be freed in any order. The direct path reads W_E and
  * W_U in place; other circuits compute their factors once, at creation.
@@ -1234,7 +1259,8 @@ typedef struct mi_forward_extras {
   /**
    * NULL, or the residual stream: (n_layers + 1) × n × d_model floats;
    * block l < n_layers is the stream entering layer l (block 0: W_E[token] +
-   * W_pos[position]), block n_layers the stream entering the final LayerNorm.
+   * W_pos[position], W_E[token] alone in a shortformer model), block
+   * n_layers the stream entering the final LayerNorm.
    */
   float *resid;
   /** Floats available at `resid`. */
@@ -1262,8 +1288,11 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
  * with config.ln_eps, then scale by ln1.w and shift by ln1.b; after folding
  * these are 1 and 0) plus b_Q, b_K, b_V, and query head h reading key/value
  * head h / (n_heads / n_kv_heads); then b_O. Logits = LayerNorm_final(x)·W_U
- * + b_U. Parts the model lacks are skipped. Products run in float32 through
- * BLIS, LayerNorm statistics and softmax in double.
+ * + b_U. Parts the model lacks are skipped. A shortformer model
+ * (MI_POSITIONAL_SHORTFORMER) starts from x₀ = W_E[token] and reads q and k
+ * from LayerNorm(x) + W_pos[position] instead (the same after processing:
+ * positions meet the weights as they were), v from LayerNorm(x). Products
+ * run in float32 through BLIS, LayerNorm statistics and softmax in double.
  *
  * @param out     out: n × d_vocab logits, row t at out + t·ld
  * @param ld      leading dimension of `out`, ≥ d_vocab
@@ -1276,7 +1305,8 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
  *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
  *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
  *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of
- *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats).
+ *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats, and n·d_model
+ *         more for an unprocessed shortformer model).
  */
 MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
                                   const size_t *tokens, size_t n,
@@ -1293,7 +1323,9 @@ MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
  * then split exactly into parts, each a source followed by a path of heads,
  * one head a layer at most, layers increasing:
  *
- * - MI_SOURCE_EMBED: W_E[token] + W_pos[position]. Order 0 is the direct
+ * - MI_SOURCE_EMBED: W_E[token] + W_pos[position] (W_E[token] alone in a
+ *   shortformer model, whose positions act only through the frozen
+ *   patterns and so have no part of their own). Order 0 is the direct
  *   path (through the final LayerNorm into W_U), order 1 a single head,
  *   order ≥ 2 a virtual head.
  * - MI_SOURCE_VALUE_BIAS: the constant (ln1.b·W_V + b_V)·W_O that head
@@ -1443,7 +1475,10 @@ MI_API mi_status mi_model_attribute(size_t *out, const mi_model *model, const si
  * the same weights: process the model as TransformerLens did (fold_ln and
  * centering, MI_PROCESS_TRANSFORMERLENS) to compare numbers. Each score is in
  * [0, 1]; a score means little without the chance level of random matrices
- * of the same shapes, `mi_model_composition_baseline`.
+ * of the same shapes, `mi_model_composition_baseline`. In a shortformer
+ * model a head's output reaches later heads through LN(resid) only, so
+ * W_QK² is the token side (mi_model_get_weight's W_Q, W_K); positions do
+ * not compose.
  */
 
 /** Which composition `mi_model_composition_scores` computes. */
@@ -1688,7 +1723,8 @@ MI_API mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
  * diagonal: a query attends to the key after an earlier copy of itself.
  * With MI_QK_BIAS, b_Q² and b_K² enter as in mi_circuit_qk (A = (W_E W_Q² +
  * 1 b_Q²)·s, Bᵀ = W_E W_V¹ W_O¹ W_K² + 1 b_K²); head 1's own biases and
- * positional parts do not. Factors: A as above (d_vocab × d_head), B its
+ * positional parts do not (in a shortformer model W_Q², W_K² are the token
+ * side: what head 1 writes reaches head 2 through LN(resid)). Factors: A as above (d_vocab × d_head), B its
  * key side transposed (d_head × d_vocab), computed in float32 and owned.
  *
  * @param out    receives the circuit (owned; mi_circuit_free), NULL on failure

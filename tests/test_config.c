@@ -227,10 +227,8 @@ START_TEST(tl_normalization_is_checked_against_the_tensors) {
 END_TEST
 
 /*
- * shortformer_pos: true. Until the shortformer work lands, libmi refuses
- * such a model by name (MI_ERR_UNSUPPORTED); with it (MI_TEST_SHORTFORMER,
- * see tests/CMakeLists.txt) the folder must load as a shortformer and match
- * the reference. Either way the config's kind must reach the model: a
+ * shortformer_pos: true. The folder must load as a shortformer and match the
+ * dense shortformer reference, and the config's kind must reach the model: a
  * shortformer config over a file without W_pos names the missing W_pos.
  */
 START_TEST(shortformer_pos_reaches_the_model) {
@@ -238,7 +236,6 @@ START_TEST(shortformer_pos_reaches_the_model) {
   char dir[512];
   mi_model *written = tl_folder(dir, sizeof dir, "tl-shortformer", &c, 33), *model = (mi_model *)1;
   write_text(dir, "config.json", "{\"shortformer_pos\": true, \"n_heads\": 2}");
-#ifdef MI_TEST_SHORTFORMER
   TU_OK(mi_model_load(&model, dir, NULL));
   ck_assert_int_eq(config_of(model).positional, MI_POSITIONAL_SHORTFORMER);
   mi_config sc = c;
@@ -248,10 +245,6 @@ START_TEST(shortformer_pos_reaches_the_model) {
   ck_assert_msg(err < 1e-4, "shortformer logits differ from the reference by %g", err);
   mi_model_free(reference);
   mi_model_free(model);
-#else
-  TU_FAILS(MI_ERR_UNSUPPORTED, mi_model_load(&model, dir, NULL));
-  SAYS("shortformer");
-#endif
   mi_config no_pos = c;
   no_pos.parts &= ~(unsigned)MI_PART_POS_EMBED;
   mi_model *unpositioned = exact_model(&no_pos, 33);

@@ -643,6 +643,185 @@ START_TEST(bad_files_fail_with_their_status) {
 }
 END_TEST
 
+/* ---- positional embeddings ---------------------------------------------------- */
+
+/* x rounded to the nearest IEEE binary16 (11 significant bits; subnormals below 2⁻¹⁴). */
+static double to_half(double x) {
+  int e;
+  if (fabs(x) < 0x1p-14)
+    return ldexp(nearbyint(ldexp(x, 24)), -24);
+  double m = frexp(x, &e);
+  return ldexp(nearbyint(ldexp(m, 11)), e - 11);
+}
+
+/* A random model (tu_random_model) with every weight rounded to binary16. */
+static mi_model *half_model(const mi_config *config, uint64_t seed) {
+  mi_model *model = tu_random_model(config, seed);
+  mi_config c = config_of(model);
+  for (int w = 0; w < MI_WEIGHT_COUNT; w++) {
+    size_t rows, cols, layers, heads;
+    if (mi_model_weight_shape(&rows, &cols, model, (mi_weight)w) != MI_OK)
+      continue;
+    copies_of(&c, (mi_weight)w, &layers, &heads);
+    for (size_t l = 0; l < layers; l++)
+      for (size_t h = 0; h < heads; h++) {
+        double *v = tu_weight(model, (mi_weight)w, l, h, &rows, &cols);
+        for (size_t i = 0; i < rows * cols; i++)
+          v[i] = to_half(v[i]);
+        TU_OK(mi_model_set_weight(model, (mi_weight)w, l, h, MI_DTYPE_F64, v, cols));
+        free(v);
+      }
+  }
+  return model;
+}
+
+/* Forward logits (row-centred when `centre`) and patterns of a model, as doubles. */
+static void run(double *logits, double *patterns, const mi_model *model, const size_t *tokens,
+                size_t n, bool centre) {
+  mi_config c = config_of(model);
+  size_t V = c.d_vocab, count = c.n_layers * c.n_heads * n * n;
+  float *out = malloc(n * V * sizeof *out), *p = malloc(count * sizeof *p);
+  mi_forward_extras x;
+  mi_forward_extras_init(&x, sizeof x);
+  x.patterns = p;
+  x.patterns_count = count;
+  TU_OK(mi_model_forward(out, V, model, tokens, n, &x));
+  for (size_t i = 0; i < n * V; i++)
+    logits[i] = out[i];
+  for (size_t i = 0; i < count; i++)
+    patterns[i] = p[i];
+  if (centre)
+    center_logit_rows(logits, n, V);
+  free(out);
+  free(p);
+}
+
+/*
+ * A TransformerLens file whose __metadata__ says positional_embedding_type
+ * "shortformer", in F32 and F16 (weights rounded to binary16 first, so both
+ * files hold exactly the same model): loaded raw it keeps the weights and
+ * runs as a shortformer model; loaded folded (the default) and
+ * TransformerLens-processed it gives the patterns and (row-centred) logits
+ * of the dense reference on the raw weights. Tolerance as in
+ * processing_on_load_keeps_the_logits: 1e-5 of the scale.
+ */
+START_TEST(shortformer_files_run_as_shortformer) {
+  mi_config c = tu_config(2, 4, 8, 3, 11, 9, ALL_PARTS);
+  c.n_kv_heads = 2;
+  c.positional = MI_POSITIONAL_SHORTFORMER;
+  const size_t tokens[] = {3, 10, 0, 3, 7, 7, 1, 9}, n = 8, V = 11;
+  size_t count = 2 * 4 * n * n;
+  const char *dtypes[] = {"F32", "F16"};
+  for (int i = 0; i < 2; i++) {
+    mi_model *written = half_model(&c, 60 + (uint64_t)i);
+    st_writer *st = write_tl(written, dtypes[i], i == 1, NULL);
+    ck_assert(st_add_metadata(st, "positional_embedding_type", "shortformer"));
+    mi_load_options raw = raw_options(), folded, tl;
+    mi_load_options_init(&folded, sizeof folded);
+    mi_load_options_init(&tl, sizeof tl);
+    tl.process = MI_PROCESS_TRANSFORMERLENS;
+    char file[64];
+    snprintf(file, sizeof file, "shortformer_%s.safetensors", dtypes[i]);
+    mi_model *m_raw = save_and_load(st, file, &raw);
+    assert_same_weights(written, m_raw);
+    ck_assert_int_eq(config_of(m_raw).positional, MI_POSITIONAL_SHORTFORMER);
+    double want[8 * 11], want_p[2 * 4 * 8 * 8], got[8 * 11], got_p[2 * 4 * 8 * 8];
+    tu_reference_forward(want, want_p, NULL, m_raw, tokens, n);
+    double scale = tu_max_abs(want, n * V);
+    center_logit_rows(want, n, V);
+    const mi_load_options *opts[] = {&raw, &folded, &tl};
+    for (int o = 0; o < 3; o++) {
+      mi_model *m = save_and_load(st, file, opts[o]);
+      ck_assert_int_eq(config_of(m).positional, MI_POSITIONAL_SHORTFORMER);
+      run(got, got_p, m, tokens, n, true);
+      double dl = tu_max_abs_diff(got, want, n * V), dp = tu_max_abs_diff(got_p, want_p, count);
+      ck_assert_msg(dl <= 1e-5 * scale && dp <= 1e-5, "%s, process 0x%x: logits off by %g "
+                    "(scale %g), patterns by %g", dtypes[i], opts[o]->process, dl, scale, dp);
+      mi_model_free(m);
+    }
+    mi_model_free(m_raw);
+    st_writer_free(st);
+    mi_model_free(written);
+  }
+}
+END_TEST
+
+/* Loads a serialized file from memory with `positional` as the load option. */
+static mi_status load_with(mi_model **out, const st_writer *st, mi_positional positional) {
+  size_t size;
+  unsigned char *bytes = st_serialize(st, &size);
+  mi_load_options o;
+  mi_load_options_init(&o, sizeof o);
+  o.positional = positional;
+  mi_status status = mi_model_load_memory(out, bytes, size, &o);
+  free(bytes);
+  return status;
+}
+
+/*
+ * Where the positional kind comes from: a file that says nothing is
+ * standard unless the caller says shortformer (ARENA's state dicts); a file
+ * that says shortformer is shortformer, and a load option that disagrees is
+ * an error naming both; kinds libmi does not run (rotary, ALiBi) are
+ * refused by name, never run as standard.
+ */
+START_TEST(positional_kind_from_files_and_options) {
+  mi_config c = tu_config(1, 2, 6, 3, 7, 5, ALL_PARTS);
+  mi_model *written = exact_model(&c, 8);
+  const size_t tokens[] = {1, 6, 6, 0, 2}, n = 5, V = 7;
+  st_writer *plain = write_tl(written, "F32", false, NULL);
+  mi_model *m;
+  TU_OK(load_with(&m, plain, MI_POSITIONAL_DEFAULT));
+  ck_assert_int_eq(config_of(m).positional, MI_POSITIONAL_STANDARD);
+  double standard[5 * 7], got[5 * 7], want[5 * 7], p[5 * 2 * 5 * 5];
+  run(standard, p, m, tokens, n, false);
+  mi_model_free(m);
+  TU_OK(load_with(&m, plain, MI_POSITIONAL_SHORTFORMER));
+  ck_assert_int_eq(config_of(m).positional, MI_POSITIONAL_SHORTFORMER);
+  run(got, p, m, tokens, n, false);
+  mi_model_free(m);
+  /* The reference of the same weights as a shortformer model. */
+  mi_config sc = c;
+  sc.positional = MI_POSITIONAL_SHORTFORMER;
+  mi_model *as_shortformer = exact_model(&sc, 8);
+  tu_reference_logits(want, as_shortformer, tokens, n);
+  mi_model_free(as_shortformer);
+  double scale = tu_max_abs(want, n * V);
+  ck_assert_double_le(tu_max_abs_diff(got, want, n * V), 1e-5 * scale);
+  ck_assert_double_gt(tu_max_abs_diff(standard, want, n * V), 1e-2 * scale);
+
+  st_writer *says = write_tl(written, "F32", false, NULL);
+  ck_assert(st_add_metadata(says, "positional_embedding_type", "shortformer"));
+  TU_OK(load_with(&m, says, MI_POSITIONAL_SHORTFORMER));
+  mi_model_free(m);
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, load_with(&m, says, MI_POSITIONAL_STANDARD));
+  ck_assert_ptr_null(m);
+  const char *msg = mi_last_error();
+  ck_assert_msg(strstr(msg, "__metadata__") && strstr(msg, "shortformer") &&
+                    strstr(msg, "mi_load_options") && strstr(msg, "standard"), "%s", msg);
+  const char *unsupported[] = {"rotary", "alibi"};
+  for (int i = 0; i < 2; i++) {
+    st_writer *st = write_tl(written, "F32", false, NULL);
+    ck_assert(st_add_metadata(st, "positional_embedding_type", unsupported[i]));
+    TU_FAILS(MI_ERR_UNSUPPORTED, load_with(&m, st, MI_POSITIONAL_DEFAULT));
+    ck_assert_msg(strstr(mi_last_error(), unsupported[i]), "%s", mi_last_error());
+    TU_FAILS(MI_ERR_UNSUPPORTED, load_with(&m, st, MI_POSITIONAL_SHORTFORMER));
+    st_writer_free(st);
+  }
+  mi_model_free(written);
+  /* Shortformer without a W_pos in the file. */
+  mi_config bare = tu_config(1, 2, 6, 3, 7, 0, MI_PART_LN);
+  written = exact_model(&bare, 2);
+  st_writer *no_pos = write_tl(written, "F32", false, NULL);
+  TU_FAILS(MI_ERR_MISSING_TENSOR, load_with(&m, no_pos, MI_POSITIONAL_SHORTFORMER));
+  ck_assert_msg(strstr(mi_last_error(), "W_pos"), "%s", mi_last_error());
+  st_writer_free(no_pos);
+  st_writer_free(plain);
+  st_writer_free(says);
+  mi_model_free(written);
+}
+END_TEST
+
 static Suite *safetensors_suite(void) {
   Suite *s = suite_create("safetensors");
   TCase *tc = tcase_create("files");
@@ -657,6 +836,8 @@ static Suite *safetensors_suite(void) {
   tcase_add_test(tc, old_options_take_the_defaults);
   tcase_add_test(tc, mlp_weights_are_recorded_not_read);
   tcase_add_test(tc, files_that_cannot_be_read);
+  tcase_add_test(tc, shortformer_files_run_as_shortformer);
+  tcase_add_test(tc, positional_kind_from_files_and_options);
   suite_add_tcase(s, tc);
   TCase *bad = tcase_create("hostile files");
   tcase_set_timeout(bad, 30);

@@ -390,14 +390,10 @@ class ModelOptions(unittest.TestCase):
             path = os.path.join(tmp, "plain.safetensors")
             write_safetensors(path, tl_tensors_without_layer_norm())
             self.assertEqual(run_json("paths", path)["model"]["positional"], "standard")
-            # A file that does not say: shortformer once libmi runs it;
-            # until then libmi refuses it by name.
+            # A file that does not say takes the option.
             r = run("paths", path, "--positional", "shortformer", "--json")
-            if r.returncode == 0:
-                self.assertEqual(json.loads(r.stdout)["model"]["positional"], "shortformer")
-            else:
-                self.assertEqual(r.returncode, 1)
-                self.assertIn("shortformer", r.stderr.lower())
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["model"]["positional"], "shortformer")
 
 
 class Threads(unittest.TestCase):

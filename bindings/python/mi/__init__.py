@@ -36,8 +36,8 @@ PARTS = {"pos_embed": 1, "qkv_bias": 2, "out_bias": 4, "unembed_bias": 8,
          "ln": 16, "ln_final": 32, "mlp": 64}
 #: MI_PROCESS_* bits by name.
 PROCESS = {"fold_ln": 1, "center_writing": 2, "center_unembed": 4, "transformerlens": 7}
-#: mi_positional by name (TransformerLens's positional_embedding_type; None: the files say).
-POSITIONAL = {None: 0, "standard": 1, "shortformer": 2, "none": 3}
+#: mi_positional values by TransformerLens's positional_embedding_type names.
+POSITIONAL = {"default": 0, "standard": 1, "shortformer": 2, "none": 3}
 #: MI_LOAD_* bits.
 _LOAD_NO_CONFIG, _LOAD_NO_VOCAB = 1, 2
 _LAYOUTS = {0: "memory", 1: "transformerlens", 2: "gpt2"}
@@ -207,6 +207,14 @@ def _weight_id(name: str) -> int:
         raise ValueError(f"unknown weight {name!r}; one of {WEIGHTS}") from None
 
 
+def _positional(name) -> int:
+    if name is None:
+        return POSITIONAL["default"]
+    if name not in POSITIONAL:
+        raise ValueError(f"unknown positional embedding {name!r}; one of {list(POSITIONAL)}")
+    return POSITIONAL[name]
+
+
 def _steps(process) -> int:
     if isinstance(process, int):
         return process
@@ -230,14 +238,17 @@ class Model:
     @classmethod
     def create(cls, n_layers: int, n_heads: int, d_model: int, d_head: int, d_vocab: int,
                n_ctx: int = 0, n_kv_heads: int = 0, parts: Sequence[str] = (),
-               ln_eps: float = 1e-5) -> "Model":
+               ln_eps: float = 1e-5, positional: Optional[str] = None) -> "Model":
         """A model of this shape with zero weights (mi_model_create). ``parts``
-        names optional parts: any of PARTS' keys."""
+        names optional parts: any of PARTS' keys. ``positional``: how W_pos
+        enters, "standard" (the default with W_pos), "shortformer" (added to
+        queries and keys after ln1 only) or "none"."""
         config = Config()
         lib.mi_config_init(ctypes.byref(config), ctypes.sizeof(config))
         config.n_layers, config.n_heads, config.n_kv_heads = n_layers, n_heads, n_kv_heads
         config.d_model, config.d_head, config.d_vocab, config.n_ctx = d_model, d_head, d_vocab, n_ctx
         config.ln_eps = ln_eps
+        config.positional = _positional(positional)
         for part in parts:
             if part not in PARTS:
                 raise ValueError(f"unknown part {part!r}; one of {list(PARTS)}")
@@ -251,7 +262,8 @@ class Model:
         """A model from a dict of weights named as in WEIGHTS. Per-head
         weights are indexed ``[layer][head]``, per-layer ones ``[layer]``
         (numpy arrays [L, H, rows, cols] or nested lists both work). The parts
-        follow from which weights are given; ``shape`` gives mi_config's sizes."""
+        follow from which weights are given; ``shape`` gives mi_config's sizes
+        and ``positional`` (see :meth:`create`)."""
         present = {"W_pos": "pos_embed", "b_Q": "qkv_bias", "b_O": "out_bias",
                    "b_U": "unembed_bias", "ln1.w": "ln", "ln_final.w": "ln_final"}
         parts = [part for name, part in present.items() if name in weights]
@@ -294,12 +306,10 @@ class Model:
         config.json (MI_LOAD_NO_CONFIG). ``vocab``: a vocabulary file to load;
         by default a folder's own, and for a file ``vocab.txt`` or else
         ``vocab.json`` beside it when present; False loads none."""
-        if positional not in POSITIONAL:
-            raise ValueError(f"unknown positional {positional!r}; one of {list(POSITIONAL)}")
         options = LoadOptions()
         lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.n_heads = n_heads or 0
-        options.positional = POSITIONAL[positional]
+        options.positional = _positional(positional)
         options.process = 0 if process is None else _steps(process)
         options.flags = (0 if config else _LOAD_NO_CONFIG) | (_LOAD_NO_VOCAB if vocab is False else 0)
         handle = ctypes.c_void_p()
@@ -378,6 +388,12 @@ class Model:
         lib.mi_config_init(ctypes.byref(config), ctypes.sizeof(config))
         lib.mi_model_get_config(ctypes.byref(config), self._h())
         return {name: getattr(config, name) for name, _ in Config._fields_ if name != "struct_size"}
+
+    @property
+    def positional(self) -> str:
+        """How positions enter: "standard", "shortformer" or "none"."""
+        kind = self.config["positional"]
+        return next(name for name, value in POSITIONAL.items() if value == kind)
 
     @property
     def layout(self) -> str:

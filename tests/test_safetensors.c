@@ -5,8 +5,7 @@
  * function, and hostile files fail with their own status and message.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "st_writer.h"
-#include "testutil.h"
+#include "model_files.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -21,294 +20,18 @@ static const unsigned ALL_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART
 static const unsigned GPT2_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART_OUT_BIAS |
                                    MI_PART_LN | MI_PART_LN_FINAL;
 
-static void tmp_path(char *buf, size_t size, const char *name) {
-  const char *dir = getenv("MI_TEST_TMP");
-  ck_assert_msg(dir != NULL, "MI_TEST_TMP is not set (run the suite through CTest)");
-  snprintf(buf, size, "%s/%s", dir, name);
-}
-
-/* How many (layer, head) copies of `w` a model of shape `c` holds. */
-static void copies_of(const mi_config *c, mi_weight w, size_t *layers, size_t *heads) {
-  int per_head = w == MI_W_Q || w == MI_W_O || w == MI_B_Q;
-  int per_kv = w == MI_W_K || w == MI_W_V || w == MI_B_K || w == MI_B_V;
-  int per_layer = per_head || per_kv || w == MI_B_O || w == MI_LN1_W || w == MI_LN1_B;
-  *layers = per_layer ? c->n_layers : 1;
-  *heads = per_head ? c->n_heads : per_kv ? c->n_kv_heads : 1;
-}
-
-static mi_config config_of(const mi_model *model) {
-  mi_config c;
-  mi_config_init(&c, sizeof c);
-  TU_OK(mi_model_get_config(&c, model));
-  return c;
-}
-
-/*
- * A model whose every weight is k/8 with |k| <= 8 (LayerNorm scales
- * 1 + k/16): at most 5 significant bits, so exact in F16 and BF16 too and a
- * file round trip must give back the very same floats.
- */
-static mi_model *exact_model(const mi_config *config, uint64_t seed) {
-  mi_model *model;
-  TU_OK(mi_model_create(&model, config));
-  mi_config c = config_of(model);
-  tu_rng rng = tu_rng_seed(seed);
-  for (int w = 0; w < MI_WEIGHT_COUNT; w++) {
-    size_t rows, cols, layers, heads;
-    if (mi_model_weight_shape(&rows, &cols, model, (mi_weight)w) != MI_OK)
-      continue;
-    copies_of(&c, (mi_weight)w, &layers, &heads);
-    double *buf = malloc(rows * cols * sizeof *buf);
-    for (size_t l = 0; l < layers; l++)
-      for (size_t h = 0; h < heads; h++) {
-        for (size_t i = 0; i < rows * cols; i++) {
-          double k = floor(tu_uniform(&rng) * 17.0) - 8.0;
-          buf[i] = w == MI_LN1_W || w == MI_LNF_W ? 1.0 + k / 16.0 : k / 8.0;
-        }
-        TU_OK(mi_model_set_weight(model, (mi_weight)w, l, h, MI_DTYPE_F64, buf, cols));
-      }
-    free(buf);
-  }
-  return model;
-}
-
-/* Sets W_U = W_Eᵀ, as a GPT-2 checkpoint without lm_head.weight means. */
-static void tie_unembedding(mi_model *model) {
-  size_t V, D;
-  double *W_E = tu_weight(model, MI_W_E, 0, 0, &V, &D);
-  double *W_U = malloc(D * V * sizeof *W_U);
-  for (size_t v = 0; v < V; v++)
-    for (size_t d = 0; d < D; d++)
-      W_U[d * V + v] = W_E[v * D + d];
-  TU_OK(mi_model_set_weight(model, MI_W_U, 0, 0, MI_DTYPE_F64, W_U, V));
-  free(W_E);
-  free(W_U);
-}
-
-/* Asserts that two models have the same shape and bit-identical weights. */
-static void assert_same_weights(const mi_model *a, const mi_model *b) {
-  mi_config ca = config_of(a), cb = config_of(b);
-  ck_assert_uint_eq(ca.n_layers, cb.n_layers);
-  ck_assert_uint_eq(ca.n_heads, cb.n_heads);
-  ck_assert_uint_eq(ca.n_kv_heads, cb.n_kv_heads);
-  ck_assert_uint_eq(ca.d_model, cb.d_model);
-  ck_assert_uint_eq(ca.d_head, cb.d_head);
-  ck_assert_uint_eq(ca.d_vocab, cb.d_vocab);
-  ck_assert_uint_eq(ca.n_ctx, cb.n_ctx);
-  ck_assert_uint_eq(ca.parts, cb.parts);
-  ck_assert(ca.ln_eps == cb.ln_eps);
-  for (int w = 0; w < MI_WEIGHT_COUNT; w++) {
-    size_t rows, cols, r2, c2, layers, heads;
-    mi_status sa = mi_model_weight_shape(&rows, &cols, a, (mi_weight)w);
-    ck_assert_int_eq(sa, mi_model_weight_shape(&r2, &c2, b, (mi_weight)w));
-    if (sa != MI_OK)
-      continue;
-    copies_of(&ca, (mi_weight)w, &layers, &heads);
-    for (size_t l = 0; l < layers; l++)
-      for (size_t h = 0; h < heads; h++) {
-        double *x = tu_weight(a, (mi_weight)w, l, h, &rows, &cols);
-        double *y = tu_weight(b, (mi_weight)w, l, h, &rows, &cols);
-        for (size_t i = 0; i < rows * cols; i++)
-          ck_assert_msg(x[i] == y[i], "weight %d (layer %zu, head %zu)[%zu]: %g != %g", w, l,
-                        h, i, x[i], y[i]);
-        free(x);
-        free(y);
-      }
-  }
-}
-
-static void add(st_writer *st, const char *dtype, const double *values, size_t rank,
-                const size_t *shape, const char *fmt, size_t layer) {
-  char name[128];
-  snprintf(name, sizeof name, fmt, layer);
-  ck_assert_msg(st_add(st, name, dtype, rank, shape, values), "cannot write %s", name);
-}
-
-/* Every (layer l) copy of `which`, stacked: [heads, rows, cols]. */
-static double *stacked(const mi_model *model, mi_weight which, size_t l, size_t heads) {
-  size_t rows, cols;
-  ck_assert_int_eq(mi_model_weight_shape(&rows, &cols, model, which), MI_OK);
-  double *all = malloc(heads * rows * cols * sizeof *all);
-  for (size_t h = 0; h < heads; h++) {
-    double *one = tu_weight(model, which, l, h, &rows, &cols);
-    memcpy(all + h * rows * cols, one, rows * cols * sizeof *one);
-    free(one);
-  }
-  return all;
-}
-
-/* Adds one weight copy (layer l, head 0) as a tensor of `rank` dims. */
-static void add_weight(st_writer *st, const char *dtype, const mi_model *model, mi_weight w,
-                       size_t l, size_t rank, const size_t *shape, const char *fmt) {
-  size_t rows, cols;
-  double *v = tu_weight(model, w, l, 0, &rows, &cols);
-  add(st, dtype, v, rank, shape, fmt, l);
-  free(v);
-}
-
-/*
- * The model as a TransformerLens state dict, with TL's buffers (a BOOL
- * mask, a scalar IGNORE) that the reader must skip. `underscore`: key/value
- * weights named _W_K, _W_V, _b_K, _b_V, as grouped-query models store them.
- * `normalization`: NULL, or TL's normalization_type to store in
- * __metadata__; any but "LN" leaves the LayerNorm weights out.
- */
-static st_writer *write_tl(const mi_model *model, const char *dtype, bool underscore,
-                           const char *normalization) {
-  mi_config c = config_of(model);
-  if (normalization != NULL && strcmp(normalization, "LN") != 0)
-    c.parts &= ~(unsigned)(MI_PART_LN | MI_PART_LN_FINAL);
-  size_t D = c.d_model, V = c.d_vocab, H = c.n_heads, KV = c.n_kv_heads, dh = c.d_head;
-  st_writer *st = st_writer_new();
-  if (normalization != NULL)
-    ck_assert(st_add_metadata(st, "normalization_type", normalization));
-  const char *u = underscore ? "_" : "";
-  char fmt[64];
-  add_weight(st, dtype, model, MI_W_E, 0, 2, (size_t[]){V, D}, "embed.W_E");
-  if (c.parts & MI_PART_POS_EMBED)
-    add_weight(st, dtype, model, MI_W_POS, 0, 2, (size_t[]){c.n_ctx, D}, "pos_embed.W_pos");
-  for (size_t l = 0; l < c.n_layers; l++) {
-    double *v = stacked(model, MI_W_Q, l, H);
-    add(st, dtype, v, 3, (size_t[]){H, D, dh}, "blocks.%zu.attn.W_Q", l);
-    free(v);
-    for (mi_weight w = MI_W_K; w <= MI_W_V; w++) {
-      v = stacked(model, w, l, KV);
-      snprintf(fmt, sizeof fmt, "blocks.%%zu.attn.%sW_%c", u, w == MI_W_K ? 'K' : 'V');
-      add(st, dtype, v, 3, (size_t[]){KV, D, dh}, fmt, l);
-      free(v);
-    }
-    v = stacked(model, MI_W_O, l, H);
-    add(st, dtype, v, 3, (size_t[]){H, dh, D}, "blocks.%zu.attn.W_O", l);
-    free(v);
-    if (c.parts & MI_PART_QKV_BIAS) {
-      v = stacked(model, MI_B_Q, l, H);
-      add(st, dtype, v, 2, (size_t[]){H, dh}, "blocks.%zu.attn.b_Q", l);
-      free(v);
-      for (mi_weight w = MI_B_K; w <= MI_B_V; w++) {
-        v = stacked(model, w, l, KV);
-        snprintf(fmt, sizeof fmt, "blocks.%%zu.attn.%sb_%c", u, w == MI_B_K ? 'K' : 'V');
-        add(st, dtype, v, 2, (size_t[]){KV, dh}, fmt, l);
-        free(v);
-      }
-    }
-    if (c.parts & MI_PART_OUT_BIAS)
-      add_weight(st, dtype, model, MI_B_O, l, 1, (size_t[]){D}, "blocks.%zu.attn.b_O");
-    if (c.parts & MI_PART_LN) {
-      add_weight(st, dtype, model, MI_LN1_W, l, 1, (size_t[]){D}, "blocks.%zu.ln1.w");
-      add_weight(st, dtype, model, MI_LN1_B, l, 1, (size_t[]){D}, "blocks.%zu.ln1.b");
-    }
-    unsigned char mask[16] = {1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1};
-    snprintf(fmt, sizeof fmt, "blocks.%zu.attn.mask", l);
-    ck_assert(st_add_raw(st, fmt, "BOOL", 2, (size_t[]){4, 4}, mask, sizeof mask));
-    add(st, "F32", (double[]){-100000.0}, 0, NULL, "blocks.%zu.attn.IGNORE", l);
-  }
-  if (c.parts & MI_PART_LN_FINAL) {
-    add_weight(st, dtype, model, MI_LNF_W, 0, 1, (size_t[]){D}, "ln_final.w");
-    add_weight(st, dtype, model, MI_LNF_B, 0, 1, (size_t[]){D}, "ln_final.b");
-  }
-  add_weight(st, dtype, model, MI_W_U, 0, 2, (size_t[]){D, V}, "unembed.W_U");
-  if (c.parts & MI_PART_UNEMBED_BIAS)
-    add_weight(st, dtype, model, MI_B_U, 0, 1, (size_t[]){V}, "unembed.b_U");
-  return st;
-}
-
-/*
- * The model as a Hugging Face GPT-2 checkpoint, packed here by the
- * definition (Conv1D: c_attn columns Q | K | V, head h at h·d_head;
- * c_proj rows h·d_head.. for head h), with GPT-2's attn.bias buffers.
- * Without `lm_head` the model's W_U must be W_Eᵀ.
- */
-static st_writer *write_gpt2(const mi_model *model, const char *dtype, const char *prefix,
-                             bool lm_head, bool n_head_metadata) {
-  mi_config c = config_of(model);
-  size_t D = c.d_model, V = c.d_vocab, H = c.n_heads, dh = c.d_head, r, k;
-  ck_assert_uint_eq(c.n_kv_heads, H);
-  ck_assert(!(c.parts & MI_PART_UNEMBED_BIAS));
-  st_writer *st = st_writer_new();
-  char fmt[96];
-  if (n_head_metadata) {
-    snprintf(fmt, sizeof fmt, "%zu", H);
-    ck_assert(st_add_metadata(st, "n_head", fmt));
-    ck_assert(st_add_metadata(st, "format", "pt"));
-  }
-#define NAME(suffix) (snprintf(fmt, sizeof fmt, "%s%s", prefix, suffix), fmt)
-  add_weight(st, dtype, model, MI_W_E, 0, 2, (size_t[]){V, D}, NAME("wte.weight"));
-  if (c.parts & MI_PART_POS_EMBED)
-    add_weight(st, dtype, model, MI_W_POS, 0, 2, (size_t[]){c.n_ctx, D}, NAME("wpe.weight"));
-  double *attn = malloc(D * 3 * D * sizeof *attn), *bias = malloc(3 * D * sizeof *bias);
-  double *proj = malloc(D * D * sizeof *proj);
-  for (size_t l = 0; l < c.n_layers; l++) {
-    if (c.parts & MI_PART_LN) {
-      add_weight(st, dtype, model, MI_LN1_W, l, 1, (size_t[]){D}, NAME("h.%zu.ln_1.weight"));
-      add_weight(st, dtype, model, MI_LN1_B, l, 1, (size_t[]){D}, NAME("h.%zu.ln_1.bias"));
-    }
-    for (size_t h = 0; h < H; h++) {
-      for (int part = 0; part < 3; part++) {
-        double *W = tu_weight(model, (mi_weight)(MI_W_Q + part), l, h, &r, &k);
-        for (size_t i = 0; i < D; i++)
-          for (size_t j = 0; j < dh; j++)
-            attn[i * 3 * D + part * D + h * dh + j] = W[i * dh + j];
-        free(W);
-        double *b = tu_weight(model, (mi_weight)(MI_B_Q + part), l, h, &r, &k);
-        for (size_t j = 0; b && j < dh; j++)
-          bias[part * D + h * dh + j] = b[j];
-        free(b);
-      }
-      double *WO = tu_weight(model, MI_W_O, l, h, &r, &k);
-      memcpy(proj + h * dh * D, WO, dh * D * sizeof *proj);
-      free(WO);
-    }
-    add(st, dtype, attn, 2, (size_t[]){D, 3 * D}, NAME("h.%zu.attn.c_attn.weight"), l);
-    if (c.parts & MI_PART_QKV_BIAS)
-      add(st, dtype, bias, 1, (size_t[]){3 * D}, NAME("h.%zu.attn.c_attn.bias"), l);
-    add(st, dtype, proj, 2, (size_t[]){D, D}, NAME("h.%zu.attn.c_proj.weight"), l);
-    if (c.parts & MI_PART_OUT_BIAS)
-      add_weight(st, dtype, model, MI_B_O, l, 1, (size_t[]){D},
-                 NAME("h.%zu.attn.c_proj.bias"));
-    double causal[16];
-    for (int i = 0; i < 16; i++)
-      causal[i] = i % 4 <= i / 4;
-    add(st, "F32", causal, 4, (size_t[]){1, 1, 4, 4}, NAME("h.%zu.attn.bias"), l);
-  }
-  free(attn);
-  free(bias);
-  free(proj);
-  if (c.parts & MI_PART_LN_FINAL) {
-    add_weight(st, dtype, model, MI_LNF_W, 0, 1, (size_t[]){D}, NAME("ln_f.weight"));
-    add_weight(st, dtype, model, MI_LNF_B, 0, 1, (size_t[]){D}, NAME("ln_f.bias"));
-  }
-#undef NAME
-  if (lm_head) {
-    double *W_U = tu_weight(model, MI_W_U, 0, 0, &r, &k), *t = malloc(V * D * sizeof *t);
-    for (size_t v = 0; v < V; v++)
-      for (size_t d = 0; d < D; d++)
-        t[v * D + d] = W_U[d * V + v];
-    add(st, dtype, t, 2, (size_t[]){V, D}, "lm_head.weight", 0);
-    free(W_U);
-    free(t);
-  }
-  return st;
-}
-
-static mi_load_options raw_options(void) {
-  mi_load_options o;
-  mi_load_options_init(&o, sizeof o);
-  o.process = 0;
-  return o;
-}
-
 /* Saves `st`, loads the file, and checks the in-memory entry point agrees. */
 static mi_model *save_and_load(const st_writer *st, const char *file,
                                const mi_load_options *options) {
   char path[512];
-  tmp_path(path, sizeof path, file);
+  mf_tmp_path(path, sizeof path, file);
   ck_assert_msg(st_save(st, path), "cannot write %s", path);
   mi_model *model, *again;
   TU_OK(mi_model_load(&model, path, options));
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
   TU_OK(mi_model_load_memory(&again, bytes, size, options));
-  assert_same_weights(model, again);
+  mf_assert_same_weights(model, again);
   mi_model_free(again);
   free(bytes);
   return model;
@@ -318,14 +41,14 @@ START_TEST(tl_files_round_trip_in_every_dtype) {
   /* Grouped-query (4 heads read 2 key/value heads) with every optional part. */
   mi_config c = tu_config(2, 4, 8, 3, 11, 6, ALL_PARTS);
   c.n_kv_heads = 2;
-  mi_load_options raw = raw_options();
+  mi_load_options raw = mf_raw_options();
   for (int i = 0; i < 4; i++) {
-    mi_model *written = exact_model(&c, 10 + (uint64_t)i);
-    st_writer *st = write_tl(written, DTYPES[i], i % 2 == 1, NULL);
+    mi_model *written = mf_exact_model(&c, 10 + (uint64_t)i);
+    st_writer *st = mf_write_tl(written, DTYPES[i], i % 2 == 1, NULL);
     char file[64];
     snprintf(file, sizeof file, "tl_%s.safetensors", DTYPES[i]);
     mi_model *loaded = save_and_load(st, file, &raw);
-    assert_same_weights(written, loaded);
+    mf_assert_same_weights(written, loaded);
     ck_assert_int_eq(mi_model_layout(loaded), MI_LAYOUT_TRANSFORMERLENS);
     ck_assert_uint_eq(mi_model_processing(loaded), 0);
     st_writer_free(st);
@@ -334,10 +57,10 @@ START_TEST(tl_files_round_trip_in_every_dtype) {
   }
   /* No optional part at all: none is invented. */
   mi_config bare = tu_config(1, 2, 4, 2, 5, 0, 0);
-  mi_model *written = exact_model(&bare, 3);
-  st_writer *st = write_tl(written, "F16", false, NULL);
+  mi_model *written = mf_exact_model(&bare, 3);
+  st_writer *st = mf_write_tl(written, "F16", false, NULL);
   mi_model *loaded = save_and_load(st, "tl_bare.safetensors", &raw);
-  assert_same_weights(written, loaded);
+  mf_assert_same_weights(written, loaded);
   st_writer_free(st);
   mi_model_free(loaded);
   mi_model_free(written);
@@ -346,19 +69,19 @@ END_TEST
 
 START_TEST(gpt2_files_round_trip_in_every_dtype) {
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, GPT2_PARTS);
-  mi_load_options raw = raw_options();
+  mi_load_options raw = mf_raw_options();
   for (int i = 0; i < 4; i++) {
     /* Alternate the transformer. prefix; tie W_U in two dtypes. */
     const char *prefix = i % 2 ? "transformer." : "";
     bool lm_head = i >= 2;
-    mi_model *written = exact_model(&c, 20 + (uint64_t)i);
+    mi_model *written = mf_exact_model(&c, 20 + (uint64_t)i);
     if (!lm_head)
-      tie_unembedding(written);
-    st_writer *st = write_gpt2(written, DTYPES[i], prefix, lm_head, true);
+      mf_tie_unembedding(written);
+    st_writer *st = mf_write_gpt2(written, DTYPES[i], prefix, lm_head, true);
     char file[64];
     snprintf(file, sizeof file, "gpt2_%s.safetensors", DTYPES[i]);
     mi_model *loaded = save_and_load(st, file, &raw);
-    assert_same_weights(written, loaded);
+    mf_assert_same_weights(written, loaded);
     ck_assert_int_eq(mi_model_layout(loaded), MI_LAYOUT_GPT2);
     st_writer_free(st);
     mi_model_free(loaded);
@@ -395,13 +118,13 @@ START_TEST(gpt2_packing_follows_conv1d) {
                    proj));
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
-  mi_load_options o = raw_options();
+  mi_load_options o = mf_raw_options();
   mi_model *model;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_load_memory(&model, bytes, size, &o));
   ck_assert_msg(strstr(mi_last_error(), "n_heads") != NULL, "%s", mi_last_error());
   o.n_heads = H;
   TU_OK(mi_model_load_memory(&model, bytes, size, &o));
-  mi_config c = config_of(model);
+  mi_config c = mf_config_of(model);
   ck_assert_uint_eq(c.n_heads, H);
   ck_assert_uint_eq(c.d_head, dh);
   ck_assert_uint_eq(c.parts, MI_PART_QKV_BIAS);
@@ -442,10 +165,10 @@ END_TEST
 
 START_TEST(gpt2_and_tl_files_give_the_same_logits) {
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, GPT2_PARTS);
-  mi_model *written = exact_model(&c, 7);
-  tie_unembedding(written);
-  st_writer *tl = write_tl(written, "F32", false, NULL);
-  st_writer *gpt2 = write_gpt2(written, "BF16", "", false, true);
+  mi_model *written = mf_exact_model(&c, 7);
+  mf_tie_unembedding(written);
+  st_writer *tl = mf_write_tl(written, "F32", false, NULL);
+  st_writer *gpt2 = mf_write_gpt2(written, "BF16", "", false, true);
   const size_t tokens[] = {0, 3, 8, 1, 5}, n = 5;
   double a[5 * 9], b[5 * 9];
   for (int processed = 0; processed < 2; processed++) {
@@ -456,7 +179,7 @@ START_TEST(gpt2_and_tl_files_give_the_same_logits) {
     mi_model *from_tl = save_and_load(tl, "same_tl.safetensors", &o);
     mi_model *from_gpt2 = save_and_load(gpt2, "same_gpt2.safetensors", &o);
     /* The same floats through the same deterministic reference: identical. */
-    assert_same_weights(from_tl, from_gpt2);
+    mf_assert_same_weights(from_tl, from_gpt2);
     tu_reference_logits(a, from_tl, tokens, n);
     tu_reference_logits(b, from_gpt2, tokens, n);
     ck_assert_msg(tu_max_abs_diff(a, b, n * 9) == 0.0, "logits differ by %g",
@@ -484,9 +207,9 @@ static void center_logit_rows(double *x, size_t n, size_t V) {
 
 START_TEST(processing_on_load_keeps_the_logits) {
   mi_config c = tu_config(2, 2, 8, 4, 10, 6, ALL_PARTS);
-  mi_model *written = exact_model(&c, 5);
-  st_writer *st = write_tl(written, "F32", false, NULL);
-  mi_load_options raw = raw_options(), folded, tl;
+  mi_model *written = mf_exact_model(&c, 5);
+  st_writer *st = mf_write_tl(written, "F32", false, NULL);
+  mi_load_options raw = mf_raw_options(), folded, tl;
   mi_load_options_init(&folded, sizeof folded);
   mi_load_options_init(&tl, sizeof tl);
   tl.process = MI_PROCESS_TRANSFORMERLENS;
@@ -541,14 +264,14 @@ END_TEST
  */
 START_TEST(folded_tl_checkpoints_keep_their_normalisation) {
   mi_config c = tu_config(2, 2, 8, 4, 10, 6, ALL_PARTS);
-  mi_model *original = exact_model(&c, 11);
+  mi_model *original = mf_exact_model(&c, 11);
   const size_t tokens[] = {1, 7, 7, 3, 0, 9}, n = 6, V = 10;
   double want[6 * 10], got[6 * 10];
   tu_reference_logits(want, original, tokens, n);
   TU_OK(mi_model_process(original, MI_PROCESS_FOLD_LN));
-  st_writer *pre = write_tl(original, "F32", false, "LNPre");
+  st_writer *pre = mf_write_tl(original, "F32", false, "LNPre");
   mi_model *loaded = save_and_load(pre, "lnpre.safetensors", NULL);
-  ck_assert_uint_eq(config_of(loaded).parts, ALL_PARTS);
+  ck_assert_uint_eq(mf_config_of(loaded).parts, ALL_PARTS);
   tu_reference_logits(got, loaded, tokens, n);
   /* Folded weights rounded once to float32: the bound of processing_on_load. */
   double scale = fmax(1.0, tu_max_abs(want, n * V));
@@ -557,9 +280,9 @@ START_TEST(folded_tl_checkpoints_keep_their_normalisation) {
   mi_model_free(loaded);
   st_writer_free(pre);
   /* Declared "None", the same weights make a model without LayerNorm: other logits. */
-  st_writer *none = write_tl(original, "F32", false, "None");
+  st_writer *none = mf_write_tl(original, "F32", false, "None");
   loaded = save_and_load(none, "lnnone.safetensors", NULL);
-  ck_assert_uint_eq(config_of(loaded).parts & (MI_PART_LN | MI_PART_LN_FINAL), 0);
+  ck_assert_uint_eq(mf_config_of(loaded).parts & (MI_PART_LN | MI_PART_LN_FINAL), 0);
   tu_reference_logits(got, loaded, tokens, n);
   ck_assert(tu_max_abs_diff(got, want, n * V) > 1e-2 * scale);
   mi_model_free(loaded);
@@ -572,11 +295,11 @@ END_TEST
  * the load folds LayerNorm by default (ASan: the struct is exactly sized). */
 START_TEST(old_options_take_the_defaults) {
   mi_config c = tu_config(1, 2, 4, 2, 5, 6, ALL_PARTS);
-  mi_model *written = exact_model(&c, 2), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
+  mi_model *written = mf_exact_model(&c, 2), *model = (mi_model *)1;
+  st_writer *st = mf_write_tl(written, "F32", false, NULL);
   size_t size, old_size = offsetof(mi_load_options, process);
   unsigned char *bytes = st_serialize(st, &size);
-  mi_load_options full = raw_options(); /* process 0 lies past the old struct */
+  mi_load_options full = mf_raw_options(); /* process 0 lies past the old struct */
   full.n_heads = 2;
   mi_load_options *old = malloc(old_size);
   memcpy(old, &full, old_size);
@@ -599,8 +322,8 @@ END_TEST
 
 START_TEST(options_are_checked) {
   mi_config c = tu_config(1, 2, 4, 2, 5, 0, 0);
-  mi_model *written = exact_model(&c, 1), *model = (mi_model *)1;
-  st_writer *st = write_tl(written, "F32", false, NULL);
+  mi_model *written = mf_exact_model(&c, 1), *model = (mi_model *)1;
+  st_writer *st = mf_write_tl(written, "F32", false, NULL);
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
   mi_load_options_init(NULL, sizeof(mi_load_options));
@@ -642,18 +365,18 @@ END_TEST
 
 START_TEST(mlp_weights_are_recorded_not_read) {
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, GPT2_PARTS);
-  mi_model *written = exact_model(&c, 9);
-  tie_unembedding(written);
+  mi_model *written = mf_exact_model(&c, 9);
+  mf_tie_unembedding(written);
   double w[6 * 4] = {0};
   for (int layout = 0; layout < 2; layout++) {
-    st_writer *st = layout ? write_gpt2(written, "F32", "transformer.", false, true)
-                           : write_tl(written, "F32", false, NULL);
+    st_writer *st = layout ? mf_write_gpt2(written, "F32", "transformer.", false, true)
+                           : mf_write_tl(written, "F32", false, NULL);
     for (size_t l = 0; l < 2; l++)
-      add(st, "F32", w, 2, (size_t[]){6, 4},
+      mf_add(st, "F32", w, 2, (size_t[]){6, 4},
           layout ? "transformer.h.%zu.mlp.c_fc.weight" : "blocks.%zu.mlp.W_in", l);
-    mi_load_options o = raw_options();
+    mi_load_options o = mf_raw_options();
     mi_model *loaded = save_and_load(st, "mlp.safetensors", &o);
-    mi_config got = config_of(loaded);
+    mi_config got = mf_config_of(loaded);
     ck_assert_uint_eq(got.parts, GPT2_PARTS | MI_PART_MLP);
     /* The attention weights are read all the same. */
     double *a = tu_weight(loaded, MI_W_V, 1, 1, &(size_t){0}, &(size_t){0});
@@ -671,15 +394,15 @@ END_TEST
 START_TEST(files_that_cannot_be_read) {
   mi_model *model = (mi_model *)1;
   char path[512];
-  tmp_path(path, sizeof path, "no-such-file.safetensors");
+  mf_tmp_path(path, sizeof path, "no-such-file.safetensors");
   remove(path);
   TU_FAILS(MI_ERR_IO, mi_model_load(&model, path, NULL));
   ck_assert_msg(strstr(mi_last_error(), path) != NULL, "%s", mi_last_error());
   ck_assert_ptr_null(model);
-  tmp_path(path, sizeof path, ".");
+  mf_tmp_path(path, sizeof path, ".");
   TU_FAILS(MI_ERR_IO, mi_model_load(&model, path, NULL));
   /* An empty file fails before any mapping (mmap of 0 bytes is an error). */
-  tmp_path(path, sizeof path, "empty.safetensors");
+  mf_tmp_path(path, sizeof path, "empty.safetensors");
   ck_assert(st_write_bytes(path, "", 0));
   TU_FAILS(MI_ERR_TRUNCATED, mi_model_load(&model, path, NULL));
   ck_assert_msg(strstr(mi_last_error(), "empty") != NULL, "%s", mi_last_error());
@@ -864,7 +587,7 @@ START_TEST(the_base_of_the_bad_files_loads) {
   unsigned char *bytes = bad_bytes(&base, &size);
   mi_model *model;
   TU_OK(mi_model_load_memory(&model, bytes, size, NULL));
-  mi_config c = config_of(model);
+  mi_config c = mf_config_of(model);
   ck_assert_uint_eq(c.n_heads, 2);
   ck_assert_uint_eq(c.d_vocab, 3);
   mi_model_free(model);
@@ -899,7 +622,7 @@ START_TEST(bad_files_fail_with_their_status) {
   /* The same from a file: same status, and the message names the file. */
   char path[512], file[64];
   snprintf(file, sizeof file, "bad_%d.safetensors", _i);
-  tmp_path(path, sizeof path, file);
+  mf_tmp_path(path, sizeof path, file);
   ck_assert(st_write_bytes(path, bytes, size));
   TU_FAILS(c->status, mi_model_load(&model, path, NULL));
   ck_assert_msg(strstr(mi_last_error(), path) && strstr(mi_last_error(), c->says),

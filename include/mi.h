@@ -480,11 +480,20 @@ typedef struct mi_load_options {
 MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
 
 /**
- * Loads a model from a `.safetensors` file, which is mapped read-only for
- * the duration of the call (the model keeps its own copy of the weights as
- * float32), then applies `options->process` with `mi_model_process`. Every
- * header field, shape and offset is checked against the file size before
- * any data is read. `mi_model_layout` tells which name map was used.
+ * Loads a model from a `.safetensors` file or a PyTorch `torch.save` zip
+ * archive (`.pth`, `.pt`, `.bin`), which is mapped read-only for the
+ * duration of the call (the model keeps its own copy of the weights as
+ * float32), then applies `options->process` with `mi_model_process`. The
+ * first bytes say which it is; a file that is neither (text, JSON, a bare
+ * pickle, another zip) is refused with a message saying what it looks like.
+ * Every header field, shape and offset is checked against the file size
+ * before any data is read. `mi_model_layout` tells which name map was used.
+ *
+ * A torch archive must hold a state dict (or a checkpoint dict with one
+ * under "state_dict", "model_state_dict" or "model"); its pickle is read by
+ * a restricted interpreter that knows only the opcodes and globals a state
+ * dict uses and never imports or calls anything. A .pth carries no config:
+ * pass `n_heads` for GPT-2 names and `positional` for shortformer models.
  *
  * @param out      receives the model (owned; free with mi_model_free), or NULL on failure
  * @param path     in: the file's path
@@ -495,24 +504,35 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *   MI_ERR_IO: the file cannot be opened, is not a regular file, or cannot be mapped;
  *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
  *     tensor ends past the end of the file (the message gives the byte offset);
+ *     torch: no zip end record, an entry, the central directory or the pickle
+ *     ending past the end, a storage whose record is not its size;
  *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
  *     duplicate names, a malformed entry, overlapping tensors, or
- *     __metadata__ that is not an object of strings;
+ *     __metadata__ that is not an object of strings; the file is text or
+ *     JSON; torch: a malformed zip (a bad CRC of data.pkl, duplicate entries),
+ *     a zip without `<dir>/data.pkl`, a pickle opcode or global a state dict
+ *     does not use (named), a memo index out of range, no state dict, or a
+ *     tensor named twice;
  *   MI_ERR_DTYPE: an unknown dtype, or a mapped tensor that is not float;
  *   MI_ERR_SHAPE: a shape that disagrees with its byte length or with the
  *     model's dimensions (the message names the tensor and both shapes), or
- *     n_heads that does not divide d_model;
+ *     n_heads that does not divide d_model; torch: a view (size, stride,
+ *     offset) reaching past its storage, or views adding up to more than
+ *     twice the archive's size;
  *   MI_ERR_MISSING_TENSOR: a required tensor is absent (named), a layer is
  *     missing, or the names match neither layout;
  *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, or a
- *     normalization_type other than LN, LNPre and None (e.g. RMS);
+ *     normalization_type other than LN, LNPre and None (e.g. RMS); torch: a
+ *     bare pickle (torch < 1.6; the message says how to re-save it), a
+ *     compressed or encrypted entry, a big-endian archive, a TorchScript
+ *     archive;
  *   MI_ERR_OUT_OF_MEMORY.
  */
 MI_API mi_status mi_model_load(mi_model **out, const char *path,
                                const mi_load_options *options);
 
 /**
- * `mi_model_load` from a safetensors image in caller memory (any alignment);
+ * `mi_model_load` from a file's image in caller memory (any alignment);
  * the caller keeps its buffer, which is only read during the call. Returns
  * the same statuses except MI_ERR_IO; an empty buffer is MI_ERR_TRUNCATED.
  *

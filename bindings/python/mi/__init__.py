@@ -190,6 +190,10 @@ def _weight_id(name: str) -> int:
         raise ValueError(f"unknown weight {name!r}; one of {WEIGHTS}") from None
 
 
+#: mi_positional by TransformerLens's positional_embedding_type names.
+POSITIONAL = {"standard": 1, "shortformer": 2, "none": 3}
+
+
 def _steps(process) -> int:
     if isinstance(process, int):
         return process
@@ -261,16 +265,24 @@ class Model:
         return model
 
     @classmethod
-    def load(cls, path, n_heads: int = 0, process="fold_ln", vocab=None) -> "Model":
-        """A model from a .safetensors file (TransformerLens or GPT-2 names) or
-        from its bytes (mi_model_load / mi_model_load_memory). ``process``: the
-        steps applied after loading (None for raw weights). ``vocab``: a
-        vocabulary file to load too; by default ``vocab.txt`` or else ``vocab.json``
-        next to the model file is loaded when present."""
+    def load(cls, path, n_heads: int = 0, process="fold_ln", vocab=None,
+             positional=None) -> "Model":
+        """A model from a .safetensors file or a torch.save archive (.pth, .pt,
+        .bin), TransformerLens or GPT-2 names, or from its bytes (mi_model_load /
+        mi_model_load_memory). ``process``: the steps applied after loading
+        (None for raw weights). ``positional``: "standard", "shortformer" or
+        "none" for files that do not say (a .pth never does: ARENA's models
+        need "shortformer"); None: what the files say, else standard.
+        ``vocab``: a vocabulary file to load too; by default ``vocab.txt`` or
+        else ``vocab.json`` next to the model file is loaded when present."""
         options = LoadOptions()
         lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.n_heads = n_heads
         options.process = 0 if process is None else _steps(process)
+        if positional is not None:
+            if positional not in POSITIONAL:
+                raise ValueError(f"unknown positional {positional!r}; one of {list(POSITIONAL)}")
+            options.positional = POSITIONAL[positional]
         handle = ctypes.c_void_p()
         if isinstance(path, (bytes, bytearray, memoryview)):
             data = bytes(path)

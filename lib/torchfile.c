@@ -1095,8 +1095,10 @@ static mi_status tensor_views(mi__tensor **out, size_t *out_count, const obj *di
   qsort(views, n, sizeof *views, by_view_name);
   for (size_t i = 1; i < n; i++)
     if (strcmp(views[i - 1].name, views[i].name) == 0) {
+      mi_status status =
+          mi__fail(MI_ERR_FORMAT, "the state dict names tensor '%s' twice", views[i].name);
       free(views);
-      return mi__fail(MI_ERR_FORMAT, "the state dict names tensor '%s' twice", views[i].name);
+      return status;
     }
   *out = views;
   *out_count = n;

@@ -11,9 +11,11 @@
  * options: LayerNorm folded), the order alternating between rounds, each
  * load in a fresh process (posix_spawn of this program with --measure, so
  * no fork after BLIS and every peak is the load's own). The child reports
- * the load's wall time, its peak resident memory (VmHWM), and the peak of
+ * the load's wall time and CPU time (user + system, of the loading thread
+ * alone: on a shared machine the wall time mostly measures the others), its
+ * peak resident memory (VmHWM), and the peak of
  * its anonymous memory (resident minus file-backed pages, sampled every
- * 0.2 ms by a thread): the mapped file's pages are page cache, what libmi
+ * millisecond by a thread): the mapped file's pages are page cache, what libmi
  * allocates is the anonymous part. --keep leaves the files for another run.
  */
 #define _GNU_SOURCE
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,7 +72,7 @@ static long peak_anon_kb;
 
 static void *sampler(void *arg) {
   (void)arg;
-  struct timespec pause = {0, 200000};
+  struct timespec pause = {0, 1000000};
   while (atomic_load(&sampling)) {
     long resident, shared;
     statm(&resident, &shared);
@@ -102,6 +105,14 @@ static void weight_bytes(const mi_model *model, double *total, double *largest) 
   }
 }
 
+/* CPU seconds (user + system) of the calling thread. */
+static double thread_cpu(void) {
+  struct rusage u;
+  getrusage(RUSAGE_THREAD, &u);
+  return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec +
+         ((double)u.ru_utime.tv_usec + (double)u.ru_stime.tv_usec) * 1e-6;
+}
+
 static int measure(const char *path) {
   page_kb = sysconf(_SC_PAGESIZE) / 1024;
   long resident, shared;
@@ -112,15 +123,15 @@ static int measure(const char *path) {
   pthread_t thread;
   pthread_create(&thread, NULL, sampler, NULL);
   mi_model *model;
-  double t0 = bench_now();
+  double t0 = bench_now(), c0 = thread_cpu();
   bench_check(mi_model_load(&model, path, NULL), path);
-  double seconds = bench_now() - t0;
+  double seconds = bench_now() - t0, cpu = thread_cpu() - c0;
   atomic_store(&sampling, 0);
   pthread_join(thread, NULL);
   double total, largest;
   weight_bytes(model, &total, &largest);
-  printf("%.6f %ld %ld %ld %.0f %.0f\n", seconds, status_kb("VmHWM:"), peak_anon_kb,
-         base_anon, total, largest);
+  printf("%.6f %.6f %ld %ld %ld %.0f %.0f\n", seconds, cpu, status_kb("VmHWM:"),
+         peak_anon_kb, base_anon, total, largest);
   mi_model_free(model);
   return 0;
 }
@@ -185,7 +196,7 @@ static st_writer *gpt2_small_state_dict(void) {
 }
 
 typedef struct sample {
-  double seconds, hwm_mb, anon_mb, weights_mb, largest_mb;
+  double seconds, cpu, hwm_mb, anon_mb, weights_mb, largest_mb;
 } sample;
 
 static sample spawn_measure(const char *self, const char *path) {
@@ -214,20 +225,25 @@ static sample spawn_measure(const char *self, const char *path) {
     fclose(f);
   int status;
   waitpid(pid, &status, 0);
-  double seconds, total, largest;
+  double seconds, cpu, total, largest;
   long hwm, anon, base;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
-      sscanf(line, "%lf %ld %ld %ld %lf %lf", &seconds, &hwm, &anon, &base, &total,
-             &largest) != 6) {
+      sscanf(line, "%lf %lf %ld %ld %ld %lf %lf", &seconds, &cpu, &hwm, &anon, &base, &total,
+             &largest) != 7) {
     fprintf(stderr, "loading %s failed\n", path);
     exit(1);
   }
-  return (sample){seconds, hwm / 1024.0, (anon - base) / 1024.0, total / 1048576.0,
+  return (sample){seconds, cpu, hwm / 1024.0, (anon - base) / 1024.0, total / 1048576.0,
                   largest / 1048576.0};
 }
 
 static int by_seconds(const void *a, const void *b) {
   double x = ((const sample *)a)->seconds, y = ((const sample *)b)->seconds;
+  return (x > y) - (x < y);
+}
+
+static int by_cpu(const void *a, const void *b) {
+  double x = ((const sample *)a)->cpu, y = ((const sample *)b)->cpu;
   return (x > y) - (x < y);
 }
 
@@ -279,16 +295,17 @@ int main(int argc, char **argv) {
   /* One untimed load of each, so both files start in the page cache. */
   spawn_measure(self, paths[0]);
   spawn_measure(self, paths[1]);
-  printf("round  .pth (s)  .safetensors (s)  ratio\n");
+  printf("round  wall: .pth  .safetensors  ratio   cpu: .pth  .safetensors  ratio\n");
   for (int r = 0; r < rounds; r++) {
     for (int k = 0; k < 2; k++) {
       int which = (r + k) % 2; /* alternate which goes first */
       s[which][r] = spawn_measure(self, paths[which]);
     }
-    printf("%5d  %8.3f  %16.3f  %5.3f\n", r + 1, s[0][r].seconds, s[1][r].seconds,
-           s[0][r].seconds / s[1][r].seconds);
+    printf("%5d  %9.3f  %12.3f  %5.3f  %9.3f  %12.3f  %5.3f\n", r + 1, s[0][r].seconds,
+           s[1][r].seconds, s[0][r].seconds / s[1][r].seconds, s[0][r].cpu, s[1][r].cpu,
+           s[0][r].cpu / s[1][r].cpu);
   }
-  double best[2], median[2];
+  double best[2], median[2], best_cpu[2], median_cpu[2];
   for (int k = 0; k < 2; k++) {
     double hwm = 0, anon = 0;
     for (int r = 0; r < rounds; r++) {
@@ -299,12 +316,18 @@ int main(int argc, char **argv) {
     qsort(s[k], (size_t)rounds, sizeof(sample), by_seconds);
     best[k] = s[k][0].seconds;
     median[k] = s[k][rounds / 2].seconds;
-    printf("%-13s best %.3f s, median %.3f s; peak resident %.0f MiB, peak anonymous "
-           "%.0f MiB (weights kept %.0f MiB, largest tensor %.0f MiB)\n",
-           names[k], best[k], median[k], hwm, anon, weights.weights_mb, weights.largest_mb);
+    qsort(s[k], (size_t)rounds, sizeof(sample), by_cpu);
+    best_cpu[k] = s[k][0].cpu;
+    median_cpu[k] = s[k][rounds / 2].cpu;
+    printf("%-13s wall best %.3f s, median %.3f s; cpu best %.3f s, median %.3f s\n"
+           "              peak resident %.0f MiB, peak anonymous %.0f MiB (weights kept "
+           "%.0f MiB, largest tensor %.0f MiB)\n",
+           names[k], best[k], median[k], best_cpu[k], median_cpu[k], hwm, anon,
+           weights.weights_mb, weights.largest_mb);
   }
-  printf(".pth / .safetensors: best %.3f, median %.3f\n", best[0] / best[1],
-         median[0] / median[1]);
+  printf(".pth / .safetensors: wall best %.3f, median %.3f; cpu best %.3f, median %.3f\n",
+         best[0] / best[1], median[0] / median[1], best_cpu[0] / best_cpu[1],
+         median_cpu[0] / median_cpu[1]);
   if (!keep) {
     remove(paths[0]);
     remove(paths[1]);

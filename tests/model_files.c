@@ -1,5 +1,8 @@
 /*
- * model_files.c: see model_files.h.
+ * model_files.c: models written as checkpoint files, for the suites that
+ * read them back (test_safetensors.c, test_config.c). The packing is done
+ * here from the definitions (TransformerLens's stacked heads, GPT-2's
+ * Conv1D columns), independently of libmi's name maps.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "model_files.h"
@@ -9,14 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-void mf_tmp_path(char *buf, size_t size, const char *name) {
+void tmp_path(char *buf, size_t size, const char *name) {
   const char *dir = getenv("MI_TEST_TMP");
   ck_assert_msg(dir != NULL, "MI_TEST_TMP is not set (run the suite through CTest)");
   snprintf(buf, size, "%s/%s", dir, name);
 }
 
 /* How many (layer, head) copies of `w` a model of shape `c` holds. */
-static void copies_of(const mi_config *c, mi_weight w, size_t *layers, size_t *heads) {
+void copies_of(const mi_config *c, mi_weight w, size_t *layers, size_t *heads) {
   int per_head = w == MI_W_Q || w == MI_W_O || w == MI_B_Q;
   int per_kv = w == MI_W_K || w == MI_W_V || w == MI_B_K || w == MI_B_V;
   int per_layer = per_head || per_kv || w == MI_B_O || w == MI_LN1_W || w == MI_LN1_B;
@@ -24,7 +27,7 @@ static void copies_of(const mi_config *c, mi_weight w, size_t *layers, size_t *h
   *heads = per_head ? c->n_heads : per_kv ? c->n_kv_heads : 1;
 }
 
-mi_config mf_config_of(const mi_model *model) {
+mi_config config_of(const mi_model *model) {
   mi_config c;
   mi_config_init(&c, sizeof c);
   TU_OK(mi_model_get_config(&c, model));
@@ -36,10 +39,10 @@ mi_config mf_config_of(const mi_model *model) {
  * 1 + k/16): at most 5 significant bits, so exact in F16 and BF16 too and a
  * file round trip must give back the very same floats.
  */
-mi_model *mf_exact_model(const mi_config *config, uint64_t seed) {
+mi_model *exact_model(const mi_config *config, uint64_t seed) {
   mi_model *model;
   TU_OK(mi_model_create(&model, config));
-  mi_config c = mf_config_of(model);
+  mi_config c = config_of(model);
   tu_rng rng = tu_rng_seed(seed);
   for (int w = 0; w < MI_WEIGHT_COUNT; w++) {
     size_t rows, cols, layers, heads;
@@ -61,7 +64,7 @@ mi_model *mf_exact_model(const mi_config *config, uint64_t seed) {
 }
 
 /* Sets W_U = W_Eᵀ, as a GPT-2 checkpoint without lm_head.weight means. */
-void mf_tie_unembedding(mi_model *model) {
+void tie_unembedding(mi_model *model) {
   size_t V, D;
   double *W_E = tu_weight(model, MI_W_E, 0, 0, &V, &D);
   double *W_U = malloc(D * V * sizeof *W_U);
@@ -74,8 +77,8 @@ void mf_tie_unembedding(mi_model *model) {
 }
 
 /* Asserts that two models have the same shape and bit-identical weights. */
-void mf_assert_same_weights(const mi_model *a, const mi_model *b) {
-  mi_config ca = mf_config_of(a), cb = mf_config_of(b);
+void assert_same_weights(const mi_model *a, const mi_model *b) {
+  mi_config ca = config_of(a), cb = config_of(b);
   ck_assert_uint_eq(ca.n_layers, cb.n_layers);
   ck_assert_uint_eq(ca.n_heads, cb.n_heads);
   ck_assert_uint_eq(ca.n_kv_heads, cb.n_kv_heads);
@@ -105,8 +108,8 @@ void mf_assert_same_weights(const mi_model *a, const mi_model *b) {
   }
 }
 
-void mf_add(st_writer *st, const char *dtype, const double *values, size_t rank,
-                const size_t *shape, const char *fmt, size_t layer) {
+void add(st_writer *st, const char *dtype, const double *values, size_t rank,
+         const size_t *shape, const char *fmt, size_t layer) {
   char name[128];
   snprintf(name, sizeof name, fmt, layer);
   ck_assert_msg(st_add(st, name, dtype, rank, shape, values), "cannot write %s", name);
@@ -130,7 +133,7 @@ static void add_weight(st_writer *st, const char *dtype, const mi_model *model, 
                        size_t l, size_t rank, const size_t *shape, const char *fmt) {
   size_t rows, cols;
   double *v = tu_weight(model, w, l, 0, &rows, &cols);
-  mf_add(st, dtype, v, rank, shape, fmt, l);
+  add(st, dtype, v, rank, shape, fmt, l);
   free(v);
 }
 
@@ -141,9 +144,9 @@ static void add_weight(st_writer *st, const char *dtype, const mi_model *model, 
  * `normalization`: NULL, or TL's normalization_type to store in
  * __metadata__; any but "LN" leaves the LayerNorm weights out.
  */
-st_writer *mf_write_tl(const mi_model *model, const char *dtype, bool underscore,
-                           const char *normalization) {
-  mi_config c = mf_config_of(model);
+st_writer *write_tl(const mi_model *model, const char *dtype, bool underscore,
+                   const char *normalization) {
+  mi_config c = config_of(model);
   if (normalization != NULL && strcmp(normalization, "LN") != 0)
     c.parts &= ~(unsigned)(MI_PART_LN | MI_PART_LN_FINAL);
   size_t D = c.d_model, V = c.d_vocab, H = c.n_heads, KV = c.n_kv_heads, dh = c.d_head;
@@ -157,25 +160,25 @@ st_writer *mf_write_tl(const mi_model *model, const char *dtype, bool underscore
     add_weight(st, dtype, model, MI_W_POS, 0, 2, (size_t[]){c.n_ctx, D}, "pos_embed.W_pos");
   for (size_t l = 0; l < c.n_layers; l++) {
     double *v = stacked(model, MI_W_Q, l, H);
-    mf_add(st, dtype, v, 3, (size_t[]){H, D, dh}, "blocks.%zu.attn.W_Q", l);
+    add(st, dtype, v, 3, (size_t[]){H, D, dh}, "blocks.%zu.attn.W_Q", l);
     free(v);
     for (mi_weight w = MI_W_K; w <= MI_W_V; w++) {
       v = stacked(model, w, l, KV);
       snprintf(fmt, sizeof fmt, "blocks.%%zu.attn.%sW_%c", u, w == MI_W_K ? 'K' : 'V');
-      mf_add(st, dtype, v, 3, (size_t[]){KV, D, dh}, fmt, l);
+      add(st, dtype, v, 3, (size_t[]){KV, D, dh}, fmt, l);
       free(v);
     }
     v = stacked(model, MI_W_O, l, H);
-    mf_add(st, dtype, v, 3, (size_t[]){H, dh, D}, "blocks.%zu.attn.W_O", l);
+    add(st, dtype, v, 3, (size_t[]){H, dh, D}, "blocks.%zu.attn.W_O", l);
     free(v);
     if (c.parts & MI_PART_QKV_BIAS) {
       v = stacked(model, MI_B_Q, l, H);
-      mf_add(st, dtype, v, 2, (size_t[]){H, dh}, "blocks.%zu.attn.b_Q", l);
+      add(st, dtype, v, 2, (size_t[]){H, dh}, "blocks.%zu.attn.b_Q", l);
       free(v);
       for (mi_weight w = MI_B_K; w <= MI_B_V; w++) {
         v = stacked(model, w, l, KV);
         snprintf(fmt, sizeof fmt, "blocks.%%zu.attn.%sb_%c", u, w == MI_B_K ? 'K' : 'V');
-        mf_add(st, dtype, v, 2, (size_t[]){KV, dh}, fmt, l);
+        add(st, dtype, v, 2, (size_t[]){KV, dh}, fmt, l);
         free(v);
       }
     }
@@ -188,7 +191,7 @@ st_writer *mf_write_tl(const mi_model *model, const char *dtype, bool underscore
     unsigned char mask[16] = {1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1};
     snprintf(fmt, sizeof fmt, "blocks.%zu.attn.mask", l);
     ck_assert(st_add_raw(st, fmt, "BOOL", 2, (size_t[]){4, 4}, mask, sizeof mask));
-    mf_add(st, "F32", (double[]){-100000.0}, 0, NULL, "blocks.%zu.attn.IGNORE", l);
+    add(st, "F32", (double[]){-100000.0}, 0, NULL, "blocks.%zu.attn.IGNORE", l);
   }
   if (c.parts & MI_PART_LN_FINAL) {
     add_weight(st, dtype, model, MI_LNF_W, 0, 1, (size_t[]){D}, "ln_final.w");
@@ -206,9 +209,9 @@ st_writer *mf_write_tl(const mi_model *model, const char *dtype, bool underscore
  * c_proj rows h·d_head.. for head h), with GPT-2's attn.bias buffers.
  * Without `lm_head` the model's W_U must be W_Eᵀ.
  */
-st_writer *mf_write_gpt2(const mi_model *model, const char *dtype, const char *prefix,
-                             bool lm_head, bool n_head_metadata) {
-  mi_config c = mf_config_of(model);
+st_writer *write_gpt2(const mi_model *model, const char *dtype, const char *prefix,
+                     bool lm_head, bool n_head_metadata) {
+  mi_config c = config_of(model);
   size_t D = c.d_model, V = c.d_vocab, H = c.n_heads, dh = c.d_head, r, k;
   ck_assert_uint_eq(c.n_kv_heads, H);
   ck_assert(!(c.parts & MI_PART_UNEMBED_BIAS));
@@ -246,17 +249,17 @@ st_writer *mf_write_gpt2(const mi_model *model, const char *dtype, const char *p
       memcpy(proj + h * dh * D, WO, dh * D * sizeof *proj);
       free(WO);
     }
-    mf_add(st, dtype, attn, 2, (size_t[]){D, 3 * D}, NAME("h.%zu.attn.c_attn.weight"), l);
+    add(st, dtype, attn, 2, (size_t[]){D, 3 * D}, NAME("h.%zu.attn.c_attn.weight"), l);
     if (c.parts & MI_PART_QKV_BIAS)
-      mf_add(st, dtype, bias, 1, (size_t[]){3 * D}, NAME("h.%zu.attn.c_attn.bias"), l);
-    mf_add(st, dtype, proj, 2, (size_t[]){D, D}, NAME("h.%zu.attn.c_proj.weight"), l);
+      add(st, dtype, bias, 1, (size_t[]){3 * D}, NAME("h.%zu.attn.c_attn.bias"), l);
+    add(st, dtype, proj, 2, (size_t[]){D, D}, NAME("h.%zu.attn.c_proj.weight"), l);
     if (c.parts & MI_PART_OUT_BIAS)
       add_weight(st, dtype, model, MI_B_O, l, 1, (size_t[]){D},
                  NAME("h.%zu.attn.c_proj.bias"));
     double causal[16];
     for (int i = 0; i < 16; i++)
       causal[i] = i % 4 <= i / 4;
-    mf_add(st, "F32", causal, 4, (size_t[]){1, 1, 4, 4}, NAME("h.%zu.attn.bias"), l);
+    add(st, "F32", causal, 4, (size_t[]){1, 1, 4, 4}, NAME("h.%zu.attn.bias"), l);
   }
   free(attn);
   free(bias);
@@ -271,16 +274,9 @@ st_writer *mf_write_gpt2(const mi_model *model, const char *dtype, const char *p
     for (size_t v = 0; v < V; v++)
       for (size_t d = 0; d < D; d++)
         t[v * D + d] = W_U[d * V + v];
-    mf_add(st, dtype, t, 2, (size_t[]){V, D}, "lm_head.weight", 0);
+    add(st, dtype, t, 2, (size_t[]){V, D}, "lm_head.weight", 0);
     free(W_U);
     free(t);
   }
   return st;
-}
-
-mi_load_options mf_raw_options(void) {
-  mi_load_options o;
-  mi_load_options_init(&o, sizeof o);
-  o.process = 0;
-  return o;
 }

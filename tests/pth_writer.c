@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- pickles -------------------------------------------------------------------------- */
+/* ---- pickles -------------------------------------------------------------------- */
 
 void pk_bytes(pk_buf *b, const void *bytes, size_t n) {
   if (b->failed)
@@ -156,7 +156,7 @@ void pk_tensor(pk_buf *b, pk_globals *g, const char *storage_type, const char *k
   pk_memo(b);
 }
 
-/* ---- zip -------------------------------------------------------------------------------------- */
+/* ---- zip ------------------------------------------------------------------------ */
 
 unsigned long pth_crc32(const void *bytes, size_t n) {
   static uint32_t table[256];
@@ -303,7 +303,7 @@ unsigned char *pth_archive(const void *pickle, size_t pickle_size, const pth_rec
   return zip;
 }
 
-/* ---- state dicts ----------------------------------------------------------------------------- */
+/* ---- state dicts ---------------------------------------------------------------- */
 
 static const struct { const char *dtype, *storage; size_t item; } storages[] = {
     {"F32", "FloatStorage", 4}, {"F16", "HalfStorage", 2}, {"BF16", "BFloat16Storage", 2},

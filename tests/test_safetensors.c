@@ -7,11 +7,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "model_files.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *const DTYPES[] = {"F32", "F16", "BF16", "F64"};
 static const unsigned ALL_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART_OUT_BIAS |
@@ -20,18 +22,25 @@ static const unsigned ALL_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART
 static const unsigned GPT2_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART_OUT_BIAS |
                                    MI_PART_LN | MI_PART_LN_FINAL;
 
+static mi_load_options raw_options(void) {
+  mi_load_options o;
+  mi_load_options_init(&o, sizeof o);
+  o.process = 0;
+  return o;
+}
+
 /* Saves `st`, loads the file, and checks the in-memory entry point agrees. */
 static mi_model *save_and_load(const st_writer *st, const char *file,
                                const mi_load_options *options) {
   char path[512];
-  mf_tmp_path(path, sizeof path, file);
+  tmp_path(path, sizeof path, file);
   ck_assert_msg(st_save(st, path), "cannot write %s", path);
   mi_model *model, *again;
   TU_OK(mi_model_load(&model, path, options));
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
   TU_OK(mi_model_load_memory(&again, bytes, size, options));
-  mf_assert_same_weights(model, again);
+  assert_same_weights(model, again);
   mi_model_free(again);
   free(bytes);
   return model;
@@ -41,14 +50,14 @@ START_TEST(tl_files_round_trip_in_every_dtype) {
   /* Grouped-query (4 heads read 2 key/value heads) with every optional part. */
   mi_config c = tu_config(2, 4, 8, 3, 11, 6, ALL_PARTS);
   c.n_kv_heads = 2;
-  mi_load_options raw = mf_raw_options();
+  mi_load_options raw = raw_options();
   for (int i = 0; i < 4; i++) {
-    mi_model *written = mf_exact_model(&c, 10 + (uint64_t)i);
-    st_writer *st = mf_write_tl(written, DTYPES[i], i % 2 == 1, NULL);
+    mi_model *written = exact_model(&c, 10 + (uint64_t)i);
+    st_writer *st = write_tl(written, DTYPES[i], i % 2 == 1, NULL);
     char file[64];
     snprintf(file, sizeof file, "tl_%s.safetensors", DTYPES[i]);
     mi_model *loaded = save_and_load(st, file, &raw);
-    mf_assert_same_weights(written, loaded);
+    assert_same_weights(written, loaded);
     ck_assert_int_eq(mi_model_layout(loaded), MI_LAYOUT_TRANSFORMERLENS);
     ck_assert_uint_eq(mi_model_processing(loaded), 0);
     st_writer_free(st);
@@ -57,10 +66,10 @@ START_TEST(tl_files_round_trip_in_every_dtype) {
   }
   /* No optional part at all: none is invented. */
   mi_config bare = tu_config(1, 2, 4, 2, 5, 0, 0);
-  mi_model *written = mf_exact_model(&bare, 3);
-  st_writer *st = mf_write_tl(written, "F16", false, NULL);
+  mi_model *written = exact_model(&bare, 3);
+  st_writer *st = write_tl(written, "F16", false, NULL);
   mi_model *loaded = save_and_load(st, "tl_bare.safetensors", &raw);
-  mf_assert_same_weights(written, loaded);
+  assert_same_weights(written, loaded);
   st_writer_free(st);
   mi_model_free(loaded);
   mi_model_free(written);
@@ -69,19 +78,19 @@ END_TEST
 
 START_TEST(gpt2_files_round_trip_in_every_dtype) {
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, GPT2_PARTS);
-  mi_load_options raw = mf_raw_options();
+  mi_load_options raw = raw_options();
   for (int i = 0; i < 4; i++) {
     /* Alternate the transformer. prefix; tie W_U in two dtypes. */
     const char *prefix = i % 2 ? "transformer." : "";
     bool lm_head = i >= 2;
-    mi_model *written = mf_exact_model(&c, 20 + (uint64_t)i);
+    mi_model *written = exact_model(&c, 20 + (uint64_t)i);
     if (!lm_head)
-      mf_tie_unembedding(written);
-    st_writer *st = mf_write_gpt2(written, DTYPES[i], prefix, lm_head, true);
+      tie_unembedding(written);
+    st_writer *st = write_gpt2(written, DTYPES[i], prefix, lm_head, true);
     char file[64];
     snprintf(file, sizeof file, "gpt2_%s.safetensors", DTYPES[i]);
     mi_model *loaded = save_and_load(st, file, &raw);
-    mf_assert_same_weights(written, loaded);
+    assert_same_weights(written, loaded);
     ck_assert_int_eq(mi_model_layout(loaded), MI_LAYOUT_GPT2);
     st_writer_free(st);
     mi_model_free(loaded);
@@ -118,13 +127,13 @@ START_TEST(gpt2_packing_follows_conv1d) {
                    proj));
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
-  mi_load_options o = mf_raw_options();
+  mi_load_options o = raw_options();
   mi_model *model;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_load_memory(&model, bytes, size, &o));
   ck_assert_msg(strstr(mi_last_error(), "n_heads") != NULL, "%s", mi_last_error());
   o.n_heads = H;
   TU_OK(mi_model_load_memory(&model, bytes, size, &o));
-  mi_config c = mf_config_of(model);
+  mi_config c = config_of(model);
   ck_assert_uint_eq(c.n_heads, H);
   ck_assert_uint_eq(c.d_head, dh);
   ck_assert_uint_eq(c.parts, MI_PART_QKV_BIAS);
@@ -165,10 +174,10 @@ END_TEST
 
 START_TEST(gpt2_and_tl_files_give_the_same_logits) {
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, GPT2_PARTS);
-  mi_model *written = mf_exact_model(&c, 7);
-  mf_tie_unembedding(written);
-  st_writer *tl = mf_write_tl(written, "F32", false, NULL);
-  st_writer *gpt2 = mf_write_gpt2(written, "BF16", "", false, true);
+  mi_model *written = exact_model(&c, 7);
+  tie_unembedding(written);
+  st_writer *tl = write_tl(written, "F32", false, NULL);
+  st_writer *gpt2 = write_gpt2(written, "BF16", "", false, true);
   const size_t tokens[] = {0, 3, 8, 1, 5}, n = 5;
   double a[5 * 9], b[5 * 9];
   for (int processed = 0; processed < 2; processed++) {
@@ -179,7 +188,7 @@ START_TEST(gpt2_and_tl_files_give_the_same_logits) {
     mi_model *from_tl = save_and_load(tl, "same_tl.safetensors", &o);
     mi_model *from_gpt2 = save_and_load(gpt2, "same_gpt2.safetensors", &o);
     /* The same floats through the same deterministic reference: identical. */
-    mf_assert_same_weights(from_tl, from_gpt2);
+    assert_same_weights(from_tl, from_gpt2);
     tu_reference_logits(a, from_tl, tokens, n);
     tu_reference_logits(b, from_gpt2, tokens, n);
     ck_assert_msg(tu_max_abs_diff(a, b, n * 9) == 0.0, "logits differ by %g",
@@ -207,9 +216,9 @@ static void center_logit_rows(double *x, size_t n, size_t V) {
 
 START_TEST(processing_on_load_keeps_the_logits) {
   mi_config c = tu_config(2, 2, 8, 4, 10, 6, ALL_PARTS);
-  mi_model *written = mf_exact_model(&c, 5);
-  st_writer *st = mf_write_tl(written, "F32", false, NULL);
-  mi_load_options raw = mf_raw_options(), folded, tl;
+  mi_model *written = exact_model(&c, 5);
+  st_writer *st = write_tl(written, "F32", false, NULL);
+  mi_load_options raw = raw_options(), folded, tl;
   mi_load_options_init(&folded, sizeof folded);
   mi_load_options_init(&tl, sizeof tl);
   tl.process = MI_PROCESS_TRANSFORMERLENS;
@@ -264,14 +273,14 @@ END_TEST
  */
 START_TEST(folded_tl_checkpoints_keep_their_normalisation) {
   mi_config c = tu_config(2, 2, 8, 4, 10, 6, ALL_PARTS);
-  mi_model *original = mf_exact_model(&c, 11);
+  mi_model *original = exact_model(&c, 11);
   const size_t tokens[] = {1, 7, 7, 3, 0, 9}, n = 6, V = 10;
   double want[6 * 10], got[6 * 10];
   tu_reference_logits(want, original, tokens, n);
   TU_OK(mi_model_process(original, MI_PROCESS_FOLD_LN));
-  st_writer *pre = mf_write_tl(original, "F32", false, "LNPre");
+  st_writer *pre = write_tl(original, "F32", false, "LNPre");
   mi_model *loaded = save_and_load(pre, "lnpre.safetensors", NULL);
-  ck_assert_uint_eq(mf_config_of(loaded).parts, ALL_PARTS);
+  ck_assert_uint_eq(config_of(loaded).parts, ALL_PARTS);
   tu_reference_logits(got, loaded, tokens, n);
   /* Folded weights rounded once to float32: the bound of processing_on_load. */
   double scale = fmax(1.0, tu_max_abs(want, n * V));
@@ -280,9 +289,9 @@ START_TEST(folded_tl_checkpoints_keep_their_normalisation) {
   mi_model_free(loaded);
   st_writer_free(pre);
   /* Declared "None", the same weights make a model without LayerNorm: other logits. */
-  st_writer *none = mf_write_tl(original, "F32", false, "None");
+  st_writer *none = write_tl(original, "F32", false, "None");
   loaded = save_and_load(none, "lnnone.safetensors", NULL);
-  ck_assert_uint_eq(mf_config_of(loaded).parts & (MI_PART_LN | MI_PART_LN_FINAL), 0);
+  ck_assert_uint_eq(config_of(loaded).parts & (MI_PART_LN | MI_PART_LN_FINAL), 0);
   tu_reference_logits(got, loaded, tokens, n);
   ck_assert(tu_max_abs_diff(got, want, n * V) > 1e-2 * scale);
   mi_model_free(loaded);
@@ -295,11 +304,11 @@ END_TEST
  * the load folds LayerNorm by default (ASan: the struct is exactly sized). */
 START_TEST(old_options_take_the_defaults) {
   mi_config c = tu_config(1, 2, 4, 2, 5, 6, ALL_PARTS);
-  mi_model *written = mf_exact_model(&c, 2), *model = (mi_model *)1;
-  st_writer *st = mf_write_tl(written, "F32", false, NULL);
+  mi_model *written = exact_model(&c, 2), *model = (mi_model *)1;
+  st_writer *st = write_tl(written, "F32", false, NULL);
   size_t size, old_size = offsetof(mi_load_options, process);
   unsigned char *bytes = st_serialize(st, &size);
-  mi_load_options full = mf_raw_options(); /* process 0 lies past the old struct */
+  mi_load_options full = raw_options(); /* process 0 lies past the old struct */
   full.n_heads = 2;
   mi_load_options *old = malloc(old_size);
   memcpy(old, &full, old_size);
@@ -322,8 +331,8 @@ END_TEST
 
 START_TEST(options_are_checked) {
   mi_config c = tu_config(1, 2, 4, 2, 5, 0, 0);
-  mi_model *written = mf_exact_model(&c, 1), *model = (mi_model *)1;
-  st_writer *st = mf_write_tl(written, "F32", false, NULL);
+  mi_model *written = exact_model(&c, 1), *model = (mi_model *)1;
+  st_writer *st = write_tl(written, "F32", false, NULL);
   size_t size;
   unsigned char *bytes = st_serialize(st, &size);
   mi_load_options_init(NULL, sizeof(mi_load_options));
@@ -365,18 +374,18 @@ END_TEST
 
 START_TEST(mlp_weights_are_recorded_not_read) {
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, GPT2_PARTS);
-  mi_model *written = mf_exact_model(&c, 9);
-  mf_tie_unembedding(written);
+  mi_model *written = exact_model(&c, 9);
+  tie_unembedding(written);
   double w[6 * 4] = {0};
   for (int layout = 0; layout < 2; layout++) {
-    st_writer *st = layout ? mf_write_gpt2(written, "F32", "transformer.", false, true)
-                           : mf_write_tl(written, "F32", false, NULL);
+    st_writer *st = layout ? write_gpt2(written, "F32", "transformer.", false, true)
+                           : write_tl(written, "F32", false, NULL);
     for (size_t l = 0; l < 2; l++)
-      mf_add(st, "F32", w, 2, (size_t[]){6, 4},
+      add(st, "F32", w, 2, (size_t[]){6, 4},
           layout ? "transformer.h.%zu.mlp.c_fc.weight" : "blocks.%zu.mlp.W_in", l);
-    mi_load_options o = mf_raw_options();
+    mi_load_options o = raw_options();
     mi_model *loaded = save_and_load(st, "mlp.safetensors", &o);
-    mi_config got = mf_config_of(loaded);
+    mi_config got = config_of(loaded);
     ck_assert_uint_eq(got.parts, GPT2_PARTS | MI_PART_MLP);
     /* The attention weights are read all the same. */
     double *a = tu_weight(loaded, MI_W_V, 1, 1, &(size_t){0}, &(size_t){0});
@@ -394,15 +403,17 @@ END_TEST
 START_TEST(files_that_cannot_be_read) {
   mi_model *model = (mi_model *)1;
   char path[512];
-  mf_tmp_path(path, sizeof path, "no-such-file.safetensors");
+  tmp_path(path, sizeof path, "no-such-file.safetensors");
   remove(path);
   TU_FAILS(MI_ERR_IO, mi_model_load(&model, path, NULL));
   ck_assert_msg(strstr(mi_last_error(), path) != NULL, "%s", mi_last_error());
   ck_assert_ptr_null(model);
-  mf_tmp_path(path, sizeof path, ".");
+  /* A folder without a weights file (folders themselves: test_config.c). */
+  tmp_path(path, sizeof path, "no-weights-folder");
+  ck_assert(mkdir(path, 0700) == 0 || errno == EEXIST);
   TU_FAILS(MI_ERR_IO, mi_model_load(&model, path, NULL));
   /* An empty file fails before any mapping (mmap of 0 bytes is an error). */
-  mf_tmp_path(path, sizeof path, "empty.safetensors");
+  tmp_path(path, sizeof path, "empty.safetensors");
   ck_assert(st_write_bytes(path, "", 0));
   TU_FAILS(MI_ERR_TRUNCATED, mi_model_load(&model, path, NULL));
   ck_assert_msg(strstr(mi_last_error(), "empty") != NULL, "%s", mi_last_error());
@@ -587,7 +598,7 @@ START_TEST(the_base_of_the_bad_files_loads) {
   unsigned char *bytes = bad_bytes(&base, &size);
   mi_model *model;
   TU_OK(mi_model_load_memory(&model, bytes, size, NULL));
-  mi_config c = mf_config_of(model);
+  mi_config c = config_of(model);
   ck_assert_uint_eq(c.n_heads, 2);
   ck_assert_uint_eq(c.d_vocab, 3);
   mi_model_free(model);
@@ -622,7 +633,7 @@ START_TEST(bad_files_fail_with_their_status) {
   /* The same from a file: same status, and the message names the file. */
   char path[512], file[64];
   snprintf(file, sizeof file, "bad_%d.safetensors", _i);
-  mf_tmp_path(path, sizeof path, file);
+  tmp_path(path, sizeof path, file);
   ck_assert(st_write_bytes(path, bytes, size));
   TU_FAILS(c->status, mi_model_load(&model, path, NULL));
   ck_assert_msg(strstr(mi_last_error(), path) && strstr(mi_last_error(), c->says),

@@ -21,16 +21,24 @@ static const char *const DTYPES[] = {"F32", "F16", "BF16", "F64"};
 static const unsigned ALL_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART_OUT_BIAS |
                                   MI_PART_UNEMBED_BIAS | MI_PART_LN | MI_PART_LN_FINAL;
 
+/* Load options without processing: the weights as the file has them. */
+static mi_load_options raw_options(void) {
+  mi_load_options o;
+  mi_load_options_init(&o, sizeof o);
+  o.process = 0;
+  return o;
+}
+
 /* Loads `bytes` from memory and from a file, checks both agree, returns one. */
 static mi_model *load_both(const unsigned char *bytes, size_t size, const char *file,
                            const mi_load_options *options) {
   char path[512];
-  mf_tmp_path(path, sizeof path, file);
+  tmp_path(path, sizeof path, file);
   ck_assert_msg(st_write_bytes(path, bytes, size), "cannot write %s", path);
   mi_model *model, *again;
   TU_OK(mi_model_load(&model, path, options));
   TU_OK(mi_model_load_memory(&again, bytes, size, options));
-  mf_assert_same_weights(model, again);
+  assert_same_weights(model, again);
   mi_model_free(again);
   remove(path);
   return model;
@@ -38,7 +46,7 @@ static mi_model *load_both(const unsigned char *bytes, size_t size, const char *
 
 /* Logits of `model` on a fixed sequence of n tokens (malloc'd). */
 static float *logits_of(const mi_model *model, size_t n) {
-  mi_config c = mf_config_of(model);
+  mi_config c = config_of(model);
   size_t *tokens = malloc(n * sizeof *tokens);
   float *out = malloc(n * c.d_vocab * sizeof *out);
   for (size_t t = 0; t < n; t++)
@@ -72,15 +80,15 @@ START_TEST(tl_archives_round_trip) {
   unsigned layout = LAYOUTS[_i % N_LAYOUTS];
   mi_config c = tu_config(2, 4, 8, 3, 11, 6, ALL_PARTS);
   c.n_kv_heads = 2;
-  mi_model *written = mf_exact_model(&c, 20 + (uint64_t)_i);
-  st_writer *st = mf_write_tl(written, dtype, _i % 2 == 1, NULL);
+  mi_model *written = exact_model(&c, 20 + (uint64_t)_i);
+  st_writer *st = write_tl(written, dtype, _i % 2 == 1, NULL);
   size_t size, st_size;
   unsigned char *pth = pth_from_st(st, layout, &size);
   unsigned char *safetensors = st_serialize(st, &st_size);
   ck_assert(pth != NULL && safetensors != NULL);
-  mi_load_options raw = mf_raw_options();
+  mi_load_options raw = raw_options();
   mi_model *loaded = load_both(pth, size, "tl.pth", &raw);
-  mf_assert_same_weights(written, loaded);
+  assert_same_weights(written, loaded);
   ck_assert_int_eq(mi_model_layout(loaded), MI_LAYOUT_TRANSFORMERLENS);
   mi_model_free(loaded);
 
@@ -88,7 +96,7 @@ START_TEST(tl_archives_round_trip) {
   mi_model *from_pth, *from_st;
   TU_OK(mi_model_load_memory(&from_pth, pth, size, NULL));
   TU_OK(mi_model_load_memory(&from_st, safetensors, st_size, NULL));
-  mf_assert_same_weights(from_pth, from_st);
+  assert_same_weights(from_pth, from_st);
   float *a = logits_of(from_pth, 6), *b = logits_of(from_st, 6);
   ck_assert_msg(memcmp(a, b, 6 * c.d_vocab * sizeof *a) == 0,
                 "%s layout %#x: logits differ from the safetensors file's", dtype, layout);
@@ -112,20 +120,20 @@ START_TEST(gpt2_archives_round_trip) {
   const unsigned parts = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART_OUT_BIAS |
                          MI_PART_LN | MI_PART_LN_FINAL;
   mi_config c = tu_config(2, 2, 6, 3, 9, 5, parts);
-  mi_model *written = mf_exact_model(&c, 31 + (uint64_t)_i);
+  mi_model *written = exact_model(&c, 31 + (uint64_t)_i);
   bool lm_head = _i % 2;
   if (!lm_head)
-    mf_tie_unembedding(written);
-  st_writer *st = mf_write_gpt2(written, DTYPES[_i], "transformer.", lm_head, false);
+    tie_unembedding(written);
+  st_writer *st = write_gpt2(written, DTYPES[_i], "transformer.", lm_head, false);
   size_t size;
   unsigned char *pth = pth_from_st(st, _i ? PTH_TRANSPOSED | PTH_SHARED : 0, &size);
   mi_model *model = (mi_model *)1;
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_load_memory(&model, pth, size, NULL));
   ck_assert_msg(strstr(mi_last_error(), "n_heads") != NULL, "%s", mi_last_error());
-  mi_load_options o = mf_raw_options();
+  mi_load_options o = raw_options();
   o.n_heads = 2;
   mi_model *loaded = load_both(pth, size, "gpt2.pth", &o);
-  mf_assert_same_weights(written, loaded);
+  assert_same_weights(written, loaded);
   ck_assert_int_eq(mi_model_layout(loaded), MI_LAYOUT_GPT2);
   mi_model_free(loaded);
   free(pth);
@@ -134,7 +142,7 @@ START_TEST(gpt2_archives_round_trip) {
 }
 END_TEST
 
-/* ---- files that are not models ------------------------------------------------------ */
+/* ---- files that are not models -------------------------------------------------- */
 
 typedef struct not_a_model {
   const char *file, *says, *also;
@@ -181,7 +189,7 @@ START_TEST(files_that_are_not_models_say_what_they_are) {
   size_t size;
   unsigned char *bytes = not_model_bytes(_i, &size);
   char path[512];
-  mf_tmp_path(path, sizeof path, c->file);
+  tmp_path(path, sizeof path, c->file);
   ck_assert(st_write_bytes(path, bytes, size));
   mi_model *model = (mi_model *)1;
   TU_FAILS(c->status, mi_model_load(&model, path, NULL));
@@ -194,7 +202,7 @@ START_TEST(files_that_are_not_models_say_what_they_are) {
 }
 END_TEST
 
-/* ---- hostile archives and pickles ------------------------------------------------------ */
+/* ---- hostile archives and pickles ----------------------------------------------- */
 
 /*
  * The base of the hostile cases: a valid one-layer TransformerLens state
@@ -554,7 +562,7 @@ START_TEST(the_base_of_the_hostile_files_loads) {
   unsigned char *zip = base_archive(&t, &size);
   mi_model *model;
   TU_OK(mi_model_load_memory(&model, zip, size, NULL));
-  mi_config c = mf_config_of(model);
+  mi_config c = config_of(model);
   ck_assert_uint_eq(c.n_heads, 2);
   ck_assert_uint_eq(c.d_vocab, 3);
   mi_model_free(model);
@@ -584,7 +592,7 @@ START_TEST(hostile_files_fail_with_their_status) {
 }
 END_TEST
 
-/* ---- archives written by real torch.save ------------------------------------------------- */
+/* ---- archives written by real torch.save ---------------------------------------- */
 
 /*
  * Tolerances against the fixtures' float64 reference (tools/make_torch_fixtures.py),
@@ -615,7 +623,7 @@ static mi_model *fixture_model(const char *name, const char *ext, const json_t *
   char path[4096];
   snprintf(path, sizeof path, "%s/torch/%s.%s", getenv("MI_TEST_DATA"), name, ext);
   const json_t *cfg = json_object_get(ref, "config");
-  mi_load_options o = mf_raw_options();
+  mi_load_options o = raw_options();
   if (strcmp(json_string_value(json_object_get(cfg, "layout")), "gpt2") == 0)
     o.n_heads = (size_t)json_integer_value(json_object_get(cfg, "n_heads"));
   if (strcmp(json_string_value(json_object_get(cfg, "positional")), "shortformer") == 0)
@@ -629,7 +637,7 @@ static mi_model *fixture_model(const char *name, const char *ext, const json_t *
  * logits against the .safetensors file's, bit for bit. */
 static void check_sequences(const mi_model *pth, const mi_model *st, const json_t *ref,
                             const char *name) {
-  mi_config c = mf_config_of(pth);
+  mi_config c = config_of(pth);
   size_t i;
   json_t *seq;
   double worst = 0, worst_pattern = 0;
@@ -718,7 +726,7 @@ static void check_heads(const mi_model *model, const json_t *ref, const char *na
 static void check_fixture(const char *name) {
   json_t *ref = fixture_json(name);
   mi_model *pth = fixture_model(name, "pth", ref), *st = fixture_model(name, "safetensors", ref);
-  mf_assert_same_weights(pth, st);
+  assert_same_weights(pth, st);
   check_sequences(pth, st, ref, name);
   check_heads(pth, ref, name);
   mi_model_free(pth);

@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- little-endian fields ------------------------------------------------- */
+/* ---- little-endian fields ------------------------------------------------------- */
 
 static uint32_t le16(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
 static uint32_t le32(const unsigned char *p) { return le16(p) | le16(p + 2) << 16; }
@@ -43,7 +43,7 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
   return ~crc;
 }
 
-/* ---- the zip archive ---------------------------------------------------------- */
+/* ---- the zip archive ------------------------------------------------------------ */
 
 typedef struct zip_entry {
   const char *name;            /* in the central directory, not NUL-terminated */
@@ -293,7 +293,7 @@ static mi_status check_crc(const zip_entry *e) {
   return MI_OK;
 }
 
-/* ---- pickle objects ---------------------------------------------------------------- */
+/* ---- pickle objects ------------------------------------------------------------- */
 
 enum { OBJ_NONE, OBJ_BOOL, OBJ_INT, OBJ_FLOAT, OBJ_TEXT, OBJ_BYTES, OBJ_TUPLE, OBJ_LIST,
        OBJ_DICT, OBJ_GLOBAL, OBJ_STORAGE, OBJ_TENSOR };
@@ -483,7 +483,7 @@ static mi_status take_items(unpickler *up, obj *seq, size_t from) {
   return MI_OK;
 }
 
-/* ---- reading operands ------------------------------------------------------------------ */
+/* ---- reading operands ----------------------------------------------------------- */
 
 static mi_status operand(const unsigned char **out, unpickler *up, size_t n) {
   if (n > up->size - up->pos)
@@ -537,7 +537,7 @@ static mi_status push_int(unpickler *up, int64_t value) {
   return status;
 }
 
-/* ---- globals, memo ----------------------------------------------------------------------- */
+/* ---- globals, memo -------------------------------------------------------------- */
 
 static mi_status push_global(unpickler *up, const char *module, size_t module_len,
                              const char *name, size_t name_len) {
@@ -625,7 +625,7 @@ static mi_status memo_get(unpickler *up, uint64_t index) {
   return push(up, up->memo[index]);
 }
 
-/* ---- what REDUCE and BINPERSID may build ------------------------------------------------- */
+/* ---- what REDUCE and BINPERSID may build ---------------------------------------- */
 
 static bool is_int(const obj *o, int64_t at_least) {
   return o->kind == OBJ_INT && o->u.i >= at_least;
@@ -802,7 +802,7 @@ static mi_status op_sequence(unpickler *up, int kind, size_t n, bool from_mark) 
   return status == MI_OK ? push(up, o) : status;
 }
 
-/* ---- the opcodes --------------------------------------------------------------------------- */
+/* ---- the opcodes ---------------------------------------------------------------- */
 
 static const struct { unsigned char op; const char *name; } opcode_names[] = {
     {'(', "MARK"}, {'.', "STOP"}, {'0', "POP"}, {'1', "POP_MARK"}, {'2', "DUP"},
@@ -1011,7 +1011,7 @@ static mi_status unpickle(obj **out, unpickler *up) {
   return MI_OK;
 }
 
-/* ---- the state dict ------------------------------------------------------------------------- */
+/* ---- the state dict ------------------------------------------------------------- */
 
 static bool holds_tensors(const obj *dict) {
   for (size_t i = 0; i + 1 < dict->u.seq.n; i += 2)
@@ -1105,7 +1105,7 @@ static mi_status tensor_views(mi__tensor **out, size_t *out_count, const obj *di
   return MI_OK;
 }
 
-/* ---- the archive ------------------------------------------------------------------------------ */
+/* ---- the archive ---------------------------------------------------------------- */
 
 /* The record `<prefix><name>`, or NULL. */
 static const zip_entry *record(const zip *z, const char *prefix, size_t prefix_len,

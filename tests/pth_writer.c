@@ -156,6 +156,18 @@ void pk_tensor(pk_buf *b, pk_globals *g, const char *storage_type, const char *k
   pk_memo(b);
 }
 
+void pk_begin_dict(pk_buf *b) {
+  pk_op(b, 0x80);
+  pk_op(b, 2);
+  pk_op(b, '}');
+  pk_op(b, '(');
+}
+
+void pk_end_dict(pk_buf *b) {
+  pk_op(b, 'u');
+  pk_op(b, '.');
+}
+
 /* ---- zip ------------------------------------------------------------------------ */
 
 unsigned long pth_crc32(const void *bytes, size_t n) {

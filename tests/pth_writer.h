@@ -49,6 +49,11 @@ void pk_tensor(pk_buf *b, pk_globals *memo_globals, const char *storage_type,
                const char *key, size_t storage_numel, size_t offset, size_t rank,
                const size_t *size, const size_t *stride);
 
+/* PROTO 2, EMPTY_DICT, MARK: a pickle of a plain dict begins; its items follow. */
+void pk_begin_dict(pk_buf *b);
+/* SETITEMS, STOP: the dict ends the pickle. */
+void pk_end_dict(pk_buf *b);
+
 /* ---- zip archives -------------------------------------------------------------------- */
 
 typedef struct pth_record {

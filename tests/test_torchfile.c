@@ -514,17 +514,13 @@ static unsigned char *hostile_bytes(int i, size_t *size) {
     /* Integer storages: every tensor a stride-0 view of one int64. */
     pk_buf q = {0};
     pk_globals g = {0};
-    pk_op(&q, 0x80);
-    pk_op(&q, 2);
-    pk_op(&q, '}');
-    pk_op(&q, '(');
+    pk_begin_dict(&q);
     for (int k = 0; k < 6; k++) {
       pk_text(&q, TENSORS[k].name);
       pk_tensor(&q, &g, "LongStorage", "0", BASE_NUMEL / 2, 0, TENSORS[k].rank,
                 TENSORS[k].shape, (size_t[]){0, 0, 0});
     }
-    pk_op(&q, 'u');
-    pk_op(&q, '.');
+    pk_end_dict(&q);
     zip = archive_of(&q, BASE_NUMEL * 4, 0, size);
     free(q.bytes);
     return zip;
@@ -535,16 +531,12 @@ static unsigned char *hostile_bytes(int i, size_t *size) {
     pk_buf q = {0};
     pk_globals g = {0};
     size_t n = 65536;
-    pk_op(&q, 0x80);
-    pk_op(&q, 2);
-    pk_op(&q, '}');
-    pk_op(&q, '(');
+    pk_begin_dict(&q);
     for (int k = 0; k < 3; k++) {
       pk_text(&q, (const char *[]){"a", "b", "c"}[k]);
       pk_tensor(&q, &g, "FloatStorage", "0", n, 0, 1, &n, (size_t[]){1});
     }
-    pk_op(&q, 'u');
-    pk_op(&q, '.');
+    pk_end_dict(&q);
     zip = archive_of(&q, n * 4, 0, size);
     free(q.bytes);
     return zip;

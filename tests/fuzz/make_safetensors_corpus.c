@@ -162,14 +162,10 @@ static int save_bad_torch(const char *dir) {
   static const char global[] = "\x80\x02" "cos\nsystem\n" "X\x02\x00\x00\x00" "ls\x85R.";
   pk_buf p = {0};
   pk_globals g = {0};
-  pk_op(&p, 0x80);
-  pk_op(&p, 2);
-  pk_op(&p, '}');
-  pk_op(&p, '(');
+  pk_begin_dict(&p);
   pk_text(&p, "embed.W_E");
   pk_tensor(&p, &g, "FloatStorage", "0", 4, 1, 2, (size_t[]){2, 2}, (size_t[]){2, 1});
-  pk_op(&p, 'u');
-  pk_op(&p, '.');
+  pk_end_dict(&p);
   const float zeros[4] = {0};
   const pth_record storage = {"data/0", zeros, sizeof zeros};
   struct { const char *file; const void *pickle; size_t size; } bad[] = {

@@ -543,15 +543,24 @@ enum {
 MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
 
 /**
- * Loads a model from a file (`.safetensors`; a torch.save archive is read
- * where this libmi has the reader, else refused as MI_ERR_UNSUPPORTED) or a
- * model folder, with the config.json beside it or in it (see above). A file
- * is mapped read-only for the duration of the call (the model keeps its own
- * copy of the weights as float32), then `options->process` is applied with
+ * Loads a model from a file (`.safetensors`, or a PyTorch torch.save zip
+ * archive: `.pth`, `.pt`, `.bin`) or a model folder, with the config.json
+ * beside it or in it (see above). The first bytes of a file say which it
+ * is; a file that is neither (text, JSON, a bare pickle, another zip) is
+ * refused with a message saying what it looks like. A file is mapped
+ * read-only for the duration of the call (the model keeps its own copy of
+ * the weights as float32), then `options->process` is applied with
  * `mi_model_process`. Every header field, shape and offset is checked against
  * the file size before any data is read. `mi_model_layout` tells which name
  * map was used. Files are opened without blocking and must be regular files
  * (a FIFO named config.json is refused, never waited on).
+ *
+ * A torch archive must hold a state dict (or a checkpoint dict with one
+ * under "state_dict", "model_state_dict" or "model"); its pickle is read by
+ * a restricted interpreter that knows only the opcodes and globals a state
+ * dict uses and never imports or calls anything. A .pth carries no metadata:
+ * without a config.json, pass `n_heads` for GPT-2 names and `positional`
+ * for shortformer models.
  *
  * @param out      receives the model (owned; free with mi_model_free), or NULL on failure
  * @param path     in: a weights file, or a model folder
@@ -567,24 +576,35 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     file (the message says what was looked for);
  *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
  *     tensor ends past the end of the file (the message gives the byte offset);
+ *     torch: no zip end record, an entry, the central directory or the pickle
+ *     ending past the end, a storage whose record is not its size;
  *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
  *     duplicate names, a malformed entry, overlapping tensors, or
  *     __metadata__ that is not an object of strings; a config.json that is
  *     not a JSON object, has a known field of the wrong type or value, or two
  *     names of one size that disagree (field and file named); attn_only true
- *     with MLP weights in the file;
+ *     with MLP weights in the file; the file is text or JSON; torch: a
+ *     malformed zip (a bad CRC of data.pkl, duplicate entries), a zip
+ *     without `<dir>/data.pkl`, a pickle opcode or global a state dict does
+ *     not use (named), a memo index out of range, no state dict, or a
+ *     tensor named twice;
  *   MI_ERR_DTYPE: an unknown dtype, or a mapped tensor that is not float;
  *   MI_ERR_SHAPE: a shape that disagrees with its byte length or with the
  *     model's dimensions (the message names the tensor and both shapes),
  *     n_heads that does not divide d_model, or a config.json size that the
- *     tensors contradict (both values named);
+ *     tensors contradict (both values named); torch: a view (size, stride,
+ *     offset) reaching past its storage, or views adding up to more than
+ *     twice the archive's size;
  *   MI_ERR_MISSING_TENSOR: a required tensor is absent (named), a layer is
- *     missing, the names match neither layout, or config.json says the model
- *     has MLPs and the file has none;
+ *     missing, the names match neither layout, config.json says the model
+ *     has MLPs and the file has none, or a torch archive holds no state dict;
  *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, a
  *     normalization_type other than LN, LNPre and None (e.g. RMS), a
  *     positional kind libmi does not run (rotary, alibi), a config.json
- *     model_type other than gpt2, or a file kind libmi does not read;
+ *     model_type other than gpt2, or a file kind libmi does not read; torch:
+ *     a bare pickle (torch < 1.6; the message says how to re-save it), a
+ *     compressed or encrypted entry, a big-endian archive, a TorchScript
+ *     archive;
  *   MI_ERR_OUT_OF_MEMORY;
  *   and, for the vocabulary of a folder, the statuses of
  *   `mi_model_load_vocab` (the message names the file and says
@@ -594,7 +614,7 @@ MI_API mi_status mi_model_load(mi_model **out, const char *path,
                                const mi_load_options *options);
 
 /**
- * `mi_model_load` from a safetensors image in caller memory (any alignment);
+ * `mi_model_load` from a file's image in caller memory (any alignment);
  * the caller keeps its buffer, which is only read during the call. There is
  * no folder, so no config.json and no vocabulary is read (the flags are
  * checked but have nothing to skip). Returns the same statuses except

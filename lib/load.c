@@ -38,7 +38,9 @@ static bool looks_like_text(const unsigned char *bytes, size_t size) {
 
 mi_status mi__load_bytes(mi_model **out, const unsigned char *bytes, size_t size,
                          const mi__model_hints *hints, const mi_load_options *options) {
-  if (size >= 4 && memcmp(bytes, "PK\x03\x04", 4) == 0)
+  /* A zip starts with a local header, or (empty) with its end record. */
+  if (size >= 4 &&
+      (memcmp(bytes, "PK\x03\x04", 4) == 0 || memcmp(bytes, "PK\x05\x06", 4) == 0))
     return mi__torch_load(out, bytes, size, hints, options);
   if (size >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= 5)
     return mi__fail(MI_ERR_UNSUPPORTED,

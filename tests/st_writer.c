@@ -207,6 +207,20 @@ unsigned char *st_serialize(const st_writer *w, size_t *size) {
   return file;
 }
 
+size_t st_count(const st_writer *w) { return w->n_entries; }
+
+void st_get(const st_writer *w, size_t i, const char **name, const char **dtype,
+              size_t *rank, const size_t **shape, const unsigned char **bytes,
+              size_t *n_bytes) {
+  const st_entry *e = &w->entries[i];
+  *name = e->name;
+  *dtype = e->dtype;
+  *rank = e->rank;
+  *shape = e->shape;
+  *bytes = e->bytes;
+  *n_bytes = e->n_bytes;
+}
+
 bool st_write_bytes(const char *path, const void *bytes, size_t size) {
   FILE *f = fopen(path, "wb");
   if (f == NULL)

@@ -48,6 +48,12 @@ bool st_save(const st_writer *w, const char *path);
 unsigned char *st_raw(const char *header, unsigned long long declared, size_t data_size,
                       size_t *size);
 
+/* The tensors added so far, in order, and entry i's fields (borrowed). */
+size_t st_count(const st_writer *w);
+void st_get(const st_writer *w, size_t i, const char **name, const char **dtype,
+              size_t *rank, const size_t **shape, const unsigned char **bytes,
+              size_t *n_bytes);
+
 /* Writes `size` bytes to `path`; false on an I/O error. */
 bool st_write_bytes(const char *path, const void *bytes, size_t size);
 

@@ -9,6 +9,7 @@
  */
 #define _XOPEN_SOURCE 700
 #include "model_files.h"
+#include "pth_writer.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -264,22 +265,31 @@ END_TEST
 
 /*
  * TransformerLens's own attn-only models come as model_final.pth: the
- * folder picks that name. The torch.save reader is a placeholder until the
- * torch branch merges, so today a zip is refused naming the file; at that
- * merge this test is to write a real torch.save archive with the torch
- * branch's writer and compare logits like tl_folder_loads_with_the_config_eps.
+ * folder picks that name, reads it as a torch.save archive (the tests'
+ * writer, as a checkpoint dict with the state dict inside), and its config's
+ * eps reaches the model as with a safetensors file.
  */
 START_TEST(model_final_pth_is_the_weights_of_a_tl_folder) {
   char dir[512], path[600];
+  mi_config c = tl_config(0.5);
   fresh_folder(dir, sizeof dir, "tl-pth");
   write_text(dir, "config.json", TL_CONFIGS[0]);
-  static const char zip[] = "PK\x03\x04 a zip archive";
-  ck_assert(st_write_bytes(in(path, sizeof path, dir, "model_final.pth"), zip, sizeof zip - 1));
+  mi_model *written = exact_model(&c, 34);
+  st_writer *st = write_tl(written, "F32", false, NULL);
+  size_t size;
+  unsigned char *pth = pth_from_st(st, PTH_CHECKPOINT | PTH_TRANSPOSED, &size);
+  ck_assert(pth != NULL);
+  ck_assert(st_write_bytes(in(path, sizeof path, dir, "model_final.pth"), pth, size));
   write_text(dir, "notes.txt", "a file that is not weights");
   mi_model *model = (mi_model *)1;
-  TU_FAILS(MI_ERR_UNSUPPORTED, mi_model_load(&model, dir, NULL));
-  SAYS("model_final.pth");
-  ck_assert_ptr_null(model);
+  TU_OK(mi_model_load(&model, dir, NULL));
+  ck_assert(config_of(model).ln_eps == 0.5);
+  double err = logits_error(model, written, N_TOKENS);
+  ck_assert_msg(err < 1e-4, "logits differ from the reference by %g", err);
+  mi_model_free(model);
+  free(pth);
+  st_writer_free(st);
+  mi_model_free(written);
 }
 END_TEST
 

@@ -2,11 +2,14 @@
  * make_safetensors_corpus.c: writes the fuzz seed corpus with the tests' safetensors
  * writer: small valid models in both layouts and all four dtypes, with and
  * without the optional parts, and a few broken files, so that the fuzzer
- * starts from inputs that reach every part of the reader.
+ * starts from inputs that reach every part of the reader. With --torch, the
+ * same models as torch.save archives (tests/pth_writer.c), each in another
+ * storage layout, and a few broken archives, for the torch reader's corpus.
  *
  * Usage: make_safetensors_corpus tests/fuzz/corpus/safetensors
+ *        make_safetensors_corpus --torch tests/fuzz/corpus/torch
  */
-#include "../st_writer.h"
+#include "../pth_writer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,10 +119,26 @@ static st_writer *gpt2(const char *dtype, const char *p, int lm_head, int mlp, i
   return w;
 }
 
+/* The torch layout of the next archive: each seed gets another. */
+static const unsigned torch_layouts[] = {
+    0, PTH_TRANSPOSED, PTH_SHARED | PTH_DESCRIPTOR, PTH_PARAMETERS | PTH_BYTEORDER,
+    PTH_CHECKPOINT, PTH_ZIP64 | PTH_TRANSPOSED | PTH_SHARED};
+static int torch_mode = -1; /* -1: write safetensors; else the next layout's index */
+
 static int save(st_writer *w, const char *dir, const char *file) {
   char path[1024];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
-  int ok = w != NULL && st_save(w, path);
+  int ok = w != NULL;
+  if (torch_mode < 0) {
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    ok = ok && st_save(w, path);
+  } else {
+    snprintf(path, sizeof path, "%s/%.*s.pth", dir, (int)(strchr(file, '.') - file), file);
+    size_t size;
+    unsigned layout = torch_layouts[torch_mode++ % 6];
+    unsigned char *bytes = ok ? pth_from_st(w, layout, &size) : NULL;
+    ok = bytes != NULL && st_write_bytes(path, bytes, size);
+    free(bytes);
+  }
   st_writer_free(w);
   if (!ok)
     fprintf(stderr, "cannot write %s\n", path);
@@ -138,12 +157,40 @@ static int save_raw(const char *dir, const char *file, const char *header, size_
   return !ok;
 }
 
+/* Broken archives: a pickle naming os.system, and a view past its storage. */
+static int save_bad_torch(const char *dir) {
+  static const char global[] = "\x80\x02" "cos\nsystem\n" "X\x02\x00\x00\x00" "ls\x85R.";
+  pk_buf p = {0};
+  pk_globals g = {0};
+  pk_begin_dict(&p);
+  pk_text(&p, "embed.W_E");
+  pk_tensor(&p, &g, "FloatStorage", "0", 4, 1, 2, (size_t[]){2, 2}, (size_t[]){2, 1});
+  pk_end_dict(&p);
+  const float zeros[4] = {0};
+  const pth_record storage = {"data/0", zeros, sizeof zeros};
+  struct { const char *file; const void *pickle; size_t size; } bad[] = {
+      {"bad_global.pth", global, sizeof global - 1}, {"bad_view.pth", p.bytes, p.len}};
+  int failed = p.failed;
+  for (int i = 0; i < 2; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, bad[i].file);
+    size_t size;
+    unsigned char *zip = pth_archive(bad[i].pickle, bad[i].size, &storage, 1, 0, &size);
+    failed |= zip == NULL || !st_write_bytes(path, zip, size);
+    free(zip);
+  }
+  free(p.bytes);
+  return failed;
+}
+
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s DIRECTORY\n", argv[0]);
+  if (argc == 3 && strcmp(argv[1], "--torch") == 0)
+    torch_mode = 0;
+  if (argc != 2 + (torch_mode >= 0)) {
+    fprintf(stderr, "usage: %s [--torch] DIRECTORY\n", argv[0]);
     return 2;
   }
-  const char *d = argv[1];
+  const char *d = argv[argc - 1];
   int bad = 0;
   bad |= save(tl("F32", 2, 2, TL_BIASES | TL_LN | TL_POS), d, "tl_f32_all.safetensors");
   bad |= save(tl("F16", 1, 4, TL_GQA | TL_BIASES), d, "tl_f16_gqa.safetensors");
@@ -154,6 +201,8 @@ int main(int argc, char **argv) {
   bad |= save(gpt2("F16", "transformer.", 1, 0, 1), d, "gpt2_f16_prefix.safetensors");
   bad |= save(gpt2("BF16", "", 1, 1, 1), d, "gpt2_bf16_mlp.safetensors");
   bad |= save(gpt2("F64", "", 0, 0, 0), d, "gpt2_f64_no_heads.safetensors");
+  if (torch_mode >= 0)
+    return bad | save_bad_torch(d);
   bad |= save_raw(d, "bad_not_json.safetensors", "{\"embed.W_E\": nope}", 0);
   bad |= save_raw(d, "bad_overlap.safetensors",
                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"

@@ -292,9 +292,10 @@ class Model:
     @classmethod
     def load(cls, path, n_heads: Optional[int] = None, positional: Optional[str] = None,
              process="fold_ln", vocab=None, config: bool = True) -> "Model":
-        """A model from a weights file (.safetensors; TransformerLens or GPT-2
-        names), a model folder, or a file's bytes (mi_model_load /
-        mi_model_load_memory).
+        """A model from a weights file (.safetensors, or a torch.save archive:
+        .pth, .pt, .bin; TransformerLens or GPT-2 names), a model folder, or a
+        file's bytes (mi_model_load / mi_model_load_memory). A .pth carries no
+        config: ARENA's attention-only models need positional="shortformer".
 
         A folder gives its config.json, its weights (model.safetensors,
         pytorch_model.bin, model_final.pth, or its one weights file) and its

@@ -309,7 +309,7 @@ static double torch_topk(const char *script, size_t rows, size_t threads) {
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows when piped */
-  int fast = 1, repeat = 2;
+  int fast = 1, repeat = 2, topk_part = 1;
   size_t nrows = V;
   size_t threads = (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   for (int i = 1; i < argc; i++) {
@@ -319,10 +319,12 @@ int main(int argc, char **argv) {
       threads = (size_t)atoi(argv[++i]);
     else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
       repeat = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--no-topk") == 0)
+      topk_part = 0;
     else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc)
       nrows = (size_t)atol(argv[++i]);
     else {
-      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R] [--rows N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R] [--rows N] [--no-topk]\n", argv[0]);
       return 2;
     }
   }
@@ -343,7 +345,12 @@ int main(int argc, char **argv) {
          LAYERS, HEADS, V, D, DH, bench_now() - t0);
   rntm_t rntm = rntm_for(threads);
 
+  float *E = malloc((size_t)V * D * sizeof *E), *U = malloc((size_t)D * V * sizeof *U);
+  bench_check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
+  bench_check(mi_model_get_weight(U, V, model, MI_W_U, 0, 0), "W_U");
+
   /* ---- 1. streamed top-k against the GEMM floor ---- */
+  if (topk_part) {
   size_t *idx = malloc((size_t)V * K * sizeof *idx);
   float *val = malloc((size_t)V * K * sizeof *val);
   memset(idx, 0, (size_t)V * K * sizeof *idx);
@@ -355,10 +362,7 @@ int main(int argc, char **argv) {
   /* The same factors, made here with BLIS in libmi's layout:
    * QK: A = W_E W_Q, B = (W_E W_K)ᵀ; OV: A = W_E W_V, B = W_O W_U, with
    * both B stored transposed (V × d_head) as libmi stores them. */
-  float *E = malloc((size_t)V * D * sizeof *E), *U = malloc((size_t)D * V * sizeof *U);
   float *W = malloc(4 * D * DH * sizeof *W);
-  bench_check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
-  bench_check(mi_model_get_weight(U, V, model, MI_W_U, 0, 0), "W_U");
   bench_check(mi_model_get_weight(W, DH, model, MI_W_Q, 0, 0), "W_Q");
   bench_check(mi_model_get_weight(W + D * DH, DH, model, MI_W_K, 0, 0), "W_K");
   bench_check(mi_model_get_weight(W + 2 * D * DH, DH, model, MI_W_V, 0, 0), "W_V");
@@ -467,6 +471,7 @@ int main(int argc, char **argv) {
     free(fb[c]);
   }
   free(block); free(W); free(idx); free(val);
+  }
 
   /* ---- 2. the head report ---- */
   mi_report_options opt;

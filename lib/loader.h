@@ -42,6 +42,8 @@ typedef struct mi__model_hints {
   double ln_eps;
   /* TransformerLens's normalization_type: "LN", "LNPre", "None", ... */
   const char *normalization;
+  /* 1: the model has MLP layers; -1: attention-only; 0: not said. */
+  int mlp;
 } mi__model_hints;
 
 /*
@@ -85,6 +87,55 @@ mi_status mi__torch_load(mi_model **out, const unsigned char *bytes, size_t size
  * is MI_ERR_UNSUPPORTED naming it and `source`.
  */
 mi_status mi__positional_parse(mi_positional *out, const char *text, const char *source);
+
+/* ---- config.json (config.c) ---------------------------------------------- */
+
+/*
+ * A config.json's hints. hints.source is `path` (owned here) and
+ * hints.normalization is borrowed from `json`: both live until
+ * mi__config_free. All zero when there is no config.
+ */
+typedef struct mi__config {
+  mi__model_hints hints;
+  char *path;
+  struct json_t *json;
+} mi__config;
+
+/*
+ * Parses a config.json's text (TransformerLens or Hugging Face GPT-2 names)
+ * into *out; `source` names it in messages (copied). MI_ERR_FORMAT for text
+ * that is not a JSON object, a known field of the wrong type or value, or
+ * two fields that disagree (both named); MI_ERR_UNSUPPORTED for a
+ * positional kind or model_type libmi does not run; MI_ERR_OUT_OF_MEMORY.
+ * On failure *out is left empty (nothing to free).
+ */
+mi_status mi__config_parse(mi__config *out, const char *text, size_t size,
+                           const char *source);
+
+/*
+ * Reads the file `path` and parses it as above. The file is opened without
+ * blocking and must be a regular file (a FIFO is refused at once). `missing_ok`:
+ * a file that does not exist leaves *out empty and returns MI_OK.
+ * MI_ERR_IO naming the path otherwise.
+ */
+mi_status mi__config_read(mi__config *out, const char *path, bool missing_ok);
+
+/* Frees what *config holds and empties it; an empty config is a no-op. */
+void mi__config_free(mi__config *config);
+
+/*
+ * The whole of the regular file `path` into *out (malloc'd, NUL-terminated,
+ * *size bytes before the NUL). Opened with O_NONBLOCK, so a FIFO or device
+ * is refused rather than waited on. MI_ERR_IO (ENOENT shows as *missing
+ * when `missing` is not NULL, with *out NULL and MI_OK), MI_ERR_OUT_OF_MEMORY.
+ */
+mi_status mi__file_read(char **out, size_t *size, bool *missing, const char *path);
+
+/* strerror(err), thread-safe (a per-thread buffer, valid until the next call). */
+const char *mi__errno_text(int err);
+
+/* `dir` + "/" + `name` (no doubled '/'), malloc'd; NULL when out of memory. */
+char *mi__path_join(const char *dir, const char *name);
 
 /* "[2, 8, 4]" into buf, for messages. */
 const char *mi__format_shape(char *buf, size_t size, const mi__tensor *t);

@@ -74,6 +74,13 @@ mi_status mi__hints_merge(mi__model_hints *into, const mi__model_hints *from) {
                       into->normalization, from->source, from->normalization);
     into->normalization = from->normalization;
   }
+  if (from->mlp != 0) {
+    if (into->mlp != 0 && into->mlp != from->mlp)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "%s says the model %s MLP layers, but %s "
+                      "says it %s", into->source, into->mlp > 0 ? "has" : "has no",
+                      from->source, from->mlp > 0 ? "has" : "has none");
+    into->mlp = from->mlp;
+  }
   if (into->source == NULL)
     into->source = from->source;
   return MI_OK;
@@ -498,6 +505,15 @@ static mi_status check_hints(const loader *ld, const mi__model_hints *hints) {
     if (dims[i].said != 0 && dims[i].said != dims[i].found)
       return mi__fail(MI_ERR_SHAPE, "%s says %s = %zu, but the tensors have %zu",
                       hints->source, dims[i].name, dims[i].said, dims[i].found);
+  bool has_mlp = ld->parts & MI_PART_MLP;
+  if (hints->mlp < 0 && has_mlp)
+    return mi__fail(MI_ERR_FORMAT, "%s says the model is attention-only (attn_only), but "
+                    "the tensors have MLP weights (%smlp.*)", hints->source,
+                    ld->prefix ? "h.{l}." : "blocks.{l}.");
+  if (hints->mlp > 0 && !has_mlp)
+    return mi__fail(MI_ERR_MISSING_TENSOR, "%s says the model has MLP layers (attn_only "
+                    "false, or a GPT-2 config), but the tensors have no MLP weights; an "
+                    "attention-only model says \"attn_only\": true", hints->source);
   return MI_OK;
 }
 

@@ -205,8 +205,9 @@ static mi_status add_merge(mi_tokenizer *t, const char *a, size_t la, const char
                            const char *where, char *buf, const int16_t *inverse) {
   size_t da = decode_part(buf, a, la, inverse);
   size_t left = da == NONE ? NONE : lookup(t, buf, da);
-  size_t db = decode_part(buf + (da == NONE ? 0 : da), b, lb, inverse);
-  size_t right = db == NONE ? NONE : lookup(t, buf + da, db);
+  size_t off = da == NONE ? 0 : da;
+  size_t db = decode_part(buf + off, b, lb, inverse);
+  size_t right = db == NONE ? NONE : lookup(t, buf + off, db);
   if (left == NONE || right == NONE)
     return mi__fail(MI_ERR_FORMAT, "merges: %s: '%.*s' is not a token of the vocabulary", where,
                     SHOW(left == NONE ? a : b, left == NONE ? la : lb));

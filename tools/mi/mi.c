@@ -263,7 +263,11 @@ static void setup(const common *c) {
     LIB(mi_set_num_threads(parse_size(c->threads, "--threads")), "setting --threads %s", c->threads);
 }
 
-/* Loads the model (folding LayerNorm) and the vocab.txt or vocab.json beside it. */
+/*
+ * Loads the model (folding LayerNorm) and the first of vocab.txt,
+ * tokenizer.json and vocab.json beside it; a vocab.json with the merges.txt
+ * beside it, as its tokenizer.
+ */
 static void load(loaded *m, const char *path) {
   m->path = path ? strdup(path) : default_model();
   if (!m->path)
@@ -279,16 +283,21 @@ static void load(loaded *m, const char *path) {
     *slash = '\0';
   else
     strcpy(dir, ".");
-  static const char *const names[] = {"vocab.txt", "vocab.json"};
+  static const char *const names[] = {"vocab.txt", "tokenizer.json", "vocab.json"};
   m->vocab = NULL;
-  for (size_t i = 0; i < 2 && !m->vocab; i++) {
-    char *v = join(dir, names[i]);
-    if (is_file(v)) {
+  for (size_t i = 0; i < 3 && !m->vocab; i++) {
+    char *v = join(dir, names[i]), *merges = join(dir, "merges.txt");
+    if (i == 2 && is_file(v) && is_file(merges)) {
+      LIB(mi_model_load_tokenizer(m->model, v, merges),
+          "cannot load the tokenizer beside the model");
+      m->vocab = v;
+    } else if (is_file(v)) {
       LIB(mi_model_load_vocab(m->model, v), "cannot load the vocabulary beside the model");
       m->vocab = v;
     } else {
       free(v);
     }
+    free(merges);
   }
   free(dir);
 }
@@ -344,9 +353,14 @@ static void append(json_t *array, json_t *value) {
   }
 }
 
-/* A token given on the command line: its string in the vocabulary, else an id. */
+/*
+ * A token given on the command line: its string in the vocabulary, else an
+ * id, else text the tokenizer makes one token of, else the string with a
+ * leading space (" world" for world).
+ */
 static size_t parse_token(const loaded *m, const char *text, const char *what) {
-  size_t id;
+  size_t id, count;
+  const mi_tokenizer *t;
   if (m->vocab && mi_model_token_id(&id, m->model, text) == MI_OK)
     return id;
   char *end;
@@ -361,7 +375,18 @@ static size_t parse_token(const loaded *m, const char *text, const char *what) {
   if (!m->vocab)
     die_usage("%s: '%s' is not a token id, and the model has no vocabulary beside it", what,
               text);
-  die_usage("%s: '%s' is not in the vocabulary %s", what, text, m->vocab);
+  if (mi_model_tokenizer(&t, m->model) == MI_OK &&
+      mi_tokenizer_encode(&id, 1, &count, t, text, strlen(text), 0) == MI_OK && count == 1)
+    return id;
+  char *spaced = xcalloc(strlen(text) + 2, 1);
+  spaced[0] = ' ';
+  strcpy(spaced + 1, text);
+  mi_status s = mi_model_token_id(&id, m->model, spaced);
+  free(spaced);
+  if (s == MI_OK)
+    return id;
+  die_usage("%s: '%s' is not in the vocabulary %s, with or without a leading space, nor "
+            "text of one token", what, text, m->vocab);
 }
 
 static json_t *real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
@@ -718,7 +743,8 @@ static const char topk_help[] =
     "  ov      head (L, H)'s token OV circuit: row = source token, column = output logit\n"
     "  direct  W_E W_U: row = input token, column = output logit\n"
     "\n"
-    "  --token T     one line: the token T (its string, or an id)\n"
+    "  --token T     one line: the token T (its string, with or without its\n"
+    "                leading space, text of one token, or an id)\n"
     "  --rows I0:I1  lines I0 .. I1-1 (default: all)\n"
     "  -k K          entries a line (default 10)\n"
     "  --columns     best rows of each column instead\n"
@@ -1035,9 +1061,13 @@ static const char attribute_help[] =
     "(minus that of T2 with --vs) exactly into paths, with attention patterns\n"
     "and LayerNorm scales frozen: the direct path, each head, each virtual head\n"
     "(a chain of heads), and the biases; the largest (by absolute value) first.\n"
-    "Text is split on whitespace; each word must be a token of the vocabulary.\n"
+    "Text is tokenized with the model's tokenizer (GPT-2's byte-level BPE for a\n"
+    "vocab.json + merges.txt or a tokenizer.json beside the model; split at\n"
+    "whitespace, each word a token, for a vocab.txt); the tokens used are printed.\n"
     "\n"
     "  --ids LIST     token ids, comma-separated, instead of text\n"
+    "  --prepend-bos  put the beginning-of-sequence token first (default: none,\n"
+    "                 as in libmi's C and Python APIs; TransformerLens adds one)\n"
     "  --position P   position to explain (default: the last)\n"
     "  --token T      token whose logit is split (default: the model's top prediction)\n"
     "  --vs T2        split logit(T) - logit(T2) instead\n"
@@ -1130,22 +1160,19 @@ static size_t *parse_ids(const char *list, size_t *n, size_t d_vocab) {
   }
 }
 
-static size_t *split_text(const loaded *m, const char *text, size_t *n) {
-  char *copy = strdup(text);
-  if (!copy)
-    die_oom();
-  size_t cap = strlen(text) / 2 + 1;
-  size_t *ids = xcalloc(cap, sizeof *ids);
-  *n = 0;
-  char *save = NULL;
-  for (char *w = strtok_r(copy, " \t\n\r", &save); w; w = strtok_r(NULL, " \t\n\r", &save)) {
-    if (!m->vocab)
-      die_usage("the model has no vocabulary beside it: give token ids with --ids");
-    mi_status s = mi_model_token_id(&ids[(*n)++], m->model, w);
-    if (s != MI_OK)
-      die_usage("'%s' is not a token of %s (%s)", w, m->vocab, mi_last_error());
-  }
-  free(copy);
+/* The text's tokens, by the model's tokenizer. */
+static size_t *split_text(const loaded *m, const char *text, size_t *n, int prepend_bos) {
+  if (!m->vocab)
+    die_usage("the model has no vocabulary beside it: give token ids with --ids");
+  const mi_tokenizer *t;
+  LIB(mi_model_tokenizer(&t, m->model), "the vocabulary %s cannot tokenize text (--ids takes "
+      "token ids)", m->vocab);
+  size_t len = strlen(text);
+  size_t *ids = xcalloc(len + 1, sizeof *ids);
+  mi_status s = mi_tokenizer_encode(ids, len + 1, n, t, text, len,
+                                    prepend_bos ? MI_TOKENIZE_PREPEND_BOS : 0u);
+  if (s != MI_OK)
+    die_usage("cannot tokenize the text with %s: %s", m->vocab, mi_last_error());
   if (*n == 0)
     die_usage("no tokens in the text");
   return ids;
@@ -1154,9 +1181,11 @@ static size_t *split_text(const loaded *m, const char *text, size_t *n) {
 static int cmd_attribute(int argc, char **argv) {
   common c = {0};
   const char *ids_a = NULL, *pos_a = NULL, *token_a = NULL, *vs_a = NULL, *top_a = NULL;
+  int prepend_bos = 0;
   const option opts[] = {{"--ids", &ids_a, NULL},   {"--position", &pos_a, NULL},
                          {"--token", &token_a, NULL}, {"--vs", &vs_a, NULL},
-                         {"--top", &top_a, NULL},   {NULL, NULL, NULL}};
+                         {"--top", &top_a, NULL},   {"--prepend-bos", NULL, &prepend_bos},
+                         {NULL, NULL, NULL}};
   const char *pos[MAX_POSITIONAL];
   size_t npos = parse_args(argc, argv, opts, &c, pos, 2);
   if (c.help) {
@@ -1180,7 +1209,10 @@ static int cmd_attribute(int argc, char **argv) {
   loaded m;
   load(&m, model_path);
   size_t n;
-  size_t *tokens = ids_a ? parse_ids(ids_a, &n, m.cfg.d_vocab) : split_text(&m, text, &n);
+  if (ids_a && prepend_bos)
+    die_usage("--prepend-bos applies to text; with --ids give the BOS id yourself");
+  size_t *tokens = ids_a ? parse_ids(ids_a, &n, m.cfg.d_vocab)
+                         : split_text(&m, text, &n, prepend_bos);
   if (m.cfg.n_ctx && n > m.cfg.n_ctx)
     die_usage("%zu tokens: the model reads at most n_ctx = %zu", n, m.cfg.n_ctx);
   size_t position = pos_a ? parse_size(pos_a, "--position") : n - 1;
@@ -1242,9 +1274,17 @@ static int cmd_attribute(int argc, char **argv) {
                    "logit", full, "sum_of_parts", sum, "parts", arr));
   } else {
     print_model(&m);
-    printf("\ninput:");
-    for (size_t i = 0; i < n; i++)
-      printf(" %s", tok(&m, tokens[i], b1));
+    printf("\ninput: %zu tokens%s:", n, prepend_bos ? " (BOS first)" : "");
+    for (size_t i = 0; i < n; i++) { /* quoted, so spaces and newlines show */
+      const char *s = tok(&m, tokens[i], b1);
+      fputs(" '", stdout);
+      for (; *s; s++)
+        if (*s == '\n' || *s == '\t' || *s == '\r' || *s == '\'' || *s == '\\')
+          printf("\\%c", *s == '\n' ? 'n' : *s == '\t' ? 't' : *s == '\r' ? 'r' : *s);
+        else
+          putchar(*s);
+      printf("'=%zu", tokens[i]);
+    }
     printf("\nposition %zu (%s): logit of %s", position, tok(&m, tokens[position], b1),
            tok(&m, target, b2));
     if (vs_a)

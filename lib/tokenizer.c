@@ -1011,18 +1011,25 @@ static uint32_t decode_char(const unsigned char *s, size_t n, size_t i, size_t *
   return cp;
 }
 
-static uint32_t class_of_code_point(uint32_t cp) {
-  size_t lo = 0, hi = sizeof mi__uc_classes / sizeof *mi__uc_classes;
+/* The range of the sorted, disjoint table r[0..n) that holds cp, or NULL. */
+static const mi__uc_range *find_range(const mi__uc_range *r, size_t n, uint32_t cp) {
+  size_t lo = 0, hi = n;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (cp < mi__uc_classes[mid].lo)
+    if (cp < r[mid].lo)
       hi = mid;
-    else if (cp > mi__uc_classes[mid].hi)
+    else if (cp > r[mid].hi)
       lo = mid + 1;
     else
-      return mi__uc_classes[mid].cls;
+      return &r[mid];
   }
-  return MI__UC_OTHER;
+  return NULL;
+}
+
+static uint32_t class_of_code_point(uint32_t cp) {
+  const mi__uc_range *r =
+      find_range(mi__uc_classes, sizeof mi__uc_classes / sizeof *mi__uc_classes, cp);
+  return r ? r->cls : MI__UC_OTHER;
 }
 
 /* The class of the character at s[i] and its length. */
@@ -1137,21 +1144,13 @@ static mi_status encode_added(encoder *e, const unsigned char *s, size_t n, int 
 static mi_status check_nfc_stable(const unsigned char *s, size_t n) {
   for (size_t i = 0, len; i < n; i += len) {
     uint32_t cp = s[i] < 0x80 ? (len = 1, s[i]) : decode_char(s, n, i, &len);
-    if (cp < 0x300 || cp == (uint32_t)-1)
-      continue;
-    size_t lo = 0, hi = sizeof mi__uc_nfc_unsafe / sizeof *mi__uc_nfc_unsafe;
-    while (lo < hi) {
-      size_t mid = lo + (hi - lo) / 2;
-      if (cp < mi__uc_nfc_unsafe[mid].lo)
-        hi = mid;
-      else if (cp > mi__uc_nfc_unsafe[mid].hi)
-        lo = mid + 1;
-      else
-        return mi__fail(MI_ERR_UNSUPPORTED,
-                        "tokenizer: the text holds U+%04X at byte %zu, which the tokenizer's "
-                        "NFC normalizer may change; libmi does not implement NFC",
-                        (unsigned)cp, i);
-    }
+    if (cp != (uint32_t)-1 &&
+        find_range(mi__uc_nfc_unsafe, sizeof mi__uc_nfc_unsafe / sizeof *mi__uc_nfc_unsafe,
+                   cp) != NULL)
+      return mi__fail(MI_ERR_UNSUPPORTED,
+                      "tokenizer: the text holds U+%04X at byte %zu, which the tokenizer's "
+                      "NFC normalizer may change; libmi does not implement NFC",
+                      (unsigned)cp, i);
   }
   return MI_OK;
 }

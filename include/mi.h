@@ -153,6 +153,36 @@ enum {
 };
 
 /**
+ * How token positions enter the model (`mi_config.positional`,
+ * `mi_load_options.positional`). TransformerLens calls these
+ * `positional_embedding_type` "standard" and "shortformer".
+ */
+typedef enum mi_positional {
+  /**
+   * In a config: STANDARD when the model has W_pos (MI_PART_POS_EMBED), NONE
+   * otherwise; mi_model_get_config reports the resolved kind. In load
+   * options: whatever the files say, STANDARD when they say nothing.
+   */
+  MI_POSITIONAL_DEFAULT = 0,
+  /** GPT-2: the residual stream starts as W_E[token] + W_pos[position]. */
+  MI_POSITIONAL_STANDARD = 1,
+  /**
+   * Shortformer: the residual stream starts as W_E[token] alone; every
+   * layer's query and key inputs are LN(resid) + W_pos[position] (added
+   * after ln1), its value input LN(resid). Positions reach the output only
+   * through the attention patterns, so OV circuits are position-free.
+   * Folding and centering (mi_model_process) change only the token side:
+   * positions keep meeting W_Q and W_K as they were before processing (the
+   * model keeps W_pos·W_Q and W_pos·W_K of those, n_ctx × d_head per head),
+   * and W_pos is never centred. mi_model_get_weight returns the token side;
+   * the positional side is what mi_circuit_qk's MI_EMBED_POS sides read.
+   */
+  MI_POSITIONAL_SHORTFORMER = 2,
+  /** No positional embedding: the model has no W_pos. */
+  MI_POSITIONAL_NONE = 3
+} mi_positional;
+
+/**
  * The shape of a model. Fill it with `mi_config_init`, then set the fields.
  */
 typedef struct mi_config {
@@ -167,11 +197,16 @@ typedef struct mi_config {
   size_t n_ctx;      /**< rows of W_pos; longest sequence. 0: unlimited (no W_pos only) */
   unsigned parts;    /**< MI_PART_* bits */
   double ln_eps;     /**< LayerNorm epsilon; mi_config_init sets 1e-5 */
+  /**
+   * How positions enter (mi_positional). STANDARD and SHORTFORMER need
+   * MI_PART_POS_EMBED, NONE forbids it; DEFAULT (the init's) follows the part.
+   */
+  mi_positional positional;
 } mi_config;
 
 /**
  * Sets every field of `out` to its default: zeros, no optional parts,
- * ln_eps = 1e-5, and struct_size. Call before filling a config.
+ * ln_eps = 1e-5, positional MI_POSITIONAL_DEFAULT, and struct_size. Call before filling a config.
  *
  * @param out          out: the config
  * @param struct_size  in: sizeof *out
@@ -218,8 +253,10 @@ typedef enum mi_dtype {
  *
  * @param out     receives the model (owned; free with mi_model_free), or NULL on failure
  * @param config  in: the shape; `struct_size` must be set (mi_config_init)
- * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL, a zero dimension or a
- *         struct_size below sizeof(size_t) or above sizeof(mi_config); MI_ERR_SHAPE when n_kv_heads does not divide
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT for NULL, a zero dimension, a
+ *         positional kind that is not an mi_positional or disagrees with
+ *         MI_PART_POS_EMBED (STANDARD or SHORTFORMER without it, NONE with
+ *         it), or a struct_size below sizeof(size_t) or above sizeof(mi_config); MI_ERR_SHAPE when n_kv_heads does not divide
  *         n_heads or W_pos is asked for with n_ctx = 0;
  *         MI_ERR_OUT_OF_MEMORY when the weights do not fit.
  */
@@ -285,7 +322,9 @@ enum {
    * weights that read through a LayerNorm: subtract the mean over d_model
    * from every row of W_E, W_pos and W_O and from b_O (what is written to
    * the residual stream), and from every column of W_Q, W_K, W_V and W_U
-   * (what reads it). Every read of the residual stream goes through a
+   * (what reads it); a shortformer W_pos, added after ln1 and never
+   * written to the stream, is not centred, and what it meets stays
+   * unprocessed (MI_POSITIONAL_SHORTFORMER). Every read of the residual stream goes through a
    * LayerNorm, which removes the mean over d_model first, so no output
    * changes. Needs MI_PART_LN and MI_PART_LN_FINAL (else MI_ERR_UNSUPPORTED)
    * and implies MI_PROCESS_FOLD_LN.
@@ -314,7 +353,9 @@ enum {
  *         MI_ERR_STATE (already processed); MI_ERR_OUT_OF_MEMORY (folding a
  *         non-zero LayerNorm bias needs b_Q/b_K/b_V or b_U the model lacks
  *         and they could not be allocated: the model is left unchanged and
- *         unprocessed, so the call may be retried).
+ *         unprocessed, so the call may be retried; folding a shortformer
+ *         model with LayerNorm first allocates its positional terms,
+ *         n_layers·(n_heads + n_kv_heads)·n_ctx·d_head floats).
  */
 MI_API mi_status mi_model_process(mi_model *model, unsigned steps);
 
@@ -358,7 +399,9 @@ MI_API mi_status mi_model_weight_shape(size_t *out_rows, size_t *out_cols,
 
 /**
  * Copies one weight, as the model now holds it (folded and centred when
- * processed), into a caller buffer of rows × cols float32 at
+ * processed; a shortformer model's W_Q and W_K are then the token side,
+ * which multiplies LN(resid), while positions meet the unprocessed weights:
+ * see MI_POSITIONAL_SHORTFORMER), into a caller buffer of rows × cols float32 at
  * `out[i * ld + j]`.
  *
  * @param out  out: the caller's buffer, at least (rows - 1) * ld + cols floats
@@ -371,7 +414,7 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
                                      mi_weight which, size_t layer, size_t head);
 
 /* ------------------------------------------------------------------------ */
-/* Loading models from safetensors files                                    */
+/* Loading models from safetensors files and folders                        */
 /* ------------------------------------------------------------------------ */
 
 /*
@@ -398,21 +441,58 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
  *   ln_f.weight, ln_f.bias [d_model]
  *   lm_head.weight [d_vocab, d_model] (no prefix): W_U is its transpose;
  *   when absent, W_U = W_Eᵀ (tied)
- *   GPT-2 packs its heads, so n_heads comes from mi_load_options.n_heads or
- *   the file's __metadata__ "n_head" (or "n_heads").
+ *   GPT-2 packs its heads, so n_heads comes from mi_load_options.n_heads,
+ *   a config.json's "n_head", or the file's __metadata__ "n_head" (or
+ *   "n_heads").
  *
  * Layers are `blocks.{l}` / `h.{l}` from 0 with no gap. Optional parts
  * (MI_PART_*) follow from which tensors layer 0 has; every layer must have
  * the same. MLP weights (`blocks.{l}.mlp.*`, `h.{l}.mlp.*`) are not read but
  * set MI_PART_MLP. Other tensors (TransformerLens's attention masks, GPT-2's
  * attn.bias buffers) are ignored, but their header entries are checked like
- * all others. LayerNorm epsilon is 1e-5. Tensors are F32, F16, BF16 or F64.
+ * all others. LayerNorm epsilon comes from a config.json ("eps" or
+ * "layer_norm_epsilon"), else 1e-5. Tensors are F32, F16, BF16 or F64.
  *
  * A TransformerLens model saved after fold_ln has no LayerNorm weights but
  * still normalises. TransformerLens's `normalization_type` in __metadata__
  * says so: "LNPre" gives the model identity LayerNorms (MI_PART_LN and
  * MI_PART_LN_FINAL with w = 1, b = 0), "LN" requires the weights, "None"
  * forbids them; without the key, LayerNorm exists where its weights do.
+ *
+ * Model folders and config.json
+ * -----------------------------
+ * `mi_model_load` given a directory reads, from it:
+ * - `config.json`, when present (MI_LOAD_NO_CONFIG skips it);
+ * - the weights: `model.safetensors`, else `pytorch_model.bin`, else
+ *   `model_final.pth` (TransformerLens's own models), else the one file whose
+ *   name ends in .safetensors, .pth, .pt or .bin;
+ * - a vocabulary, as `mi_model_load_vocab` reads it: `tokenizer.json`, else
+ *   `vocab.json`, else `vocab.txt`, when one is there (MI_LOAD_NO_VOCAB
+ *   skips it).
+ * Given a file, it reads the `config.json` in the file's directory too, when
+ * there is one (and no vocabulary).
+ *
+ * config.json fields read (unknown fields are ignored; null says nothing):
+ *   TransformerLens: n_layers, n_heads, n_key_value_heads, d_model, d_head,
+ *   d_vocab, n_ctx, eps, normalization_type or normalization ("LN",
+ *   "LNPre"; null is None), positional_embedding_type ("standard",
+ *   "shortformer"; rotary, alibi and others are MI_ERR_UNSUPPORTED),
+ *   shortformer_pos (true: shortformer, false: standard), attn_only.
+ *   Hugging Face GPT-2: model_type ("gpt2"; another is MI_ERR_UNSUPPORTED),
+ *   n_layer, n_head, n_embd, n_positions or n_ctx, vocab_size,
+ *   layer_norm_epsilon. A GPT-2 config says the model has MLPs, unless it
+ *   also says "attn_only": true.
+ * Every size must be a positive integer, eps a positive number; two names
+ * of one size must agree. The sizes are checked against the tensors (n_ctx
+ * against W_pos's rows, d_vocab against W_E's), attn_only against whether
+ * MLP weights are there (MI_PART_MLP).
+ *
+ * Precedence: there is none. The caller's options, config.json and the
+ * file's __metadata__ each fill in what the others leave unsaid; where two
+ * say different things the load fails naming both sources and both values
+ * (a GPT-2 head count of 8 passed for a config.json saying 12 is caught,
+ * although 8 divides d_model). What none says comes from the tensors, then
+ * from the defaults (standard positions when there is a W_pos, eps 1e-5).
  */
 
 /** How `mi_model_load` reads a file. Fill it with `mi_load_options_init`. */
@@ -427,10 +507,31 @@ typedef struct mi_load_options {
   size_t n_heads;
   /** MI_PROCESS_* steps applied after loading; default MI_PROCESS_FOLD_LN. */
   unsigned process;
+  /**
+   * How positions enter, for files that do not say (ARENA's `.pth` state
+   * dicts carry no config: pass MI_POSITIONAL_SHORTFORMER for them).
+   * MI_POSITIONAL_DEFAULT (the init's): what the files say, else STANDARD.
+   * A file that says otherwise is an error naming both.
+   */
+  mi_positional positional;
+  /** MI_LOAD_* bits; 0 (the init's): read config.json and a folder's vocabulary. */
+  unsigned flags;
 } mi_load_options;
 
+/** Bits of `mi_load_options.flags`. */
+enum {
+  /**
+   * Ignore config.json: neither a folder's nor the one beside a named file
+   * is read, so the file's own metadata and the options say everything.
+   */
+  MI_LOAD_NO_CONFIG = 1u << 0,
+  /** Load no vocabulary from a model folder (token strings stay unset). */
+  MI_LOAD_NO_VOCAB = 1u << 1
+};
+
 /**
- * Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN.
+ * Sets `out` to the defaults: n_heads 0, process MI_PROCESS_FOLD_LN,
+ * positional MI_POSITIONAL_DEFAULT, flags 0.
  *
  * @param out          out: the options
  * @param struct_size  in: sizeof *out
@@ -442,41 +543,62 @@ typedef struct mi_load_options {
 MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
 
 /**
- * Loads a model from a `.safetensors` file, which is mapped read-only for
- * the duration of the call (the model keeps its own copy of the weights as
- * float32), then applies `options->process` with `mi_model_process`. Every
- * header field, shape and offset is checked against the file size before
- * any data is read. `mi_model_layout` tells which name map was used.
+ * Loads a model from a file (`.safetensors`; a torch.save archive is read
+ * where this libmi has the reader, else refused as MI_ERR_UNSUPPORTED) or a
+ * model folder, with the config.json beside it or in it (see above). A file
+ * is mapped read-only for the duration of the call (the model keeps its own
+ * copy of the weights as float32), then `options->process` is applied with
+ * `mi_model_process`. Every header field, shape and offset is checked against
+ * the file size before any data is read. `mi_model_layout` tells which name
+ * map was used. Files are opened without blocking and must be regular files
+ * (a FIFO named config.json is refused, never waited on).
  *
  * @param out      receives the model (owned; free with mi_model_free), or NULL on failure
- * @param path     in: the file's path
+ * @param path     in: a weights file, or a model folder
  * @param options  in: NULL for the defaults
  * @return MI_OK;
  *   MI_ERR_INVALID_ARGUMENT: NULL out/path, bad options (struct_size, unknown
- *     process bits), or a GPT-2 file whose number of heads is not given;
- *   MI_ERR_IO: the file cannot be opened, is not a regular file, or cannot be mapped;
+ *     process or flags bits), a GPT-2 file whose number of heads is not
+ *     given, two sources (options, config.json, __metadata__) that disagree
+ *     (both named), or a folder holding several weights files and none of
+ *     the preferred names (they are listed);
+ *   MI_ERR_IO: the file, config.json or vocabulary cannot be opened, is not
+ *     a regular file, or cannot be mapped or read; a folder with no weights
+ *     file (the message says what was looked for);
  *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
  *     tensor ends past the end of the file (the message gives the byte offset);
  *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
  *     duplicate names, a malformed entry, overlapping tensors, or
- *     __metadata__ that is not an object of strings;
+ *     __metadata__ that is not an object of strings; a config.json that is
+ *     not a JSON object, has a known field of the wrong type or value, or two
+ *     names of one size that disagree (field and file named); attn_only true
+ *     with MLP weights in the file;
  *   MI_ERR_DTYPE: an unknown dtype, or a mapped tensor that is not float;
  *   MI_ERR_SHAPE: a shape that disagrees with its byte length or with the
- *     model's dimensions (the message names the tensor and both shapes), or
- *     n_heads that does not divide d_model;
+ *     model's dimensions (the message names the tensor and both shapes),
+ *     n_heads that does not divide d_model, or a config.json size that the
+ *     tensors contradict (both values named);
  *   MI_ERR_MISSING_TENSOR: a required tensor is absent (named), a layer is
- *     missing, or the names match neither layout;
- *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, or a
- *     normalization_type other than LN, LNPre and None (e.g. RMS);
- *   MI_ERR_OUT_OF_MEMORY.
+ *     missing, the names match neither layout, or config.json says the model
+ *     has MLPs and the file has none;
+ *   MI_ERR_UNSUPPORTED: a process step the model lacks the parts for, a
+ *     normalization_type other than LN, LNPre and None (e.g. RMS), a
+ *     positional kind libmi does not run (rotary, alibi), a config.json
+ *     model_type other than gpt2, or a file kind libmi does not read;
+ *   MI_ERR_OUT_OF_MEMORY;
+ *   and, for the vocabulary of a folder, the statuses of
+ *   `mi_model_load_vocab` (the message names the file and says
+ *   MI_LOAD_NO_VOCAB skips it); no model is returned then.
  */
 MI_API mi_status mi_model_load(mi_model **out, const char *path,
                                const mi_load_options *options);
 
 /**
  * `mi_model_load` from a safetensors image in caller memory (any alignment);
- * the caller keeps its buffer, which is only read during the call. Returns
- * the same statuses except MI_ERR_IO; an empty buffer is MI_ERR_TRUNCATED.
+ * the caller keeps its buffer, which is only read during the call. There is
+ * no folder, so no config.json and no vocabulary is read (the flags are
+ * checked but have nothing to skip). Returns the same statuses except
+ * MI_ERR_IO; an empty buffer is MI_ERR_TRUNCATED.
  *
  * @param out      receives the model (owned), or NULL on failure
  * @param data     in: the file's bytes (non-NULL even when size is 0)
@@ -486,7 +608,7 @@ MI_API mi_status mi_model_load(mi_model **out, const char *path,
 MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t size,
                                       const mi_load_options *options);
 
-/* (end of section: Loading models from safetensors files) */
+/* (end of section: Loading models from safetensors files and folders) */
 
 /* ------------------------------------------------------------------------ */
 /* Vocabulary                                                               */
@@ -927,6 +1049,18 @@ MI_API size_t mi_get_num_threads(void);
  * if processed). A token QK circuit scores a query token against a key
  * token as if each were alone in the residual stream (no positional part).
  *
+ * Shortformer models (MI_POSITIONAL_SHORTFORMER): the query of token x at
+ * position i is (x̂ W_Q + b_Q) + W_pos[i] W_Q°, with x̂ = LN(resid) and W_Q°
+ * the weights before any processing (keys likewise). A TOKEN side is
+ * E W_Q (+ 1 b_Q under MI_QK_BIAS) with the model's token-side weights; a
+ * POS side is W_pos W_Q° (W_pos W_K°) and takes no bias, which goes with
+ * LN(resid). So a head's four circuits split its score exactly: under
+ * MI_QK_BIAS | MI_QK_SCALE, qk(TOKEN,TOKEN) + qk(TOKEN,POS) + qk(POS,TOKEN)
+ * + qk(POS,POS) at (x, i; y, j) is the pre-softmax score of query (x, i)
+ * against key (y, j) when the normalised inputs are the W_E rows (layer 0's
+ * score exactly, in a model without LayerNorm). The positional circuits of
+ * a folded or processed model equal those of the raw one.
+ *
  * Lifetime: a circuit keeps its model alive (a reference count), so model
  * and circuits may be freed in any order. The direct path reads W_E and
  * W_U in place; other circuits compute their factors once, at creation.
@@ -1334,7 +1468,8 @@ typedef struct mi_forward_extras {
   /**
    * NULL, or the residual stream: (n_layers + 1) × n × d_model floats;
    * block l < n_layers is the stream entering layer l (block 0: W_E[token] +
-   * W_pos[position]), block n_layers the stream entering the final LayerNorm.
+   * W_pos[position], W_E[token] alone in a shortformer model), block
+   * n_layers the stream entering the final LayerNorm.
    */
   float *resid;
   /** Floats available at `resid`. */
@@ -1362,8 +1497,11 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
  * with config.ln_eps, then scale by ln1.w and shift by ln1.b; after folding
  * these are 1 and 0) plus b_Q, b_K, b_V, and query head h reading key/value
  * head h / (n_heads / n_kv_heads); then b_O. Logits = LayerNorm_final(x)·W_U
- * + b_U. Parts the model lacks are skipped. Products run in float32 through
- * BLIS, LayerNorm statistics and softmax in double.
+ * + b_U. Parts the model lacks are skipped. A shortformer model
+ * (MI_POSITIONAL_SHORTFORMER) starts from x₀ = W_E[token] and reads q and k
+ * from LayerNorm(x) + W_pos[position] instead (the same after processing:
+ * positions meet the weights as they were), v from LayerNorm(x). Products
+ * run in float32 through BLIS, LayerNorm statistics and softmax in double.
  *
  * @param out     out: n × d_vocab logits, row t at out + t·ld
  * @param ld      leading dimension of `out`, ≥ d_vocab
@@ -1376,7 +1514,8 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
  *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
  *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
  *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of
- *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats).
+ *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats, and n·d_model
+ *         more for an unprocessed shortformer model).
  */
 MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
                                   const size_t *tokens, size_t n,
@@ -1393,7 +1532,9 @@ MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
  * then split exactly into parts, each a source followed by a path of heads,
  * one head a layer at most, layers increasing:
  *
- * - MI_SOURCE_EMBED: W_E[token] + W_pos[position]. Order 0 is the direct
+ * - MI_SOURCE_EMBED: W_E[token] + W_pos[position] (W_E[token] alone in a
+ *   shortformer model, whose positions act only through the frozen
+ *   patterns and so have no part of their own). Order 0 is the direct
  *   path (through the final LayerNorm into W_U), order 1 a single head,
  *   order ≥ 2 a virtual head.
  * - MI_SOURCE_VALUE_BIAS: the constant (ln1.b·W_V + b_V)·W_O that head
@@ -1543,7 +1684,10 @@ MI_API mi_status mi_model_attribute(size_t *out, const mi_model *model, const si
  * the same weights: process the model as TransformerLens did (fold_ln and
  * centering, MI_PROCESS_TRANSFORMERLENS) to compare numbers. Each score is in
  * [0, 1]; a score means little without the chance level of random matrices
- * of the same shapes, `mi_model_composition_baseline`.
+ * of the same shapes, `mi_model_composition_baseline`. In a shortformer
+ * model a head's output reaches later heads through LN(resid) only, so
+ * W_QK² is the token side (mi_model_get_weight's W_Q, W_K); positions do
+ * not compose.
  */
 
 /** Which composition `mi_model_composition_scores` computes. */
@@ -1788,7 +1932,8 @@ MI_API mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
  * diagonal: a query attends to the key after an earlier copy of itself.
  * With MI_QK_BIAS, b_Q² and b_K² enter as in mi_circuit_qk (A = (W_E W_Q² +
  * 1 b_Q²)·s, Bᵀ = W_E W_V¹ W_O¹ W_K² + 1 b_K²); head 1's own biases and
- * positional parts do not. Factors: A as above (d_vocab × d_head), B its
+ * positional parts do not (in a shortformer model W_Q², W_K² are the token
+ * side: what head 1 writes reaches head 2 through LN(resid)). Factors: A as above (d_vocab × d_head), B its
  * key side transposed (d_head × d_vocab), computed in float32 and owned.
  *
  * @param out    receives the circuit (owned; mi_circuit_free), NULL on failure
@@ -1887,6 +2032,116 @@ MI_API mi_status mi_model_attention_scores(double *out, size_t count, const mi_m
                                            size_t length);
 
 /* (end of section: Forward pass, paths and attribution) */
+
+/* ------------------------------------------------------------------------ */
+/* Skip-trigrams                                                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A one-layer head implements skip-trigrams "src ... dst -> out": a
+ * destination token dst attends back to a source token src (its token QK
+ * circuit scores row dst, column src highly) and the head then raises the
+ * logit of out (its token OV circuit, row src, column out). The search reads
+ * both d_vocab × d_vocab circuits of every head in blocks of rows, never
+ * whole:
+ *
+ * - Every entry becomes a z-score within its row, z = (x − row mean) / row
+ *   standard deviation (population, over all d_vocab entries, in double): a
+ *   softmax reads a QK row, and the logits an OV row, only up to a constant.
+ *   A row without spread (sd 0, or not finite) gives no z-scores.
+ * - For each source src: its `outputs_per_source` best outputs (OV row src,
+ *   out ≠ src: an output equal to the source is copying), and the
+ *   `destinations_per_source` destinations whose rows give src the highest
+ *   z (QK column src, dst ≠ src: a token attending to itself is a bigram).
+ * - Each pair of those is a triple scored min(z_QK, z_OV): as strong as its
+ *   weaker half. The best `capacity` triples over all heads are returned.
+ *
+ * Ties: equal z-scores keep the lower index; equal scores keep the earlier
+ * triple in the order (layer, head, src, output rank, destination rank).
+ * The result does not depend on the thread count.
+ *
+ * Cost: per head, the two circuits' d_vocab² entries, each computed once
+ * by a float32 GEMM of inner dimension d_head (mi_circuit_rows, in blocks of
+ * at most 4 Mi floats) and scanned twice (row statistics, then ranks), the
+ * scans split between mi_set_num_threads threads. Memory: one 16 MiB block,
+ * per-source ranks (2 · d_vocab · (outputs + destinations) words) and the
+ * `capacity` results.
+ */
+
+/** One triple of mi_model_skip_trigrams. Fields may be appended. */
+typedef struct mi_skip_trigram {
+  /** sizeof(mi_skip_trigram) as the caller was compiled (see mi_model_skip_trigrams). */
+  size_t struct_size;
+  size_t layer, head;
+  size_t src; /**< the source (key) token, attended to */
+  size_t dst; /**< the destination (query) token, which attends */
+  size_t out; /**< the output token whose logit the head raises */
+  double qk_z;  /**< z-score of QK[dst, src] within QK row dst */
+  double ov_z;  /**< z-score of OV[src, out] within OV row src */
+  double score; /**< min(qk_z, ov_z) */
+} mi_skip_trigram;
+
+/**
+ * Receives progress: `done` of `total` steps (blocks of circuit rows), on
+ * the calling thread; `user` is the caller's.
+ */
+typedef void (*mi_progress_fn)(size_t done, size_t total, void *user);
+
+/** How mi_model_skip_trigrams searches. Fill it with mi_skip_trigram_options_init. */
+typedef struct mi_skip_trigram_options {
+  /** sizeof(mi_skip_trigram_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /** MI_QK_* bits of the token QK circuits; default MI_QK_BIAS | MI_QK_SCALE
+   * (what attention scores; the scale does not change a z-score). */
+  unsigned qk_flags;
+  /** Best outputs kept per source (OV row); default 2, ≥ 1. */
+  size_t outputs_per_source;
+  /** Best destinations kept per source (QK column); default 2, ≥ 1. */
+  size_t destinations_per_source;
+  /** Called after each block of rows; NULL (default): none. */
+  mi_progress_fn progress;
+  /** Passed to progress. */
+  void *progress_user;
+} mi_skip_trigram_options;
+
+/**
+ * Sets `out` to the defaults: qk_flags MI_QK_BIAS | MI_QK_SCALE, 2 outputs
+ * and 2 destinations per source, no progress callback.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_skip_trigram_options_init(mi_skip_trigram_options *out, size_t struct_size);
+
+/**
+ * The `capacity` strongest skip-trigrams over every head of the model, best
+ * first (see "Skip-trigrams" above for what is computed).
+ *
+ * @param out        out: capacity triples; the caller sets out[0].struct_size,
+ *                   which is also the stride between them (an array of the
+ *                   caller's mi_skip_trigram); each written triple gets it
+ *                   too. May be NULL when capacity is 0.
+ * @param out_count  out: the number written, ≤ capacity (fewer when the
+ *                   model has fewer triples); 0 on failure
+ * @param capacity   triples wanted; 0 returns at once, computing nothing
+ * @param model      in: the model (borrowed; read only)
+ * @param options    in: NULL for the defaults
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL model or out_count, NULL out
+ *         with capacity > 0, out[0].struct_size below sizeof(size_t), an
+ *         options struct_size that is too small or too large, unknown
+ *         qk_flags bits, outputs_per_source or destinations_per_source 0, a
+ *         BLIS_ARCH_TYPE BLIS would abort on); MI_ERR_OUT_OF_MEMORY (the
+ *         block, the ranks, the results, or a head's circuit factors).
+ */
+MI_API mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count,
+                                        size_t capacity, const mi_model *model,
+                                        const mi_skip_trigram_options *options);
+
+/* (end of section: Skip-trigrams) */
 
 #ifdef __cplusplus
 }

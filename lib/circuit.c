@@ -150,6 +150,32 @@ static mi_status project(float **out, mi__matrix E, const float *W, const float 
   return status;
 }
 
+/*
+ * One side of head (layer, head)'s QK circuit, E·W (+ 1·bias) times scale,
+ * owned, E.rows × d_head. A shortformer model's positional side is W_pos
+ * times the weights positions meet (unprocessed) and takes no bias: the
+ * biases go with LN(resid), the token side.
+ */
+static mi_status qk_side(float **out, const mi_model *model, mi_embedding which, mi__matrix E,
+                         mi_weight W, size_t layer, size_t head, const float *bias,
+                         float scale) {
+  size_t dh = model->config.d_head;
+  float *slot;
+  mi_status status = mi__weight_slot(&slot, model, W, layer, head);
+  if (status != MI_OK)
+    return status;
+  if (which == MI_EMBED_TOKEN || model->config.positional != MI_POSITIONAL_SHORTFORMER)
+    return project(out, E, slot, bias, dh, scale);
+  status = alloc_floats(out, E.rows, dh, "circuit factor");
+  if (status == MI_OK)
+    status = mi__positional_side(*out, model, W, layer, head, E.rows, scale);
+  if (status != MI_OK) {
+    free(*out);
+    *out = NULL;
+  }
+  return status;
+}
+
 mi_status mi_circuit_qk(mi_circuit **out, const mi_model *model, size_t layer, size_t head,
                         mi_embedding query, mi_embedding key, unsigned flags) {
   MI_CHECK_ARG(out);
@@ -158,15 +184,13 @@ mi_status mi_circuit_qk(mi_circuit **out, const mi_model *model, size_t layer, s
   if (flags & ~(unsigned)(MI_QK_BIAS | MI_QK_SCALE))
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_circuit_qk: unknown flag bits 0x%x", flags);
   mi__matrix Eq, Ek;
-  float *W_Q, *W_K, *b_Q = NULL, *b_K = NULL;
+  float *W_Q, *b_Q = NULL, *b_K = NULL;
   size_t kv = head < model->config.n_heads ? mi__kv_head(model, head) : head;
   mi_status status = embedding(&Eq, model, query);
   if (status == MI_OK)
     status = embedding(&Ek, model, key);
-  if (status == MI_OK)
+  if (status == MI_OK) /* the head's indices, checked before any bias is read */
     status = mi__weight_slot(&W_Q, model, MI_W_Q, layer, head);
-  if (status == MI_OK)
-    status = mi__weight_slot(&W_K, model, MI_W_K, layer, kv);
   if (status == MI_OK && (flags & MI_QK_BIAS) && model->w[MI_B_Q] != NULL) {
     status = mi__weight_slot(&b_Q, model, MI_B_Q, layer, head);
     if (status == MI_OK)
@@ -177,10 +201,10 @@ mi_status mi_circuit_qk(mi_circuit **out, const mi_model *model, size_t layer, s
   size_t dh = model->config.d_head;
   float scale = (flags & MI_QK_SCALE) ? (float)(1.0 / sqrt((double)dh)) : 1.0f;
   float *Q, *K;
-  status = project(&Q, Eq, W_Q, b_Q, dh, scale);
+  status = qk_side(&Q, model, query, Eq, MI_W_Q, layer, head, b_Q, scale);
   if (status != MI_OK)
     return status;
-  status = project(&K, Ek, W_K, b_K, dh, 1.0f);
+  status = qk_side(&K, model, key, Ek, MI_W_K, layer, kv, b_K, 1.0f);
   if (status != MI_OK) {
     free(Q);
     return status;

@@ -139,6 +139,27 @@ static void add_rows(float *m, size_t n, size_t cols, size_t ld, const float *v)
       m[t * ld + j] += v[j];
 }
 
+/* Adds row t of terms (n × cols, contiguous) to row t of m (leading dimension ld). */
+static void add_terms(float *m, size_t n, size_t cols, size_t ld, const float *terms) {
+  for (size_t t = 0; t < n; t++)
+    for (size_t j = 0; j < cols; j++)
+      m[t * ld + j] += terms[t * cols + j];
+}
+
+/*
+ * The stream entering layer 0 (n × D): W_E[token], plus W_pos[position] in
+ * a standard model (a shortformer one adds W_pos to queries and keys only).
+ */
+static void embed(float *x, const mi_model *model, const size_t *tokens, size_t n) {
+  size_t D = model->config.d_model;
+  const float *W_E = model->w[MI_W_E], *W_pos = model->w[MI_W_POS];
+  if (model->config.positional != MI_POSITIONAL_STANDARD)
+    W_pos = NULL;
+  for (size_t t = 0; t < n; t++)
+    for (size_t i = 0; i < D; i++)
+      x[t * D + i] = W_E[tokens[t] * D + i] + (W_pos ? W_pos[t * D + i] : 0.0f);
+}
+
 /* The per-layer weight of a model, or NULL when absent. */
 static const float *layer_vec(const mi_model *model, mi_weight which, size_t l) {
   const float *w = model->w[which];
@@ -159,6 +180,10 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
   size_t nD = n * D, nn = n * n; /* the products below reserve them checked */
   plan p = {0, false};
   size_t o_x = reserve(&p, n, D, 1, sizeof(float)), o_xn = reserve(&p, n, D, 1, sizeof(float));
+  /* A shortformer model's query and key input LN(x) + W_pos, while W_pos
+   * still multiplies W_Q and W_K themselves (no kept pos_q, pos_k terms). */
+  bool add_pos = c->positional == MI_POSITIONAL_SHORTFORMER && model->pos_q == NULL;
+  size_t o_xp = reserve(&p, add_pos ? n : 0, D, 1, sizeof(float));
   size_t o_scores = reserve(&p, n, n, 1, sizeof(float));
   size_t o_k = reserve(&p, n, G, dh, sizeof(float)), o_v = reserve(&p, n, G, dh, sizeof(float));
   size_t o_q = reserve(&p, n, dh, 1, sizeof(float)), o_z = reserve(&p, n, dh, 1, sizeof(float));
@@ -171,25 +196,28 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
   float *x = (float *)(base + o_x), *xn = (float *)(base + o_xn);
   float *scores = (float *)(base + o_scores), *k = (float *)(base + o_k);
   float *v = (float *)(base + o_v), *q = (float *)(base + o_q), *z = (float *)(base + o_z);
+  float *xp = (float *)(base + o_xp);
 
-  const float *W_E = model->w[MI_W_E], *W_pos = model->w[MI_W_POS];
-  for (size_t t = 0; t < n; t++)
-    for (size_t i = 0; i < D; i++)
-      x[t * D + i] = W_E[tokens[t] * D + i] + (W_pos ? W_pos[t * D + i] : 0.0f);
+  const float *W_pos = model->w[MI_W_POS];
+  embed(x, model, tokens, n);
 
   float alpha = (float)(1.0 / sqrt((double)dh));
   mi__matrix X = mi__matrix_rowmajor(x, n, D), XN = mi__matrix_rowmajor(xn, n, D);
+  /* What queries and keys read: LN(x), plus W_pos in a shortformer model. */
+  mi__matrix XQK = add_pos ? mi__matrix_rowmajor(xp, n, D) : XN;
   for (size_t l = 0; l < c->n_layers && status == MI_OK; l++) {
     if (resid)
       memcpy(resid + l * nD, x, nD * sizeof *x);
     layer_norm(xn, x, n, D, c->ln_eps, layer_vec(model, MI_LN1_W, l),
                layer_vec(model, MI_LN1_B, l), ln_scale ? ln_scale + l * n : NULL);
+    for (size_t i = 0; add_pos && i < nD; i++)
+      xp[i] = xn[i] + W_pos[i];
     /* Keys and values once per key/value head, shared by its query heads. */
     for (size_t g = 0; g < G && status == MI_OK; g++) {
       size_t i = l * G + g;
       mi__matrix Kg = {k + g * dh, n, dh, (ptrdiff_t)(G * dh), 1};
       mi__matrix Vg = {v + g * dh, n, dh, (ptrdiff_t)(G * dh), 1};
-      status = mi__sgemm(1.0f, XN, mi__matrix_rowmajor(model->w[MI_W_K] + i * D * dh, D, dh),
+      status = mi__sgemm(1.0f, XQK, mi__matrix_rowmajor(model->w[MI_W_K] + i * D * dh, D, dh),
                          0.0f, Kg);
       if (status == MI_OK)
         status = mi__sgemm(1.0f, XN,
@@ -198,6 +226,8 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
         add_rows(Kg.data, n, dh, G * dh, model->w[MI_B_K] + i * dh);
         add_rows(Vg.data, n, dh, G * dh, model->w[MI_B_V] + i * dh);
       }
+      if (status == MI_OK && model->pos_k)
+        add_terms(Kg.data, n, dh, G * dh, model->pos_k + i * c->n_ctx * dh);
     }
     for (size_t h = 0; h < H && status == MI_OK; h++) {
       size_t i = l * H + h, g = mi__kv_head(model, h);
@@ -206,12 +236,14 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
       mi__matrix Vg = {v + g * dh, n, dh, (ptrdiff_t)(G * dh), 1};
       float *p = patterns ? patterns + i * nn : scores;
       mi__matrix P = mi__matrix_rowmajor(p, n, n), Z = mi__matrix_rowmajor(z, n, dh);
-      status = mi__sgemm(1.0f, XN, mi__matrix_rowmajor(model->w[MI_W_Q] + i * D * dh, D, dh),
+      status = mi__sgemm(1.0f, XQK, mi__matrix_rowmajor(model->w[MI_W_Q] + i * D * dh, D, dh),
                          0.0f, Q);
       if (status != MI_OK)
         break;
       if (model->w[MI_B_Q])
         add_rows(q, n, dh, dh, model->w[MI_B_Q] + i * dh);
+      if (model->pos_q)
+        add_terms(q, n, dh, dh, model->pos_q + i * c->n_ctx * dh);
       status = mi__sgemm(alpha, Q, mi__matrix_t(Kg), 0.0f, P);
       if (status != MI_OK)
         break;
@@ -494,10 +526,8 @@ static void value_bias(double *row, double *tmp, const mi_model *m, size_t l, si
 static mi_status walk_all(walk *w, const size_t *tokens, double *row) {
   const mi_model *m = w->model;
   size_t n = w->n, D = m->config.d_model;
-  const float *W_E = m->w[MI_W_E], *W_pos = m->w[MI_W_POS];
-  for (size_t t = 0; t < n; t++)
-    for (size_t i = 0; i < D; i++)
-      w->stack[t * D + i] = W_E[tokens[t] * D + i] + (W_pos ? W_pos[t * D + i] : 0.0f);
+  /* A shortformer model's positions are in the frozen patterns only. */
+  embed(w->stack, m, tokens, n);
   mi_status status = walk_from(w, MI_SOURCE_EMBED, 0, 0, 0);
   bool value_biases = m->w[MI_B_V] != NULL || m->w[MI_LN1_B] != NULL;
   for (size_t l = 0; l < w->L && status == MI_OK && !w->stopped; l++) {

@@ -42,8 +42,16 @@ static inline bool mi__mul_size(size_t *out, size_t a, size_t b) {
  * absent optional parts are NULL.
  */
 struct mi_model {
-  mi_config config;       /* n_kv_heads resolved (never 0) */
+  mi_config config;       /* n_kv_heads and positional resolved (never 0, DEFAULT) */
   float *w[MI_WEIGHT_COUNT];
+  /*
+   * Shortformer models only, once processing changed W_Q and W_K (LayerNorm
+   * folded into them, centred): the query and key vector each position adds,
+   * W_pos·W_Q and W_pos·W_K of the weights as they were, n_ctx × d_head per
+   * head, stacked like w[MI_W_Q] and w[MI_W_K]. NULL otherwise, and then
+   * positions multiply w[MI_W_Q] and w[MI_W_K] themselves.
+   */
+  float *pos_q, *pos_k;
   unsigned processing;    /* MI_PROCESS_* bits applied */
   bool processed;         /* mi_model_process ran: weights are final */
   mi_layout layout;
@@ -84,6 +92,19 @@ static inline size_t mi__kv_head(const mi_model *model, size_t head) {
 mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t layer,
                                        size_t head, mi_dtype dtype, const void *data,
                                        size_t row_stride, size_t col_stride);
+
+/* "standard", "shortformer", "none" ("default" for DEFAULT): TransformerLens's
+ * positional_embedding_type names, for messages and files. */
+const char *mi__positional_name(mi_positional kind);
+
+/*
+ * The positional side of head (layer, head) of a shortformer model: the
+ * n_ctx × d_head matrix W_pos·W (W = W_Q, or W_K of the key/value head
+ * `head` for MI_W_K) of the weights as they were before processing; `rows`
+ * (≤ n_ctx) of its rows into out (ld d_head), times `scale`.
+ */
+mi_status mi__positional_side(float *out, const mi_model *model, mi_weight which, size_t layer,
+                              size_t head, size_t rows, float scale);
 
 /* Sets model->layout; for loaders. */
 void mi__model_set_layout(mi_model *model, mi_layout layout);

@@ -1,7 +1,7 @@
 /*
  * model.c: mi_model's shape, weights, LayerNorm folding and centering.
  */
-#include "internal.h"
+#include "kernel.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -74,6 +74,8 @@ void mi_model_free(mi_model *model) {
       return;
   for (int i = 0; i < MI_WEIGHT_COUNT; i++)
     free(model->w[i]);
+  free(model->pos_q);
+  free(model->pos_k);
   mi__vocab_free(model->vocab);
   free(model);
 }
@@ -119,7 +121,35 @@ static mi_status check_config(const mi_config *c) {
                     c->parts);
   if (!(c->ln_eps >= 0.0) || !isfinite(c->ln_eps))
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.ln_eps must be finite and >= 0");
+  bool has_pos = c->parts & MI_PART_POS_EMBED;
+  switch (c->positional) {
+  case MI_POSITIONAL_DEFAULT: break;
+  case MI_POSITIONAL_STANDARD:
+  case MI_POSITIONAL_SHORTFORMER:
+    if (!has_pos)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.positional %s needs W_pos "
+                      "(MI_PART_POS_EMBED)", mi__positional_name(c->positional));
+    break;
+  case MI_POSITIONAL_NONE:
+    if (has_pos)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                      "mi_config.positional is none, but parts has MI_PART_POS_EMBED");
+    break;
+  default:
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_config.positional %d is not an "
+                    "mi_positional", (int)c->positional);
+  }
   return MI_OK;
+}
+
+const char *mi__positional_name(mi_positional kind) {
+  switch (kind) {
+  case MI_POSITIONAL_DEFAULT: return "default";
+  case MI_POSITIONAL_STANDARD: return "standard";
+  case MI_POSITIONAL_SHORTFORMER: return "shortformer";
+  case MI_POSITIONAL_NONE: return "none";
+  }
+  return "?";
 }
 
 mi_status mi_model_create(mi_model **out, const mi_config *config) {
@@ -140,6 +170,9 @@ mi_status mi_model_create(mi_model **out, const mi_config *config) {
   model->config = c;
   if (model->config.n_kv_heads == 0)
     model->config.n_kv_heads = model->config.n_heads;
+  if (model->config.positional == MI_POSITIONAL_DEFAULT)
+    model->config.positional = (c.parts & MI_PART_POS_EMBED) ? MI_POSITIONAL_STANDARD
+                                                             : MI_POSITIONAL_NONE;
   for (int i = 0; i < MI_WEIGHT_COUNT; i++) {
     unsigned part = weight_part((mi_weight)i);
     if (part != 0 && !(model->config.parts & part))
@@ -392,7 +425,8 @@ static void center_writing_weights(mi_model *model) {
   const mi_config *c = &model->config;
   size_t D = c->d_model, dh = c->d_head;
   center_rows(model->w[MI_W_E], c->d_vocab, D);
-  if (model->w[MI_W_POS])
+  /* A shortformer W_pos is added after ln1, never normalised: it stays. */
+  if (model->w[MI_W_POS] && c->positional == MI_POSITIONAL_STANDARD)
     center_rows(model->w[MI_W_POS], c->n_ctx, D);
   center_rows(model->w[MI_W_O], c->n_layers * c->n_heads * dh, D);
   if (model->w[MI_B_O])
@@ -405,6 +439,58 @@ static void center_writing_weights(mi_model *model) {
     center_columns(model->w[MI_W_V] + i * D * dh, D, dh);
   }
   center_columns(model->w[MI_W_U], D, c->d_vocab);
+}
+
+mi_status mi__positional_side(float *out, const mi_model *model, mi_weight which, size_t layer,
+                              size_t head, size_t rows, float scale) {
+  const mi_config *c = &model->config;
+  size_t D = c->d_model, dh = c->d_head;
+  size_t i = layer * (which == MI_W_Q ? c->n_heads : c->n_kv_heads) + head;
+  const float *kept = which == MI_W_Q ? model->pos_q : model->pos_k;
+  if (kept != NULL) {
+    for (size_t k = 0; k < rows * dh; k++)
+      out[k] = scale * kept[i * c->n_ctx * dh + k];
+    return MI_OK;
+  }
+  return mi__sgemm(scale, mi__matrix_rowmajor(model->w[MI_W_POS], rows, D),
+                   mi__matrix_rowmajor(model->w[which] + i * D * dh, D, dh), 0.0f,
+                   mi__matrix_rowmajor(out, rows, dh));
+}
+
+/*
+ * Before folding changes W_Q and W_K of a shortformer model: the positional
+ * side, W_pos·W of the weights as they are, kept for every head. Precomputed
+ * terms rather than copies of W_Q/W_K: the folded forward pass then adds a
+ * row where it would otherwise need a second n × d_model × d_head product.
+ */
+static mi_status keep_positional_side(mi_model *model) {
+  const mi_config *c = &model->config;
+  size_t block, nq, nk;
+  if (!mi__mul_size(&block, c->n_ctx, c->d_head) ||
+      !mi__mul_size(&nq, block, c->n_layers * c->n_heads) ||
+      !mi__mul_size(&nk, block, c->n_layers * c->n_kv_heads) || nq > SIZE_MAX / sizeof(float))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "positional terms of %zu positions x %zu heads "
+                    "overflow size_t", c->n_ctx, c->n_layers * c->n_heads);
+  float *q = calloc(nq ? nq : 1, sizeof *q), *k = calloc(nk ? nk : 1, sizeof *k);
+  mi_status status = q && k ? MI_OK
+                            : mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate the positional "
+                                       "terms W_pos W_Q, W_pos W_K (%zu floats)", nq + nk);
+  for (size_t l = 0; l < c->n_layers && status == MI_OK; l++) {
+    for (size_t h = 0; h < c->n_heads && status == MI_OK; h++)
+      status = mi__positional_side(q + (l * c->n_heads + h) * block, model, MI_W_Q, l, h,
+                                   c->n_ctx, 1.0f);
+    for (size_t g = 0; g < c->n_kv_heads && status == MI_OK; g++)
+      status = mi__positional_side(k + (l * c->n_kv_heads + g) * block, model, MI_W_K, l, g,
+                                   c->n_ctx, 1.0f);
+  }
+  if (status != MI_OK) {
+    free(q);
+    free(k);
+    return status;
+  }
+  model->pos_q = q;
+  model->pos_k = k;
+  return MI_OK;
 }
 
 mi_status mi_model_process(mi_model *model, unsigned steps) {
@@ -421,10 +507,19 @@ mi_status mi_model_process(mi_model *model, unsigned steps) {
                     "layer and before the unembedding; without one it changes the outputs");
   if (steps & MI_PROCESS_CENTER_WRITING)
     steps |= MI_PROCESS_FOLD_LN;
-  if (steps & MI_PROCESS_FOLD_LN) {
-    mi_status status = fold_layernorms(model);
-    if (status != MI_OK)
-      return status;
+  /* Folding (and centering, which implies it) changes W_Q and W_K. */
+  bool keep = model->config.positional == MI_POSITIONAL_SHORTFORMER &&
+              (steps & MI_PROCESS_FOLD_LN) && (model->config.parts & MI_PART_LN);
+  mi_status status = keep ? keep_positional_side(model) : MI_OK;
+  if (status == MI_OK && (steps & MI_PROCESS_FOLD_LN))
+    status = fold_layernorms(model);
+  if (status != MI_OK) {
+    if (keep) {
+      free(model->pos_q);
+      free(model->pos_k);
+      model->pos_q = model->pos_k = NULL;
+    }
+    return status;
   }
   if (steps & MI_PROCESS_CENTER_WRITING)
     center_writing_weights(model);

@@ -16,6 +16,11 @@ static const unsigned ALL_PARTS = MI_PART_POS_EMBED | MI_PART_QKV_BIAS | MI_PART
 static const size_t TOKENS[] = {3, 0, 6, 6, 1, 5, 2, 3, 8};
 enum { N_TOKENS = sizeof TOKENS / sizeof TOKENS[0] };
 
+static mi_config shortformer(mi_config c) {
+  c.positional = MI_POSITIONAL_SHORTFORMER;
+  return c;
+}
+
 /* 1-, 2- and 3-layer models with and without each optional part. */
 static mi_config forward_config(int i) {
   switch (i) {
@@ -29,22 +34,35 @@ static mi_config forward_config(int i) {
     c.n_kv_heads = 2;
     return c;
   }
-  default: { /* grouped, everything, one key/value head */
+  case 5: { /* grouped, everything, one key/value head */
     mi_config c = tu_config(3, 3, 12, 4, 15, 9, ALL_PARTS);
     c.n_kv_heads = 1;
     return c;
   }
+  /* Shortformer: W_pos joins queries and keys after ln1. */
+  case 6: /* without LayerNorm, with every bias (ARENA's attention-only models) */
+    return shortformer(tu_config(2, 2, 8, 4, 10, 9, MI_PART_POS_EMBED | MI_PART_QKV_BIAS |
+                                                     MI_PART_OUT_BIAS | MI_PART_UNEMBED_BIAS));
+  case 7: /* everything: folded in the attribution test */
+    return shortformer(tu_config(2, 3, 9, 3, 13, 10, ALL_PARTS));
+  default: { /* grouped key/value heads, LayerNorm, no biases */
+    mi_config c = shortformer(tu_config(3, 4, 8, 2, 10, 12, MI_PART_POS_EMBED | MI_PART_LN |
+                                                            MI_PART_LN_FINAL));
+    c.n_kv_heads = 2;
+    return c;
+  }
   }
 }
-enum { N_CONFIGS = 6 };
+enum { N_CONFIGS = 9 };
 
 /*
- * Logits against tu_reference_logits, raw and folded weights, with a padded
- * leading dimension. Tolerance: float32 products round each term to 6e-8
- * relative; sums of ≤ 16 terms through 3 layers, LayerNorms (which divide by
- * a spread of order 1) and softmax stay far below 1e-5 of the logits' scale
- * (measured: under 1e-6), while any wrong bias, scale, mask or head index
- * moves logits by O(1).
+ * Logits against tu_reference_logits of the raw weights, from the raw and
+ * the folded model, with a padded leading dimension. Tolerance: float32
+ * products round each term to 6e-8 relative, and folding rounds the folded
+ * weights once more; sums of ≤ 16 terms through 3 layers, LayerNorms (which
+ * divide by a spread of order 1) and softmax stay far below 1e-5 of the
+ * logits' scale (measured: under 1e-6), while any wrong bias, scale, mask,
+ * head index or positional term moves logits by O(1).
  */
 START_TEST(logits_match_the_reference) {
   mi_config c = forward_config(_i);
@@ -52,10 +70,10 @@ START_TEST(logits_match_the_reference) {
   size_t V = c.d_vocab, ld = V + 3, n = N_TOKENS;
   double *want = malloc(n * V * sizeof *want), *got = malloc(n * V * sizeof *got);
   float *out = malloc(n * ld * sizeof *out);
+  tu_reference_logits(want, model, TOKENS, n);
   for (int fold = 0; fold < 2; fold++) {
     if (fold)
       TU_OK(mi_model_process(model, MI_PROCESS_FOLD_LN));
-    tu_reference_logits(want, model, TOKENS, n);
     for (size_t i = 0; i < n * ld; i++)
       out[i] = 12345.0f;
     TU_OK(mi_model_forward(out, ld, model, TOKENS, n, NULL));
@@ -102,6 +120,12 @@ static void reference_layer(double *patterns, double *next, const mi_model *mode
   double *lw = tu_weight(model, MI_LN1_W, l, 0, &r, &k);
   double *lb = tu_weight(model, MI_LN1_B, l, 0, &r, &k);
   ln_rows(xn, x, n, D, c, lw, lb);
+  /* Queries and keys read LN(x) + W_pos in a shortformer model. */
+  double *xqk = malloc(n * D * sizeof *xqk);
+  double *W_pos = c->positional == MI_POSITIONAL_SHORTFORMER
+                      ? tu_weight(model, MI_W_POS, 0, 0, &r, &k) : NULL;
+  for (size_t i = 0; i < n * D; i++)
+    xqk[i] = xn[i] + (W_pos ? W_pos[i] : 0.0);
   memcpy(next, x, n * D * sizeof *next);
   double *bO = tu_weight(model, MI_B_O, l, 0, &r, &k);
   for (size_t h = 0; h < c->n_heads; h++) {
@@ -121,8 +145,8 @@ static void reference_layer(double *patterns, double *next, const mi_model *mode
         for (size_t a = 0; a < dh; a++) {
           double qa = bQ ? bQ[a] : 0, ka = bK ? bK[a] : 0;
           for (size_t i = 0; i < D; i++) {
-            qa += xn[t * D + i] * WQ[i * dh + a];
-            ka += xn[s * D + i] * WK[i * dh + a];
+            qa += xqk[t * D + i] * WQ[i * dh + a];
+            ka += xqk[s * D + i] * WK[i * dh + a];
           }
           score += qa * ka;
         }
@@ -149,7 +173,7 @@ static void reference_layer(double *patterns, double *next, const mi_model *mode
   for (size_t t = 0; t < n && bO; t++)
     for (size_t j = 0; j < D; j++)
       next[t * D + j] += bO[j];
-  free(xn); free(lw); free(lb); free(bO);
+  free(xn); free(xqk); free(W_pos); free(lw); free(lb); free(bO);
 }
 
 /*
@@ -175,7 +199,9 @@ START_TEST(patterns_and_streams_match_each_layer) {
 
   size_t r, k;
   double *W_E = tu_weight(model, MI_W_E, 0, 0, &r, &k);
-  double *W_pos = tu_weight(model, MI_W_POS, 0, 0, &r, &k);
+  /* The stream starts with W_pos only in a standard model. */
+  double *W_pos = c.positional == MI_POSITIONAL_STANDARD
+                      ? tu_weight(model, MI_W_POS, 0, 0, &r, &k) : NULL;
   for (size_t t = 0; t < n; t++)
     for (size_t i = 0; i < D; i++)
       ck_assert_double_eq_tol(extras.resid[t * D + i],
@@ -289,7 +315,7 @@ typedef struct attribution_check {
   size_t n;
   double *patterns;       /* L × H × n × n */
   double *scale;          /* (L + 1) × n */
-  double *x0;             /* n × D: W_E[token] + W_pos */
+  double *x0;             /* n × D: W_E[token] (+ W_pos in a standard model) */
   double *sum;            /* n_positions × V: sum of the parts' logits */
   double *sum_token, *sum_diff;
   const mi_attribution_options *opt;
@@ -463,9 +489,17 @@ static attribution_check setup_check(const mi_model *model, const size_t *tokens
         var += (x[i] - mean) * (x[i] - mean) / D;
       a.scale[l * n + t] = 1.0 / sqrt(var + a.c.ln_eps);
     }
+  /* The embedding source from the weights: W_pos is in it only in a standard model. */
+  size_t r, k;
+  double *W_E = tu_weight(model, MI_W_E, 0, 0, &r, &k);
+  double *W_pos = a.c.positional == MI_POSITIONAL_STANDARD
+                      ? tu_weight(model, MI_W_POS, 0, 0, &r, &k) : NULL;
   a.x0 = malloc(n * D * sizeof(double));
-  for (size_t i = 0; i < n * D; i++)
-    a.x0[i] = extras.resid[i];
+  for (size_t t = 0; t < n; t++)
+    for (size_t i = 0; i < D; i++)
+      a.x0[t * D + i] = W_E[tokens[t] * D + i] + (W_pos ? W_pos[t * D + i] : 0.0);
+  free(W_E);
+  free(W_pos);
   a.sum = calloc(n * V, sizeof(double));
   a.sum_token = calloc(n, sizeof(double));
   a.sum_diff = calloc(n, sizeof(double));

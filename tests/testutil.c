@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,6 +133,11 @@ double *tu_transposed(const double *X, size_t rows, size_t cols) {
 
 void tu_reference_logits(double *logits, const mi_model *model, const size_t *tokens,
                          size_t n) {
+  tu_reference_forward(logits, NULL, NULL, model, tokens, n);
+}
+
+void tu_reference_forward(double *logits, double *patterns, double *streams,
+                          const mi_model *model, const size_t *tokens, size_t n) {
   mi_config c;
   mi_config_init(&c, sizeof c);
   TU_OK(mi_model_get_config(&c, model));
@@ -139,16 +145,20 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
   double *resid = calloc(n * D, sizeof *resid), *xn = malloc(n * D * sizeof *xn);
   double *W_E = tu_weight(model, MI_W_E, 0, 0, &r, &k);
   double *W_pos = tu_weight(model, MI_W_POS, 0, 0, &r, &k);
+  /* Shortformer: W_pos joins the query and key inputs after ln1, not the stream. */
+  bool shortformer = c.positional == MI_POSITIONAL_SHORTFORMER;
   for (size_t t = 0; t < n; t++)
     for (size_t i = 0; i < D; i++)
-      resid[t * D + i] = W_E[tokens[t] * D + i] + (W_pos ? W_pos[t * D + i] : 0.0);
+      resid[t * D + i] = W_E[tokens[t] * D + i] + (W_pos && !shortformer ? W_pos[t * D + i] : 0.0);
   free(W_E);
-  free(W_pos);
+  double *xqk = malloc(n * D * sizeof *xqk);
   double *q = malloc(n * dh * sizeof *q), *kk = malloc(n * dh * sizeof *kk);
   double *v = malloc(n * dh * sizeof *v), *z = malloc(n * dh * sizeof *z);
   double *out = malloc(n * D * sizeof *out), *add = calloc(n * D, sizeof *add);
   double *p = malloc(n * sizeof *p);
   for (size_t l = 0; l < c.n_layers; l++) {
+    if (streams)
+      memcpy(streams + l * n * D, resid, n * D * sizeof *resid);
     double *lw = tu_weight(model, MI_LN1_W, l, 0, &r, &k);
     double *lb = tu_weight(model, MI_LN1_B, l, 0, &r, &k);
     if (c.parts & MI_PART_LN)
@@ -157,6 +167,8 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
       memcpy(xn, resid, n * D * sizeof *xn);
     free(lw);
     free(lb);
+    for (size_t i = 0; i < n * D; i++)
+      xqk[i] = xn[i] + (shortformer ? W_pos[i] : 0.0);
     memset(add, 0, n * D * sizeof *add);
     for (size_t h = 0; h < c.n_heads; h++) {
       size_t kv = h / (c.n_heads / c.n_kv_heads);
@@ -167,8 +179,8 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
       double *bQ = tu_weight(model, MI_B_Q, l, h, &r, &k);
       double *bK = tu_weight(model, MI_B_K, l, kv, &r, &k);
       double *bV = tu_weight(model, MI_B_V, l, kv, &r, &k);
-      tu_matmul(q, xn, WQ, bQ, n, D, dh);
-      tu_matmul(kk, xn, WK, bK, n, D, dh);
+      tu_matmul(q, xqk, WQ, bQ, n, D, dh);
+      tu_matmul(kk, xqk, WK, bK, n, D, dh);
       tu_matmul(v, xn, WV, bV, n, D, dh);
       for (size_t t = 0; t < n; t++) {
         double top = -INFINITY, sum = 0;
@@ -182,6 +194,8 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
         }
         for (size_t s = 0; s <= t; s++)
           sum += p[s] = exp(p[s] - top);
+        for (size_t s = 0; patterns && s < n; s++)
+          patterns[((l * c.n_heads + h) * n + t) * n + s] = s <= t ? p[s] / sum : 0.0;
         for (size_t i = 0; i < dh; i++) {
           double acc = 0;
           for (size_t s = 0; s <= t; s++)
@@ -200,6 +214,8 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
         resid[t * D + i] += add[t * D + i] + (bO ? bO[i] : 0.0);
     free(bO);
   }
+  if (streams)
+    memcpy(streams + c.n_layers * n * D, resid, n * D * sizeof *resid);
   double *fw = tu_weight(model, MI_LNF_W, 0, 0, &r, &k);
   double *fb = tu_weight(model, MI_LNF_B, 0, 0, &r, &k);
   if (c.parts & MI_PART_LN_FINAL)
@@ -208,9 +224,23 @@ void tu_reference_logits(double *logits, const mi_model *model, const size_t *to
     memcpy(xn, resid, n * D * sizeof *xn);
   double *W_U = tu_weight(model, MI_W_U, 0, 0, &r, &k);
   double *b_U = tu_weight(model, MI_B_U, 0, 0, &r, &k);
-  tu_matmul(logits, xn, W_U, b_U, n, D, c.d_vocab);
+  if (logits)
+    tu_matmul(logits, xn, W_U, b_U, n, D, c.d_vocab);
   free(fw); free(fb); free(W_U); free(b_U);
+  free(W_pos); free(xqk);
   free(resid); free(xn); free(q); free(kk); free(v); free(z); free(out); free(add); free(p);
+}
+
+double tu_prev_token_share(const double *scores, size_t n) {
+  size_t hits = 0;
+  for (size_t p = 1; p < n; p++) {
+    size_t best = 0;
+    for (size_t s = 1; s <= p; s++)
+      if (scores[p * n + s] > scores[p * n + best])
+        best = s;
+    hits += best + 1 == p;
+  }
+  return (double)hits / (double)(n - 1);
 }
 
 double tu_max_abs_diff(const double *a, const double *b, size_t n) {

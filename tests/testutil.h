@@ -60,6 +60,18 @@ double *tu_weight(const mi_model *model, mi_weight which, size_t layer, size_t h
 void tu_reference_logits(double *logits, const mi_model *model, const size_t *tokens,
                          size_t n);
 
+/*
+ * The same pass with its attention patterns [L × H × n × n] and residual
+ * streams [(L + 1) × n × d_model, as mi_forward_extras.resid]; any output may
+ * be NULL. Positions enter as config.positional says: standard adds W_pos
+ * to the stream, shortformer to every layer's query and key inputs after
+ * ln1 (TransformerLens: ln1(resid) + W_pos), never to the values. It reads
+ * W_Q and W_K through mi_model_get_weight, which after folding a shortformer
+ * model are the token side only: run it on the unprocessed model.
+ */
+void tu_reference_forward(double *logits, double *patterns, double *resid,
+                          const mi_model *model, const size_t *tokens, size_t n);
+
 /* out[n × cols] = x[n × rows] · W[rows × cols] (+ bias, NULL for none), doubles. */
 void tu_matmul(double *out, const double *x, const double *W, const double *bias, size_t n,
                size_t rows, size_t cols);
@@ -69,6 +81,13 @@ double *tu_mul(const double *X, const double *Y, size_t rows, size_t inner, size
 
 /* Xᵀ of a rows × cols matrix, malloc'd; the caller frees. */
 double *tu_transposed(const double *X, size_t rows, size_t cols);
+
+/*
+ * The previous-token share of an n × n score matrix (as
+ * mi_circuit_prev_token_share defines it): of the rows p ≥ 1, the share
+ * whose highest causal entry (columns 0 … p, ties to the lower) is p − 1.
+ */
+double tu_prev_token_share(const double *scores, size_t n);
 
 /* Largest |a[i] - b[i]| and largest |b[i]|. */
 double tu_max_abs_diff(const double *a, const double *b, size_t n);

@@ -18,6 +18,8 @@ STRUCTS = {
     "mi_report_options": _native.ReportOptions, "mi_forward_extras": _native.ForwardExtras,
     "mi_attribution_part": _native.AttributionPart,
     "mi_attribution_options": _native.AttributionOptions, "mi_path": _native.Path,
+    "mi_skip_trigram": _native.SkipTrigram,
+    "mi_skip_trigram_options": _native.SkipTrigramOptions,
 }
 
 

@@ -6,8 +6,12 @@ Expectations come from each model's card (what training planted and what
 float64 analysis of the saved weights found), never from numbers written here.
 """
 import json
+import math
 import os
+import random
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -68,7 +72,8 @@ class Report(unittest.TestCase):
         self.assertEqual(self.json["model"]["d_vocab"], self.card["config"]["d_vocab"])
 
     def test_json_keys(self):
-        self.assertEqual(set(self.json), {"model", "heads", "copying_heads", "skip_trigrams"})
+        self.assertEqual(set(self.json),
+                         {"model", "heads", "copying_heads", "skip_trigrams", "threads"})
         cfg = self.card["config"]
         self.assertEqual(len(self.json["heads"]), cfg["n_layers"] * cfg["n_heads"])
         for h in self.json["heads"]:
@@ -109,6 +114,58 @@ class Report(unittest.TestCase):
         with_bias = len(planted & triples(self.json))
         without = len(planted & triples(run_json("report", "--no-qk-bias")))
         self.assertGreater(with_bias, without)
+
+
+def dense_from_topk(circuit, head, n, *extra):
+    """A head's whole circuit, read back from `mi topk -k n` of every row."""
+    r = run_json("topk", "--circuit", circuit, "--layer", "0", "--head", str(head),
+                 "-k", str(n), *extra)
+    rows = [[0.0] * n for _ in range(n)]
+    for line in r["lines"]:
+        for e in line["top"]:
+            rows[line["line"]][e["index"]] = e["value"]
+    return rows
+
+
+def z_rows(matrix):
+    """Each row as z-scores (population sd), or None for a row with no spread."""
+    out = []
+    for row in matrix:
+        mean = sum(row) / len(row)
+        var = sum((x - mean) ** 2 for x in row) / len(row)
+        out.append([(x - mean) / math.sqrt(var) for x in row] if var > 0 else None)
+    return out
+
+
+class SkipTrigramTable(unittest.TestCase):
+    def test_table_is_the_search_redone_from_the_circuits(self):
+        # The skip-trigram search redone in Python from every head's circuits
+        # as `mi topk` streams them: each source's 2 best outputs other than
+        # itself (OV row) and the 2 other destinations ranking it highest (QK
+        # column), scored min(z_QK, z_OV), the best 24 (ties: earlier first).
+        c = card(SKIP)["config"]
+        n = c["d_vocab"]
+        ovs = [z_rows(dense_from_topk("ov", h, n)) for h in range(c["n_heads"])]
+        for extra in [(), ("--no-qk-bias",)]:
+            cands = []
+            for h, ov in enumerate(ovs):
+                qk = z_rows(dense_from_topk("qk", h, n, *extra))
+                for src in range(n):
+                    outs = sorted((o for o in range(n) if o != src),
+                                  key=lambda o: (-ov[src][o], o))[:2]
+                    dsts = sorted((d for d in range(n) if d != src and qk[d] is not None),
+                                  key=lambda d: (-qk[d][src], d))[:2]
+                    for o in outs:
+                        for d in dsts:
+                            cands.append((min(qk[d][src], ov[src][o]), len(cands),
+                                          (0, h, src, d, o)))
+            cands.sort(key=lambda t: (-t[0], t[1]))
+            got = run_json("report", *extra)["skip_trigrams"]["triples"]
+            self.assertEqual([(t["layer"], t["head"], t["src"], t["dst"], t["out"]) for t in got],
+                             [t[2] for t in cands[:24]])
+            # float32 entries through JSON, statistics in double: 1e-9.
+            for t, want in zip(got, cands):
+                self.assertAlmostEqual(t["score"], want[0], delta=1e-9)
 
 
 class Subcommands(unittest.TestCase):
@@ -179,7 +236,198 @@ class ByteLevelTokens(unittest.TestCase):
             self.assertEqual(out["lines"][0]["token"], "\\xe2")
 
 
+def write_safetensors(path, tensors, metadata=None):
+    """A minimal float32 safetensors writer: {name: (shape, flat values)}."""
+    header, blobs, offset = {}, [], 0
+    for name, (shape, values) in tensors.items():
+        blob = struct.pack(f"<{len(values)}f", *values)
+        header[name] = {"dtype": "F32", "shape": shape,
+                        "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def randoms(rng, *shape):
+    return [rng.uniform(-1, 1) for _ in range(math.prod(shape))]
+
+
+V, D, CTX = 7, 8, 4
+
+
+def gpt2_tensors():
+    """A 1-layer GPT-2-named checkpoint, d_model 8, with no n_head anywhere."""
+    rng = random.Random(3)
+    ones = [1.0] * D
+    return {"wte.weight": ([V, D], randoms(rng, V, D)),
+            "wpe.weight": ([CTX, D], randoms(rng, CTX, D)),
+            "h.0.ln_1.weight": ([D], ones), "h.0.ln_1.bias": ([D], [0.0] * D),
+            "h.0.attn.c_attn.weight": ([D, 3 * D], randoms(rng, D, 3 * D)),
+            "h.0.attn.c_attn.bias": ([3 * D], randoms(rng, 3 * D)),
+            "h.0.attn.c_proj.weight": ([D, D], randoms(rng, D, D)),
+            "h.0.attn.c_proj.bias": ([D], randoms(rng, D)),
+            "ln_f.weight": ([D], ones), "ln_f.bias": ([D], [0.0] * D)}
+
+
+def tl_tensors_without_layer_norm():
+    """A 1-layer TransformerLens state dict, 2 heads, no LayerNorm at all."""
+    rng = random.Random(4)
+    H, dh = 2, 4
+    return {"embed.W_E": ([V, D], randoms(rng, V, D)),
+            "pos_embed.W_pos": ([CTX, D], randoms(rng, CTX, D)),
+            "blocks.0.attn.W_Q": ([H, D, dh], randoms(rng, H, D, dh)),
+            "blocks.0.attn.W_K": ([H, D, dh], randoms(rng, H, D, dh)),
+            "blocks.0.attn.W_V": ([H, D, dh], randoms(rng, H, D, dh)),
+            "blocks.0.attn.W_O": ([H, dh, D], randoms(rng, H, dh, D)),
+            "unembed.W_U": ([D, V], randoms(rng, D, V))}
+
+
+class WhatWasLoaded(unittest.TestCase):
+    """Every report says what it loaded and how the weights were processed."""
+
+    def test_shipped_model(self):
+        m = run_json("paths")["model"]
+        self.assertEqual(m["layout"], "TransformerLens")
+        self.assertEqual(m["positional"], "standard")
+        self.assertEqual(m["layer_norm"], {"ln1": True, "ln_final": True})
+        self.assertEqual(m["processing"], "LayerNorm folded")
+        self.assertTrue(m["ln_folded"])
+        text = run("paths").stdout
+        self.assertIn("TransformerLens layout, standard positional embedding, "
+                      "LayerNorm (ln1, ln_final)", text)
+        self.assertIn("processing: LayerNorm folded", text)
+
+    def test_a_model_without_layer_norm_is_not_said_to_be_folded(self):
+        # The old line said "LayerNorm folded in" for a model that has none.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "noln.safetensors")
+            write_safetensors(path, tl_tensors_without_layer_norm())
+            m = run_json("paths", path)["model"]
+            self.assertEqual(m["layer_norm"], {"ln1": False, "ln_final": False})
+            self.assertEqual(m["processing"], "none")
+            self.assertFalse(m["ln_folded"])
+            text = run("paths", path).stdout
+            self.assertIn("no LayerNorm", text)
+            self.assertIn("processing: none", text)
+            self.assertNotIn("folded", text)
+
+
+class ModelOptions(unittest.TestCase):
+    """--process, --n-heads and --positional reach mi_load_options."""
+
+    def attribute(self, *args):
+        c = card(SKIP)
+        t = c["planted"]["skip_trigrams"][0]
+        return run_json("attribute", f"{t['src']} {t['dst']}", "--token", t["out"], *args)
+
+    def test_process_none_and_fold_compute_the_same_function(self):
+        fold, none = self.attribute("--process", "fold"), self.attribute("--process", "none")
+        self.assertEqual(fold["model"]["processing"], "LayerNorm folded")
+        self.assertEqual(none["model"]["processing"], "none")
+        self.assertFalse(none["model"]["ln_folded"])
+        # Folding changes only the float32 rounding of the products: 1e-4 of
+        # the logit (the logits here are about 10).
+        self.assertAlmostEqual(fold["logit"], none["logit"],
+                               delta=1e-4 * max(1, abs(fold["logit"])))
+        self.assertEqual(self.attribute()["logit"], fold["logit"])  # fold is the default
+
+    def test_process_tl_keeps_logit_differences(self):
+        # TransformerLens's processing centres the unembedding: each logit
+        # moves by its position's mean, and differences stay.
+        c = card(SKIP)
+        vs = c["planted"]["skip_trigrams"][1]["out"]
+        fold = self.attribute("--vs", vs)
+        tl = self.attribute("--vs", vs, "--process", "tl")
+        self.assertEqual(tl["model"]["processing"], "TransformerLens processing")
+        self.assertAlmostEqual(fold["logit"], tl["logit"], delta=1e-4 * max(1, abs(fold["logit"])))
+        self.assertNotAlmostEqual(self.attribute("--process", "tl")["logit"],
+                                  self.attribute()["logit"], delta=1e-3)
+
+    def test_bad_process_and_positional_are_usage_errors(self):
+        for args in [("--process", "fold_ln"), ("--positional", "rotary"), ("--n-heads", "0"),
+                     ("--n-heads", "x")]:
+            r = run("paths", *args)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertIn(args[0], r.stderr)
+
+    def test_n_heads_for_a_gpt2_checkpoint(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "gpt2.safetensors")
+            write_safetensors(path, gpt2_tensors())
+            r = run("paths", path)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("--n-heads", r.stderr)
+            r = run("paths", path, "--n-heads", "3")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("does not divide d_model 8", r.stderr)
+            m = run_json("paths", path, "--n-heads", "2")["model"]
+            self.assertEqual((m["layout"], m["n_heads"], m["d_head"]), ("GPT-2", 2, 4))
+            m4 = run_json("paths", path, "--n-heads", "4")["model"]
+            self.assertEqual((m4["n_heads"], m4["d_head"]), (4, 2))
+
+    def test_n_heads_must_agree_with_a_transformerlens_file(self):
+        heads = card(SKIP)["config"]["n_heads"]
+        self.assertEqual(run_json("paths", "--n-heads", str(heads))["model"]["n_heads"], heads)
+        r = run("paths", "--n-heads", str(heads + 1))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("n_heads", r.stderr)
+
+    def test_positional(self):
+        self.assertEqual(run_json("paths", "--positional", "standard")["model"]["positional"],
+                         "standard")
+        # The shipped file's metadata says standard: another kind is refused,
+        # naming both sources.
+        for kind in ["none", "shortformer"]:
+            r = run("paths", "--positional", kind)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("positional_embedding_type = standard", r.stderr)
+            self.assertIn(f"says {kind}", r.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "plain.safetensors")
+            write_safetensors(path, tl_tensors_without_layer_norm())
+            self.assertEqual(run_json("paths", path)["model"]["positional"], "standard")
+            # A file that does not say takes the option.
+            r = run("paths", path, "--positional", "shortformer", "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["model"]["positional"], "shortformer")
+
+
+class Threads(unittest.TestCase):
+    def test_default_is_every_online_core(self):
+        self.assertEqual(run_json("paths")["threads"], os.sysconf("SC_NPROCESSORS_ONLN"))
+        self.assertEqual(run_json("paths", "--threads", "3")["threads"], 3)
+
+    def test_threads_do_not_change_the_report(self):
+        one, three = run_json("report", "--threads", "1"), run_json("report", "--threads", "3")
+        one.pop("threads")
+        three.pop("threads")
+        self.assertEqual(one, three)
+
+
 class CommandLine(unittest.TestCase):
+    def test_every_option_in_the_help_is_parsed(self):
+        # Usage is printed from the parser's spec: each option it lists must
+        # be accepted (a value option takes the next word), so the parser
+        # reaches the unknown one after it.
+        for cmd in COMMANDS:
+            text = run(cmd, "--help").stdout
+            options = re.findall(r"^  (-{1,2}[a-z][a-z-]*)( \S+)?", text, re.M)
+            self.assertGreater(len(options), 6, cmd)
+            for name, value in options:
+                args = [name, "x"] if value else [name]
+                if name in ("--help", "-h"):
+                    continue
+                r = run(cmd, *args, "--not-an-option")
+                self.assertIn("unknown option '--not-an-option'", r.stderr, (cmd, name))
+                self.assertEqual(r.returncode, 2)
+            for common in ["--json", "--threads", "--no-fast-kernels", "--n-heads", "--process",
+                           "--positional"]:
+                self.assertIn(common, [n for n, _ in options], cmd)
+
     def test_help(self):
         for cmd in COMMANDS:
             r = run(cmd, "--help")

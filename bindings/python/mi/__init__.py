@@ -23,9 +23,10 @@ from ._arrays import as_matrix, OutArray, OutMatrix, numpy, size_vector
 from ._circuit import Circuit, EigenSummary, heads_label
 from ._tokenizer import Text, Tokenizer, encode as _encode, text_bytes
 
-__all__ = ["Model", "Tokenizer", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path", "Part",
+__all__ = ["Model", "Tokenizer", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path",
+           "Part", "SkipTrigram",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
-           "get_num_threads", "PARTS", "WEIGHTS", "PROCESS"]
+           "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]
 __version__ = lib.mi_version_string().decode()
 
 #: mi_weight names, in enum order.
@@ -36,6 +37,10 @@ PARTS = {"pos_embed": 1, "qkv_bias": 2, "out_bias": 4, "unembed_bias": 8,
          "ln": 16, "ln_final": 32, "mlp": 64}
 #: MI_PROCESS_* bits by name.
 PROCESS = {"fold_ln": 1, "center_writing": 2, "center_unembed": 4, "transformerlens": 7}
+#: mi_positional values by TransformerLens's positional_embedding_type names.
+POSITIONAL = {"default": 0, "standard": 1, "shortformer": 2, "none": 3}
+#: MI_LOAD_* bits.
+_LOAD_NO_CONFIG, _LOAD_NO_VOCAB = 1, 2
 _LAYOUTS = {0: "memory", 1: "transformerlens", 2: "gpt2"}
 _PER_HEAD = {"W_Q", "W_O", "b_Q"}
 _PER_KV_HEAD = {"W_K", "W_V", "b_K", "b_V"}
@@ -93,6 +98,18 @@ class HeadReport(NamedTuple):
     prev_token_attention: float        #: behaviour: mean attention on the previous position
     duplicate_token_attention: float   #: behaviour: on earlier copies of the query token
     induction_attention: float         #: behaviour: after an earlier copy of the query token
+
+
+class SkipTrigram(NamedTuple):
+    """One triple "src ... dst -> out" of :meth:`Model.skip_trigrams` (mi_skip_trigram)."""
+    layer: int
+    head: int
+    src: int
+    dst: int
+    out: int
+    qk_z: float
+    ov_z: float
+    score: float
 
 
 class Path(NamedTuple):
@@ -191,6 +208,14 @@ def _weight_id(name: str) -> int:
         raise ValueError(f"unknown weight {name!r}; one of {WEIGHTS}") from None
 
 
+def _positional(name) -> int:
+    if name is None:
+        return POSITIONAL["default"]
+    if name not in POSITIONAL:
+        raise ValueError(f"unknown positional embedding {name!r}; one of {list(POSITIONAL)}")
+    return POSITIONAL[name]
+
+
 def _steps(process) -> int:
     if isinstance(process, int):
         return process
@@ -214,14 +239,17 @@ class Model:
     @classmethod
     def create(cls, n_layers: int, n_heads: int, d_model: int, d_head: int, d_vocab: int,
                n_ctx: int = 0, n_kv_heads: int = 0, parts: Sequence[str] = (),
-               ln_eps: float = 1e-5) -> "Model":
+               ln_eps: float = 1e-5, positional: Optional[str] = None) -> "Model":
         """A model of this shape with zero weights (mi_model_create). ``parts``
-        names optional parts: any of PARTS' keys."""
+        names optional parts: any of PARTS' keys. ``positional``: how W_pos
+        enters, "standard" (the default with W_pos), "shortformer" (added to
+        queries and keys after ln1 only) or "none"."""
         config = Config()
         lib.mi_config_init(ctypes.byref(config), ctypes.sizeof(config))
         config.n_layers, config.n_heads, config.n_kv_heads = n_layers, n_heads, n_kv_heads
         config.d_model, config.d_head, config.d_vocab, config.n_ctx = d_model, d_head, d_vocab, n_ctx
         config.ln_eps = ln_eps
+        config.positional = _positional(positional)
         for part in parts:
             if part not in PARTS:
                 raise ValueError(f"unknown part {part!r}; one of {list(PARTS)}")
@@ -235,7 +263,8 @@ class Model:
         """A model from a dict of weights named as in WEIGHTS. Per-head
         weights are indexed ``[layer][head]``, per-layer ones ``[layer]``
         (numpy arrays [L, H, rows, cols] or nested lists both work). The parts
-        follow from which weights are given; ``shape`` gives mi_config's sizes."""
+        follow from which weights are given; ``shape`` gives mi_config's sizes
+        and ``positional`` (see :meth:`create`)."""
         present = {"W_pos": "pos_embed", "b_Q": "qkv_bias", "b_O": "out_bias",
                    "b_U": "unembed_bias", "ln1.w": "ln", "ln_final.w": "ln_final"}
         parts = [part for name, part in present.items() if name in weights]
@@ -262,19 +291,31 @@ class Model:
         return model
 
     @classmethod
-    def load(cls, path, n_heads: int = 0, process="fold_ln", vocab=None,
+    def load(cls, path, n_heads: Optional[int] = None, positional: Optional[str] = None,
+             process="fold_ln", vocab=None, config: bool = True,
              merges=None) -> "Model":
-        """A model from a .safetensors file (TransformerLens or GPT-2 names) or
-        from its bytes (mi_model_load / mi_model_load_memory). ``process``: the
-        steps applied after loading (None for raw weights). ``vocab``: a
-        vocabulary file to load too, with ``merges`` for a vocab.json
-        (:meth:`load_tokenizer`); by default the first of ``vocab.txt``,
-        ``tokenizer.json`` and ``vocab.json`` next to the model file, with
-        ``merges.txt`` beside a vocab.json when present."""
+        """A model from a weights file (.safetensors; TransformerLens or GPT-2
+        names), a model folder, or a file's bytes (mi_model_load /
+        mi_model_load_memory).
+
+        A folder gives its config.json, its weights (model.safetensors,
+        pytorch_model.bin, model_final.pth, or its one weights file) and its
+        vocabulary (tokenizer.json, vocab.json or vocab.txt); a file gives the
+        config.json beside it. ``n_heads`` and ``positional`` ("standard",
+        "shortformer", "none") are checked against what the files say: a
+        disagreement raises MiError naming both. ``process``: the steps applied
+        after loading (None for raw weights). ``config=False`` ignores
+        config.json (MI_LOAD_NO_CONFIG). ``vocab``: a vocabulary file to load;
+        by default a folder's own, and for a file ``vocab.txt``,
+        ``tokenizer.json`` or else ``vocab.json`` beside it when present (with the ``merges.txt`` beside
+        a vocab.json, or ``merges``, as its tokenizer: :meth:`load_tokenizer`);
+        False loads none."""
         options = LoadOptions()
         lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
-        options.n_heads = n_heads
+        options.n_heads = n_heads or 0
+        options.positional = _positional(positional)
         options.process = 0 if process is None else _steps(process)
+        options.flags = (0 if config else _LOAD_NO_CONFIG) | (_LOAD_NO_VOCAB if vocab is False else 0)
         handle = ctypes.c_void_p()
         if isinstance(path, (bytes, bytearray, memoryview)):
             data = bytes(path)
@@ -284,7 +325,16 @@ class Model:
             path = os.fspath(path)
             lib.mi_model_load(ctypes.byref(handle), path.encode(), ctypes.byref(options))
             model = cls(handle.value)
-            if vocab is None:
+            beside = os.path.join(path, "merges.txt")
+            if vocab is None and os.path.isdir(path) and os.path.exists(beside) \
+                    and os.path.exists(os.path.join(path, "vocab.json")):
+                # the folder's vocab.json came in without its merges: add them
+                try:
+                    lib.mi_model_tokenizer(ctypes.byref(ctypes.c_void_p()), model._h())
+                except MiError as e:
+                    if e.status == -11:  # MI_ERR_STATE: no tokenizer yet
+                        vocab, merges = os.path.join(path, "vocab.json"), beside
+            if vocab is None and not os.path.isdir(path):
                 folder = os.path.dirname(path)
                 vocab = next((os.path.join(folder, name)
                               for name in ("vocab.txt", "tokenizer.json", "vocab.json")
@@ -293,7 +343,7 @@ class Model:
                 if merges is None and vocab is not None and vocab.endswith("vocab.json") \
                         and os.path.exists(beside):
                     merges = beside
-        if vocab is not None:
+        if vocab is not None and vocab is not False:
             try:
                 if merges is not None:
                     model.load_tokenizer(vocab, merges)
@@ -411,6 +461,12 @@ class Model:
         return {name: getattr(config, name) for name, _ in Config._fields_ if name != "struct_size"}
 
     @property
+    def positional(self) -> str:
+        """How positions enter: "standard", "shortformer" or "none"."""
+        kind = self.config["positional"]
+        return next(name for name, value in POSITIONAL.items() if value == kind)
+
+    @property
     def layout(self) -> str:
         """Where the weights came from: "memory", "transformerlens" or "gpt2"."""
         return _LAYOUTS[lib.mi_model_layout(self._h())]
@@ -504,6 +560,35 @@ class Model:
         return [HeadReport(r.layer, r.head, EigenSummary._of(r.ov), EigenSummary._of(r.qk),
                            r.prev_token_share, r.prev_token_attention,
                            r.duplicate_token_attention, r.induction_attention) for r in lines]
+
+    def skip_trigrams(self, count: int = 24, bias: bool = True, scale: bool = True,
+                      outputs_per_source: int = 2, destinations_per_source: int = 2,
+                      progress: Optional[Callable[[int, int], object]] = None
+                      ) -> List[SkipTrigram]:
+        """The ``count`` strongest skip-trigrams over every head, best first
+        (mi_model_skip_trigrams): QK (with ``bias``, ``scale``) and OV entries
+        z-scored within their rows, each source's best outputs and
+        destinations paired, each triple scored min(z_QK, z_OV).
+        ``progress(done, total)`` is called after each block of rows."""
+        options = _native.SkipTrigramOptions()
+        lib.mi_skip_trigram_options_init(ctypes.byref(options), ctypes.sizeof(options))
+        options.qk_flags = _qk_flags(bias, scale)
+        options.outputs_per_source = outputs_per_source
+        options.destinations_per_source = destinations_per_source
+        # The callback cannot stop the search: its first exception is kept
+        # and raised once libmi returns.
+        watcher = _Callback(lambda done, total: progress(done, total))
+        if progress is not None:
+            callback = _native.PROGRESS_FN(lambda done, total, user: watcher(done, total))
+            options.progress = callback
+        out = (_native.SkipTrigram * max(count, 1))()
+        out[0].struct_size = ctypes.sizeof(_native.SkipTrigram)
+        found = ctypes.c_size_t()
+        lib.mi_model_skip_trigrams(out, ctypes.byref(found), count, self._h(),
+                                   ctypes.byref(options))
+        watcher.check()
+        return [SkipTrigram(t.layer, t.head, t.src, t.dst, t.out, t.qk_z, t.ov_z, t.score)
+                for t in out[:found.value]]
 
     def composition_scores(self, kind: str):
         """Every head's "Q", "K" or "V" composition score with every head of

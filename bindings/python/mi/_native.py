@@ -60,6 +60,7 @@ class Config(ctypes.Structure):
         ("n_ctx", ctypes.c_size_t),
         ("parts", ctypes.c_uint),
         ("ln_eps", ctypes.c_double),
+        ("positional", ctypes.c_int),
     ]
 
 
@@ -69,6 +70,8 @@ class LoadOptions(ctypes.Structure):
         ("struct_size", ctypes.c_size_t),
         ("n_heads", ctypes.c_size_t),
         ("process", ctypes.c_uint),
+        ("positional", ctypes.c_int),
+        ("flags", ctypes.c_uint),
     ]
 
 
@@ -163,6 +166,34 @@ class Path(ctypes.Structure):
 
 ATTRIBUTION_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(AttributionPart), ctypes.c_void_p)
 PATH_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(Path), ctypes.c_void_p)
+PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p)
+
+
+class SkipTrigram(ctypes.Structure):
+    """mi_skip_trigram."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("layer", ctypes.c_size_t),
+        ("head", ctypes.c_size_t),
+        ("src", ctypes.c_size_t),
+        ("dst", ctypes.c_size_t),
+        ("out", ctypes.c_size_t),
+        ("qk_z", ctypes.c_double),
+        ("ov_z", ctypes.c_double),
+        ("score", ctypes.c_double),
+    ]
+
+
+class SkipTrigramOptions(ctypes.Structure):
+    """mi_skip_trigram_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("qk_flags", ctypes.c_uint),
+        ("outputs_per_source", ctypes.c_size_t),
+        ("destinations_per_source", ctypes.c_size_t),
+        ("progress", PROGRESS_FN),
+        ("progress_user", ctypes.c_void_p),
+    ]
 SIZE_MAX = ctypes.c_size_t(-1).value
 
 
@@ -299,6 +330,10 @@ PROTOTYPES = [
                                   _Size, ctypes.c_uint64], _STATUS, True),
     ("mi_model_attention_scores", [c_double_p, _Size, _void_p, c_size_p,
                                    _Size, _Size], _STATUS, True),
+    # Skip-trigrams
+    ("mi_skip_trigram_options_init", [ctypes.POINTER(SkipTrigramOptions), _Size], None, False),
+    ("mi_model_skip_trigrams", [ctypes.POINTER(SkipTrigram), c_size_p, _Size, _void_p,
+                                ctypes.POINTER(SkipTrigramOptions)], _STATUS, True),
 ]
 
 

@@ -129,14 +129,6 @@ void load(loaded *m, const common *c, const char *path) {
     m->vocab = strdup(m->path);
     if (!m->vocab)
       die_oom();
-    /* A folder's vocab.json has its merges.txt beside it: load them as its tokenizer. */
-    const mi_tokenizer *t;
-    char *v = join(m->path, "vocab.json"), *merges = join(m->path, "merges.txt");
-    if (mi_model_tokenizer(&t, m->model) == MI_ERR_STATE && is_file(v) && is_file(merges))
-      LIB(mi_model_load_tokenizer(m->model, v, merges), "cannot load the tokenizer in %s",
-          m->path);
-    free(v);
-    free(merges);
     return;
   }
   /* Else a vocab.txt, tokenizer.json or vocab.json (with the merges.txt

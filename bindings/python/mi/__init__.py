@@ -325,15 +325,6 @@ class Model:
             path = os.fspath(path)
             lib.mi_model_load(ctypes.byref(handle), path.encode(), ctypes.byref(options))
             model = cls(handle.value)
-            beside = os.path.join(path, "merges.txt")
-            if vocab is None and os.path.isdir(path) and os.path.exists(beside) \
-                    and os.path.exists(os.path.join(path, "vocab.json")):
-                # the folder's vocab.json came in without its merges: add them
-                try:
-                    lib.mi_model_tokenizer(ctypes.byref(ctypes.c_void_p()), model._h())
-                except MiError as e:
-                    if e.status == -11:  # MI_ERR_STATE: no tokenizer yet
-                        vocab, merges = os.path.join(path, "vocab.json"), beside
             if vocab is None and not os.path.isdir(path):
                 folder = os.path.dirname(path)
                 vocab = next((os.path.join(folder, name)

@@ -468,7 +468,8 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
  *   name ends in .safetensors, .pth, .pt or .bin;
  * - a vocabulary, as `mi_model_load_vocab` reads it: `tokenizer.json`, else
  *   `vocab.json`, else `vocab.txt`, when one is there (MI_LOAD_NO_VOCAB
- *   skips it).
+ *   skips it); a `vocab.json` with a `merges.txt` beside it loads as
+ *   `mi_model_load_tokenizer` does, so text can be tokenized.
  * Given a file, it reads the `config.json` in the file's directory too, when
  * there is one (and no vocabulary).
  *

@@ -129,6 +129,11 @@ json_t *tok_json(const loaded *m, size_t id);
 /* A token given on the command line: its string in the vocabulary, else an id. */
 size_t parse_token(const loaded *m, const char *text, const char *what);
 
+/* Text as token ids (owned; *n of them, at least 1), or a usage error. */
+size_t *tokenize(const loaded *m, const char *text, size_t *n);
+/* "1,2,3" as token ids below d_vocab (owned), or a usage error naming --ids. */
+size_t *parse_ids(const char *list, size_t *n, size_t d_vocab);
+
 /* What was loaded, for the text reports and in --json. */
 void print_model(const loaded *m);
 json_t *model_json(const loaded *m);

@@ -217,6 +217,56 @@ size_t parse_token(const loaded *m, const char *text, const char *what) {
   die_usage("%s: '%s' is not in the vocabulary %s", what, text, m->vocab);
 }
 
+size_t *parse_ids(const char *list, size_t *n, size_t d_vocab) {
+  size_t cap = 1;
+  for (const char *p = list; *p; p++)
+    cap += *p == ',';
+  size_t *ids = xcalloc(cap, sizeof *ids);
+  *n = 0;
+  const char *p = list;
+  for (;;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char buf[32];
+    if (len == 0 || len >= sizeof buf)
+      die_usage("--ids takes comma-separated token ids, not '%s'", list);
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    ids[*n] = parse_size(buf, "--ids");
+    if (ids[*n] >= d_vocab)
+      die_usage("--ids: token id %zu is past the vocabulary (d_vocab %zu)", ids[*n], d_vocab);
+    (*n)++;
+    if (!comma)
+      return ids;
+    p = comma + 1;
+  }
+}
+
+/*
+ * Until the tokenizer merges: whitespace-separated words, each a token of the
+ * shipped models' word-level vocabularies. The one place text becomes ids.
+ */
+size_t *tokenize(const loaded *m, const char *text, size_t *n) {
+  char *copy = strdup(text);
+  if (!copy)
+    die_oom();
+  size_t cap = strlen(text) / 2 + 1;
+  size_t *ids = xcalloc(cap, sizeof *ids);
+  *n = 0;
+  char *save = NULL;
+  for (char *w = strtok_r(copy, " \t\n\r", &save); w; w = strtok_r(NULL, " \t\n\r", &save)) {
+    if (!m->has_vocab)
+      die_usage("the model has no vocabulary beside it: give token ids with --ids");
+    mi_status s = mi_model_token_id(&ids[(*n)++], m->model, w);
+    if (s != MI_OK)
+      die_usage("'%s' is not a token of %s (%s)", w, m->vocab, mi_last_error());
+  }
+  free(copy);
+  if (*n == 0)
+    die_usage("no tokens in the text");
+  return ids;
+}
+
 /* ---- what was loaded -------------------------------------------------------- */
 
 static const char *layout_name(mi_layout layout) {

@@ -106,7 +106,8 @@
       div.appendChild(el("span", { "class": "role-" + role }, role + " heads: "));
       if (!heads.length) div.appendChild(el("span", { "class": "role-none" }, "none"));
       heads.forEach(function (h, i) {
-        var a = el("a", { href: "#head=" + name(h.layer, h.head), "data-head": name(h.layer, h.head) },
+        var a = el("a", { href: "#head=" + name(h.layer, h.head), "data-head": name(h.layer, h.head),
+                          "data-role": role },
                    name(h.layer, h.head));
         div.appendChild(document.createTextNode(i ? "; " : ""));
         div.appendChild(a);
@@ -196,17 +197,18 @@
     });
     var decades = 3, floor = (top || 1) / Math.pow(10, decades), S = 190, R = 72, c = S / 2;
     data.heads.forEach(function (h) {
-      var svg = sv("svg", { width: S, height: S + 18, "class": "eig-plot", "data-head": name(h.layer, h.head) });
+      var svg = sv("svg", { width: S, height: S + 24, "class": "eig-plot", "data-head": name(h.layer, h.head) });
       var positive = 0, total = 0;
       h.eigenvalues.forEach(function (z) {
         var m = Math.hypot(z[0], z[1]);
         total += m;
         if (Math.abs(z[1]) <= 1e-9 * top && z[0] > 0) positive += m;
       });
-      svg.appendChild(sv("text", { x: c, y: 12, "text-anchor": "middle", "class": "title" },
-        name(h.layer, h.head) + "  copying " + fmt(h.ov_copying_score, 2) + "  +real " +
-        fmt(total ? positive / total : 0, 2) + "  top-1 " + fmt(h.ov_top1, 2)));
-      var g = sv("g", { transform: "translate(0,16)" });
+      svg.appendChild(sv("text", { x: c, y: 11, "text-anchor": "middle", "class": "title" },
+        name(h.layer, h.head) + " (" + h.role + ")  copying " + fmt(h.ov_copying_score, 2)));
+      svg.appendChild(sv("text", { x: c, y: 24, "text-anchor": "middle" },
+        "positive real " + fmt(total ? positive / total : 0, 2) + ", top-1 " + fmt(h.ov_top1, 2)));
+      var g = sv("g", { transform: "translate(0,22)" });
       for (var d = 1; d <= decades; d++) {
         var r = R * d / decades;
         g.appendChild(sv("circle", { cx: c, cy: c, r: r, fill: "none", stroke: "#ddd" }));

@@ -2177,6 +2177,21 @@ MI_API void mi_html_options_init(mi_html_options *out, size_t struct_size);
 MI_API mi_status mi_model_html_report(const mi_model *model, const mi_html_options *options,
                                       mi_write_fn write, void *user);
 
+/**
+ * A path's name, as the report and `mi attribute` print it: "direct",
+ * "L0H3", "L0H3 -> L1H0", "b_V via L0H1", "b_O[0] -> L1H2", "b_U + ln_final.b"
+ * (the fields of an mi_attribution_part), truncated to fit `size`.
+ *
+ * @param out     out: the NUL-terminated name
+ * @param size    bytes at out, ≥ 1
+ * @param layers,heads  in: `order` entries each (NULL allowed for order 0)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, size 0, NULL layers or
+ *         heads with order > 0, an unknown source).
+ */
+MI_API mi_status mi_attribution_label(char *out, size_t size, mi_path_source source,
+                                      size_t source_layer, size_t order, const size_t *layers,
+                                      const size_t *heads);
+
 /* (end of section: HTML report) */
 
 #ifdef __cplusplus

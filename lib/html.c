@@ -76,19 +76,32 @@ static const char *part_kind(const mi_attribution_part *p) {
   return p->order == 0 ? "direct" : p->order == 1 ? "head" : "virtual";
 }
 
-static void part_label(char *buf, size_t size, const mi_attribution_part *p) {
-  size_t len = 0;
-  switch (p->source) {
-  case MI_SOURCE_EMBED: len = (size_t)snprintf(buf, size, "%s", p->order ? "" : "direct"); break;
-  case MI_SOURCE_VALUE_BIAS: len = (size_t)snprintf(buf, size, "b_V via "); break;
+mi_status mi_attribution_label(char *out, size_t size, mi_path_source source,
+                               size_t source_layer, size_t order, const size_t *layers,
+                               const size_t *heads) {
+  MI_CHECK_ARG(out);
+  if (size == 0)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "attribution label: size 0");
+  if (order > 0 && (layers == NULL || heads == NULL))
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "attribution label: NULL layers or heads for "
+                                             "order %zu", order);
+  int n = 0;
+  switch (source) {
+  case MI_SOURCE_EMBED: n = snprintf(out, size, "%s", order ? "" : "direct"); break;
+  case MI_SOURCE_VALUE_BIAS: n = snprintf(out, size, "b_V via "); break;
   case MI_SOURCE_OUT_BIAS:
-    len = (size_t)snprintf(buf, size, "b_O[%zu]%s", p->source_layer, p->order ? " -> " : "");
+    n = snprintf(out, size, "b_O[%zu]%s", source_layer, order ? " -> " : "");
     break;
-  case MI_SOURCE_UNEMBED_BIAS: len = (size_t)snprintf(buf, size, "b_U + ln_final.b"); break;
+  case MI_SOURCE_UNEMBED_BIAS: n = snprintf(out, size, "b_U + ln_final.b"); break;
+  default:
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "attribution label: unknown source %d",
+                    (int)source);
   }
-  for (size_t i = 0; i < p->order && len < size; i++)
-    len += (size_t)snprintf(buf + len, size - len, "%sL%zuH%zu", i ? " -> " : "", p->layers[i],
-                            p->heads[i]);
+  size_t len = (size_t)n;
+  for (size_t i = 0; i < order && len < size; i++)
+    len += (size_t)snprintf(out + len, size - len, "%sL%zuH%zu", i ? " -> " : "", layers[i],
+                            heads[i]);
+  return MI_OK;
 }
 
 /* Every part of every position's logit, kept as (label, kind, values[n]). */
@@ -112,7 +125,8 @@ static int collect(const mi_attribution_part *p, void *user) {
     ps->cap = cap;
   }
   char label[256];
-  part_label(label, sizeof label, p);
+  mi_attribution_label(label, sizeof label, p->source, p->source_layer, p->order, p->layers,
+                       p->heads);
   if (add(ps->labels, json_string(label)) || add(ps->kinds, json_string(part_kind(p)))) {
     ps->status = mi__fail(MI_ERR_OUT_OF_MEMORY, "html report: attribution labels");
     return 1;

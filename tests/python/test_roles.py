@@ -111,6 +111,26 @@ class RolesTest(unittest.TestCase):
                                                           c["d_vocab"] ** 2)), delta=1e-12)
 
 
+class LabelTest(unittest.TestCase):
+    def test_attribution_label(self):
+        import ctypes
+        from mi._native import lib
+        buf = ctypes.create_string_buffer(64)
+        cases = [(0, 0, [], "direct"), (0, 0, [(0, 3), (1, 0)], "L0H3 -> L1H0"),
+                 (1, 0, [(0, 1)], "b_V via L0H1"), (2, 0, [(1, 2)], "b_O[0] -> L1H2"),
+                 (3, 0, [], "b_U + ln_final.b")]
+        for source, layer, heads, want in cases:
+            ls = (ctypes.c_size_t * max(len(heads), 1))(*[l for l, _ in heads])
+            hs = (ctypes.c_size_t * max(len(heads), 1))(*[h for _, h in heads])
+            lib.mi_attribution_label(buf, 64, source, layer, len(heads), ls, hs)
+            self.assertEqual(buf.value.decode(), want)
+        ls, hs = (ctypes.c_size_t * 2)(0, 1), (ctypes.c_size_t * 2)(3, 0)
+        lib.mi_attribution_label(buf, 6, 0, 0, 2, ls, hs)  # truncated, still terminated
+        self.assertEqual(buf.value.decode(), "L0H3 ")
+        with self.assertRaises(mi.MiError):
+            lib.mi_attribution_label(buf, 0, 0, 0, 0, None, None)
+
+
 class HtmlTest(unittest.TestCase):
     def test_page_holds_the_data(self):
         model, card = load("induction-2l")

@@ -54,20 +54,10 @@ static int by_magnitude(const void *a, const void *b) {
   return (x < y) - (x > y);
 }
 
-/* A part's name: "direct", "L0H3", "L0H3 -> L1H0", "b_V of L0H1", "b_O[0] -> L1H2", "b_U". */
+/* A part's name: "direct", "L0H3", "L0H3 -> L1H0", "b_V via L0H1", "b_O[0] -> L1H2", "b_U + ln_final.b". */
 static void part_name(char *buf, size_t size, const part *p) {
-  size_t len = 0;
-  switch (p->source) {
-  case MI_SOURCE_EMBED: len = (size_t)snprintf(buf, size, "%s", p->order ? "" : "direct"); break;
-  case MI_SOURCE_VALUE_BIAS: len = (size_t)snprintf(buf, size, "b_V via "); break;
-  case MI_SOURCE_OUT_BIAS:
-    len = (size_t)snprintf(buf, size, "b_O[%zu]%s", p->source_layer, p->order ? " -> " : "");
-    break;
-  case MI_SOURCE_UNEMBED_BIAS: len = (size_t)snprintf(buf, size, "b_U + ln_final.b"); break;
-  }
-  for (size_t i = 0; i < p->order && len < size; i++)
-    len += (size_t)snprintf(buf + len, size - len, "%sL%zuH%zu", i ? " -> " : "", p->layers[i],
-                            p->heads[i]);
+  LIB(mi_attribution_label(buf, size, p->source, p->source_layer, p->order, p->layers, p->heads),
+      "naming a part");
 }
 
 static const char *source_name(mi_path_source s) {

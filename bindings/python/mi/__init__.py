@@ -137,6 +137,17 @@ class HeadRole(NamedTuple):
     k_chance: Tuple[float, float]  #: composition baseline (mean, sd)
 
 
+def _role_options(thresholds: dict):
+    """mi_role_options with the defaults, then the given thresholds by name."""
+    options = _native.RoleOptions()
+    lib.mi_role_options_init(ctypes.byref(options), ctypes.sizeof(options))
+    for name, value in thresholds.items():
+        if name not in {f for f, _ in _native.RoleOptions._fields_[2:]}:
+            raise TypeError(f"unknown threshold {name!r}")
+        setattr(options, name, value)
+    return options
+
+
 class RolePartner(NamedTuple):
     """A previous-token head (layer, head) an induction head (reader) K-composes with."""
     reader: Tuple[int, int]
@@ -532,12 +543,7 @@ class Model:
         min_attention_lift=3, min_prev_share_lift=2, min_copying_score=0.5,
         min_copying_lift=50, min_k_composition_z=3); ``report``:
         mi_report_options fields (behaviour_sequences, ...)."""
-        options = _native.RoleOptions()
-        lib.mi_role_options_init(ctypes.byref(options), ctypes.sizeof(options))
-        for name, value in thresholds.items():
-            if name not in {f for f, _ in _native.RoleOptions._fields_[2:]}:
-                raise TypeError(f"unknown threshold {name!r}")
-            setattr(options, name, value)
+        options = _role_options(thresholds)
         rep = _native.ReportOptions()
         lib.mi_report_options_init(ctypes.byref(rep), ctypes.sizeof(rep))
         for name, value in (report or {}).items():
@@ -584,12 +590,7 @@ class Model:
         options.trigrams, options.max_order, options.top_parts = trigrams, max_order, top_parts
         if title is not None:
             options.title = title.encode()
-        roles = _native.RoleOptions()
-        lib.mi_role_options_init(ctypes.byref(roles), ctypes.sizeof(roles))
-        for name, value in thresholds.items():
-            if name not in {f for f, _ in _native.RoleOptions._fields_[2:]}:
-                raise TypeError(f"unknown threshold {name!r}")
-            setattr(roles, name, value)
+        roles = _role_options(thresholds)
         options.roles = ctypes.pointer(roles)
         chunks = []
         writer = _native.WRITE_FN(lambda data, size, user: chunks.append(

@@ -402,6 +402,8 @@ PROTOTYPES = [
     ("mi_html_options_init", [ctypes.POINTER(HtmlOptions), _Size], None, False),
     ("mi_model_html_report", [_void_p, ctypes.POINTER(HtmlOptions), WRITE_FN, _void_p],
      _STATUS, True),
+    ("mi_attribution_label", [ctypes.c_char_p, _Size, ctypes.c_int, _Size, _Size, c_size_p,
+                              c_size_p], _STATUS, True),
 ]
 
 

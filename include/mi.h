@@ -2164,6 +2164,266 @@ MI_API mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count,
 
 /* (end of section: Skip-trigrams) */
 
+/* ------------------------------------------------------------------------ */
+/* Head roles                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What a head does, named, from its behaviour (mi_model_head_report's
+ * attention on repeated random tokens) and its weights together, each score
+ * held against its chance level:
+ *
+ * - previous-token: prev_token_attention ≥ min_attention and ≥
+ *   min_attention_lift × the same score of uniform causal attention
+ *   (A[t][s] = 1/(t+1)) on the same sequences; and, when the model has
+ *   W_pos, the positional QK prev-token share (mi_circuit_prev_token_share)
+ *   ≥ min_prev_share_lift × its chance, mean over p = 1 … n_ctx−1 of
+ *   1/(p+1) (random scores put the row maximum on p−1 that often).
+ * - duplicate-token: duplicate_token_attention passes the same two
+ *   attention tests, and the token QK same-token score (eigenvalues, with
+ *   the report's qk_flags) is > 0, its chance level (a random matrix's
+ *   eigenvalue sum is symmetric about 0).
+ * - induction: induction_attention passes the two attention tests, and the
+ *   head's strongest K-composition from an earlier head (mi_model_composition_scores,
+ *   MI_COMPOSE_K) is ≥ min_k_composition_z standard deviations above
+ *   mi_model_composition_baseline's mean. Layer-0 heads are never induction
+ *   heads (nothing earlier to compose with).
+ * - copying: the OV copying score Σλ/Σ|λ| ≥ min_copying_score (chance 0)
+ *   and the OV circuit's top-1 copying accuracy (mi_circuit_copying_accuracy)
+ *   ≥ min_copying_lift / d_vocab (chance 1/d_vocab).
+ *
+ * A head may pass several tests (`passed`); its `role` is the first it
+ * passes in the order induction, previous-token, duplicate-token, copying
+ * (the more specific circuit first: an induction head also copies), else
+ * MI_ROLE_NONE. A score that is NaN (no forward pass for a model with MLPs,
+ * behaviour turned off) fails its test; a model without W_pos skips the
+ * prev-token share test. The partners of an induction head are the earlier
+ * previous-token heads whose K-composition into it is ≥ min_k_composition_z
+ * standard deviations above chance.
+ *
+ * Defaults and why: min_attention 0.5 (the head puts most of its attention
+ * on the target), min_attention_lift 3 (uniform attention on 2 × 16 repeated
+ * tokens scores 0.10 previous-token and 0.04 induction: 0.5 is 5 and 12
+ * times those, 3 leaves room for shorter sequences), min_prev_share_lift 2,
+ * min_copying_score 0.5, min_copying_lift 50 (fifty times chance: on the
+ * shipped models the heads their cards call copying reach 104–147 times,
+ * the layer-0 heads of the 2-layer model that write for layer 1 29–43
+ * times, a random head of the same shapes 1 ± 1), min_k_composition_z 3.
+ */
+
+/** A head's role (mi_model_head_roles). */
+typedef enum mi_role {
+  MI_ROLE_NONE = 0,
+  MI_ROLE_PREV_TOKEN = 1,
+  MI_ROLE_DUPLICATE_TOKEN = 2,
+  MI_ROLE_INDUCTION = 3,
+  MI_ROLE_COPYING = 4,
+  MI_ROLE_COUNT = 5 /**< roles, none included */
+} mi_role;
+
+/** "none", "previous-token", "duplicate-token", "induction", "copying"; static text, "unknown" otherwise. */
+MI_API const char *mi_role_name(mi_role role);
+
+/** The thresholds of the rule above. Fill with mi_role_options_init. */
+typedef struct mi_role_options {
+  size_t struct_size;
+  /** NULL (default): mi_model_head_report's defaults; else its options (its
+   * prev_token is forced on). */
+  const mi_report_options *report;
+  double min_attention;        /**< default 0.5 */
+  double min_attention_lift;   /**< times the uniform-attention score; default 3 */
+  double min_prev_share_lift;  /**< times the prev-token share's chance; default 2 */
+  double min_copying_score;    /**< OV Σλ/Σ|λ|; default 0.5 */
+  double min_copying_lift;     /**< top-1 accuracy in units of 1/d_vocab; default 50 */
+  double min_k_composition_z;  /**< standard deviations of chance; default 3 */
+} mi_role_options;
+
+/**
+ * Sets `out` to the defaults above, struct_size included.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_role_options_init(mi_role_options *out, size_t struct_size);
+
+/** One head's role and the evidence for it. Fields may be appended. */
+typedef struct mi_head_roles {
+  size_t struct_size; /**< sizeof(mi_head_roles) as the caller was compiled */
+  size_t layer, head;
+  mi_role role;       /**< the first test passed, by precedence; MI_ROLE_NONE */
+  unsigned passed;    /**< bit (1u << r) for every role r whose test passed */
+  double ov_copying_score, ov_top1, ov_top1_chance; /**< chance: 1/d_vocab */
+  double qk_same_token;                             /**< token QK eigenvalue score */
+  /** Positional QK prev-token share and its chance; NaN without W_pos. */
+  double prev_token_share, prev_token_share_chance;
+  /** Behavioural scores and the uniform-attention scores on the same sequences. */
+  double prev_token_attention, prev_token_uniform;
+  double duplicate_token_attention, duplicate_token_uniform;
+  double induction_attention, induction_uniform;
+  /** The strongest K-composition from an earlier head: its layer and head
+   * (SIZE_MAX in layer 0), score, and z = (score − chance) / chance's sd. */
+  size_t k_layer, k_head;
+  double k_score, k_z;
+  /** mi_model_composition_baseline's mean and standard deviation. */
+  double k_chance, k_chance_sd;
+  /** Partners of this head (induction heads only; 0 otherwise). */
+  size_t k_partners;
+} mi_head_roles;
+
+/** A previous-token head that an induction head K-composes with. Fields may be appended. */
+typedef struct mi_role_partner {
+  size_t struct_size; /**< sizeof(mi_role_partner) as the caller was compiled */
+  size_t reader;      /**< the induction head's line: layer · n_heads + head */
+  size_t layer, head; /**< the previous-token head */
+  double score, z;    /**< its K-composition into the reader, and its z over chance */
+} mi_role_partner;
+
+/**
+ * Every head's role by the rule above. Runs mi_model_head_report (with the
+ * behavioural scores), mi_model_composition_scores (K) and its baseline,
+ * and mi_circuit_copying_accuracy on every head's token OV circuit: one
+ * d_vocab × d_head × d_vocab product a head, in tiles, as the skip-trigram
+ * search (cheap for the shipped models, minutes a head at GPT-2's 50k).
+ *
+ * @param out                out: line l·n_heads + h is head (l, h); the
+ *                           caller sets out[0].struct_size, which is also
+ *                           the stride; each line gets it
+ * @param count              lines at out, ≥ n_layers · n_heads
+ * @param out_partners       out: NULL, or partner_capacity partners (the
+ *                           caller sets out_partners[0].struct_size, the stride),
+ *                           in order of reader, then writer
+ * @param partner_capacity   partners available (0 with NULL); more than that
+ *                           are counted but not written
+ * @param out_partner_count  out: NULL, or all the partners there are
+ * @param model              in: the model (borrowed; read only)
+ * @param options            in: NULL for the defaults
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out or model; a struct_size
+ *         below sizeof(size_t) or too large; partner_capacity > 0 with NULL
+ *         out_partners; a threshold that is not finite; as
+ *         mi_model_head_report for its options); MI_ERR_SHAPE (count too
+ *         small; as mi_model_head_report); MI_ERR_NUMERIC;
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_head_roles(mi_head_roles *out, size_t count,
+                                     mi_role_partner *out_partners, size_t partner_capacity,
+                                     size_t *out_partner_count, const mi_model *model,
+                                     const mi_role_options *options);
+
+/**
+ * The noise floor of a skip-trigram score (mi_model_skip_trigrams) on this
+ * model: sqrt(2 ln N), N = n_layers · n_heads · d_vocab², the number of
+ * entries of all the heads' OV (and as many QK) circuits searched. If every
+ * z-score were independent standard normal noise, the expected number of
+ * entries above it among all N would be about 1 / (sqrt(2π) · floor) (≈ 0.08
+ * at N = 10⁵ … 10¹⁰), so a triple whose QK and OV halves both exceed it
+ * (score = min(z_QK, z_OV) ≥ floor) is unlikely to be noise. On a random
+ * model of the shipped models' shapes no triple reaches it.
+ *
+ * @param out    out: the floor (0 when N ≤ 1)
+ * @param model  in: the model (only its shape is read)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL).
+ */
+MI_API mi_status mi_model_skip_trigram_floor(double *out, const mi_model *model);
+
+/* (end of section: Head roles) */
+
+/* ------------------------------------------------------------------------ */
+/* HTML report                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * One self-contained HTML page (its script and style inline, nothing
+ * fetched at view time) for a researcher's browser: the head table
+ * (sortable) with each head's role and evidence (mi_model_head_roles), each
+ * head's OV eigenvalues in the complex plane, the Q/K/V-composition heatmaps
+ * against chance, the skip-trigrams above the noise floor
+ * (mi_model_skip_trigram_floor) with their token strings, and for a prompt
+ * every head's attention pattern (token × token; a head and a destination
+ * token picked by hover or click, or by the URL fragment
+ * #head=L1H2&dest=7) and the logit attribution of the top prediction at
+ * the chosen position. The page's data is one JSON object in a
+ * <script type="application/json" id="mi-data"> element; its script sets
+ * data-status="ok" on <body> once drawn (or "error: …").
+ */
+
+/**
+ * Receives `size` bytes of output; returns 0 to go on, anything else to
+ * stop (the call then fails with MI_ERR_IO). `user` is the caller's.
+ */
+typedef int (*mi_write_fn)(const void *data, size_t size, void *user);
+
+/** What mi_model_html_report shows. Fill with mi_html_options_init. */
+typedef struct mi_html_options {
+  size_t struct_size;
+  /** NULL, or the prompt: n_tokens ids, each < d_vocab (≤ n_ctx of them). */
+  const size_t *tokens;
+  size_t n_tokens;
+  /** Skip-trigrams searched (mi_model_skip_trigrams capacity); default 24, 0: none. */
+  size_t trigrams;
+  /** Longest path in the attribution; default 2 (∏(1 + H) parts would explode for deep models). */
+  size_t max_order;
+  /** Parts shown per position, the rest summed into one; default 12, ≥ 1. */
+  size_t top_parts;
+  /** NULL: mi_model_head_roles's defaults; else its thresholds. */
+  const mi_role_options *roles;
+  /** NULL, or the page's title (e.g. the model's path). */
+  const char *title;
+} mi_html_options;
+
+/**
+ * Sets `out` to the defaults above, struct_size included.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_html_options_init(mi_html_options *out, size_t struct_size);
+
+/**
+ * Computes the page (see "HTML report") and hands it to `write` in a few
+ * pieces, in order; nothing is printed. Work: mi_model_head_roles, the
+ * composition scores (2+ layers), each head's OV eigenvalues, the
+ * skip-trigram search (options.trigrams), and with a prompt one forward
+ * pass and mi_model_attribute up to options.max_order.
+ *
+ * @param model    in: the model (borrowed; read only)
+ * @param options  in: NULL for the defaults (no prompt)
+ * @param write    receives the bytes
+ * @param user     passed to write
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL model or write; bad
+ *         struct_size; NULL tokens with n_tokens > 0; top_parts 0; as
+ *         mi_model_head_roles); MI_ERR_INDEX (a token ≥ d_vocab);
+ *         MI_ERR_SHAPE (more tokens than n_ctx); MI_ERR_UNSUPPORTED (a
+ *         prompt on a model with MLPs); MI_ERR_IO (write returned non-zero);
+ *         MI_ERR_NUMERIC; MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_html_report(const mi_model *model, const mi_html_options *options,
+                                      mi_write_fn write, void *user);
+
+/**
+ * A path's name, as the report and `mi attribute` print it: "direct",
+ * "L0H3", "L0H3 -> L1H0", "b_V via L0H1", "b_O[0] -> L1H2", "b_U + ln_final.b"
+ * (the fields of an mi_attribution_part), truncated to fit `size`.
+ *
+ * @param out     out: the NUL-terminated name
+ * @param size    bytes at out, ≥ 1
+ * @param layers,heads  in: `order` entries each (NULL allowed for order 0)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, size 0, NULL layers or
+ *         heads with order > 0, an unknown source).
+ */
+MI_API mi_status mi_attribution_label(char *out, size_t size, mi_path_source source,
+                                      size_t source_layer, size_t order, const size_t *layers,
+                                      const size_t *heads);
+
+/* (end of section: HTML report) */
+
 #ifdef __cplusplus
 }
 #endif

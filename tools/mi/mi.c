@@ -18,7 +18,7 @@
 #include <string.h>
 
 static const cmd commands[] = {
-    {"report", cmd_report, "every head's copying, same-token and previous-token scores, skip-trigrams"},
+    {"report", cmd_report, "every head's role and scores against chance, skip-trigrams; --html"},
     {"topk", cmd_topk, "largest entries of a head's QK or OV circuit, or of the direct path"},
     {"paths", cmd_paths, "paths through the heads, by Frobenius norm"},
     {"compose", cmd_compose, "Q/K/V-composition scores against chance"},

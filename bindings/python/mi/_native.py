@@ -194,6 +194,80 @@ class SkipTrigramOptions(ctypes.Structure):
         ("progress", PROGRESS_FN),
         ("progress_user", ctypes.c_void_p),
     ]
+
+
+# Head roles and the HTML report
+class RoleOptions(ctypes.Structure):
+    """mi_role_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("report", ctypes.POINTER(ReportOptions)),
+        ("min_attention", ctypes.c_double),
+        ("min_attention_lift", ctypes.c_double),
+        ("min_prev_share_lift", ctypes.c_double),
+        ("min_copying_score", ctypes.c_double),
+        ("min_copying_lift", ctypes.c_double),
+        ("min_k_composition_z", ctypes.c_double),
+    ]
+
+
+class HeadRoles(ctypes.Structure):
+    """mi_head_roles."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("layer", ctypes.c_size_t),
+        ("head", ctypes.c_size_t),
+        ("role", ctypes.c_int),
+        ("passed", ctypes.c_uint),
+        ("ov_copying_score", ctypes.c_double),
+        ("ov_top1", ctypes.c_double),
+        ("ov_top1_chance", ctypes.c_double),
+        ("qk_same_token", ctypes.c_double),
+        ("prev_token_share", ctypes.c_double),
+        ("prev_token_share_chance", ctypes.c_double),
+        ("prev_token_attention", ctypes.c_double),
+        ("prev_token_uniform", ctypes.c_double),
+        ("duplicate_token_attention", ctypes.c_double),
+        ("duplicate_token_uniform", ctypes.c_double),
+        ("induction_attention", ctypes.c_double),
+        ("induction_uniform", ctypes.c_double),
+        ("k_layer", ctypes.c_size_t),
+        ("k_head", ctypes.c_size_t),
+        ("k_score", ctypes.c_double),
+        ("k_z", ctypes.c_double),
+        ("k_chance", ctypes.c_double),
+        ("k_chance_sd", ctypes.c_double),
+        ("k_partners", ctypes.c_size_t),
+    ]
+
+
+class RolePartner(ctypes.Structure):
+    """mi_role_partner."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("reader", ctypes.c_size_t),
+        ("layer", ctypes.c_size_t),
+        ("head", ctypes.c_size_t),
+        ("score", ctypes.c_double),
+        ("z", ctypes.c_double),
+    ]
+
+
+class HtmlOptions(ctypes.Structure):
+    """mi_html_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("tokens", ctypes.POINTER(ctypes.c_size_t)),
+        ("n_tokens", ctypes.c_size_t),
+        ("trigrams", ctypes.c_size_t),
+        ("max_order", ctypes.c_size_t),
+        ("top_parts", ctypes.c_size_t),
+        ("roles", ctypes.POINTER(RoleOptions)),
+        ("title", ctypes.c_char_p),
+    ]
+
+
+WRITE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 SIZE_MAX = ctypes.c_size_t(-1).value
 
 
@@ -334,6 +408,18 @@ PROTOTYPES = [
     ("mi_skip_trigram_options_init", [ctypes.POINTER(SkipTrigramOptions), _Size], None, False),
     ("mi_model_skip_trigrams", [ctypes.POINTER(SkipTrigram), c_size_p, _Size, _void_p,
                                 ctypes.POINTER(SkipTrigramOptions)], _STATUS, True),
+    # Head roles and the HTML report
+    ("mi_role_name", [ctypes.c_int], ctypes.c_char_p, False),
+    ("mi_role_options_init", [ctypes.POINTER(RoleOptions), _Size], None, False),
+    ("mi_model_head_roles", [ctypes.POINTER(HeadRoles), _Size, ctypes.POINTER(RolePartner),
+                             _Size, c_size_p, _void_p, ctypes.POINTER(RoleOptions)],
+     _STATUS, True),
+    ("mi_model_skip_trigram_floor", [c_double_p, _void_p], _STATUS, True),
+    ("mi_html_options_init", [ctypes.POINTER(HtmlOptions), _Size], None, False),
+    ("mi_model_html_report", [_void_p, ctypes.POINTER(HtmlOptions), WRITE_FN, _void_p],
+     _STATUS, True),
+    ("mi_attribution_label", [ctypes.c_char_p, _Size, ctypes.c_int, _Size, _Size, c_size_p,
+                              c_size_p], _STATUS, True),
 ]
 
 

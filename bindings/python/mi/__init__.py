@@ -21,8 +21,10 @@ from . import _native
 from ._native import Config, LoadOptions, MiError, SIZE_MAX, lib
 from ._arrays import as_matrix, OutArray, OutMatrix, numpy, size_vector
 from ._circuit import Circuit, EigenSummary, heads_label
+from ._sweep import load_sweep, row_summary
 
 __all__ = ["Model", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path", "Part",
+           "load_sweep", "row_summary",
            "SkipTrigram",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
            "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]

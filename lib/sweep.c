@@ -57,7 +57,7 @@ static void *summary_rows(void *arg) {
       o->row_std[t] = sd;
     if (o->topk_index)
       for (size_t c = 0; c < m; c++)
-        mi__keep_best(o->topk_index + t * o->k, s->topk_val + t * o->k, o->k, c, x[c]);
+        mi__offer(o->topk_index + t * o->k, s->topk_val + t * o->k, o->k, c, x[c]);
     if (o->diag_rank) {
       float d = s->threshold[t];
       size_t greater = 0;
@@ -68,7 +68,7 @@ static void *summary_rows(void *arg) {
     if (o->row_z_index && s->spread[r])
       for (size_t c = 0; c < m; c++)
         if (c != row)
-          mi__keep_best(o->row_z_index + t * o->k_row_z, o->row_z + t * o->k_row_z,
+          mi__offer(o->row_z_index + t * o->k_row_z, o->row_z + t * o->k_row_z,
                         o->k_row_z, c, (x[c] - s->mean[r]) * s->inv_sd[r]);
   }
   return NULL;
@@ -85,12 +85,12 @@ static void *summary_cols(void *arg) {
     size_t row = s->b0 + r;
     if (o->col_index)
       for (size_t c = j->from; c < j->to; c++)
-        mi__keep_best(o->col_index + c * o->k_columns, s->col_val + c * o->k_columns,
+        mi__offer(o->col_index + c * o->k_columns, s->col_val + c * o->k_columns,
                       o->k_columns, row, x[c]);
     if (o->col_z_index && s->spread[r])
       for (size_t c = j->from; c < j->to; c++)
         if (c != row)
-          mi__keep_best(o->col_z_index + c * o->k_col_z, o->col_z + c * o->k_col_z,
+          mi__offer(o->col_z_index + c * o->k_col_z, o->col_z + c * o->k_col_z,
                         o->k_col_z, row, (x[c] - s->mean[r]) * s->inv_sd[r]);
   }
   return NULL;

@@ -19,6 +19,12 @@ bool mi__row_stats(const float *row, size_t n, double *mean, double *inv_sd, dou
  * value goes ahead, so of equal values the first seen (lower index) stays. */
 void mi__keep_best(size_t *idx, double *val, size_t k, size_t i, double v);
 
+/* mi__keep_best behind its common case, inline: most values do not beat the k-th. */
+static inline void mi__offer(size_t *idx, double *val, size_t k, size_t i, double v) {
+  if (v > val[k - 1])
+    mi__keep_best(idx, val, k, i, v);
+}
+
 /* Per-source ranks of one circuit: k best (index, z) for each of n sources;
  * SIZE_MAX marks a rank not filled. */
 typedef struct mi__ranks {

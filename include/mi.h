@@ -2153,6 +2153,9 @@ MI_API mi_status mi_sweep_plan_unit_name(const char **out, const mi_sweep_plan *
 MI_API mi_status mi_sweep_plan_unit_entries(size_t *out, const mi_sweep_plan *plan,
                                             size_t unit);
 
+/** What runs units (opaque; see mi_sweep_worker_new). */
+typedef struct mi_sweep_worker mi_sweep_worker;
+
 /**
  * What runs units: it keeps the circuit of the last unit it ran, so the
  * next unit of the same circuit does not build its factors again (an OV
@@ -2163,7 +2166,6 @@ MI_API mi_status mi_sweep_plan_unit_entries(size_t *out, const mi_sweep_plan *pl
  * @param plan  in: the plan (borrowed)
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY.
  */
-typedef struct mi_sweep_worker mi_sweep_worker;
 MI_API mi_status mi_sweep_worker_new(mi_sweep_worker **out, const mi_sweep_plan *plan);
 
 /** Frees a worker and the circuit it keeps. NULL: no-op. */

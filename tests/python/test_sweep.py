@@ -74,6 +74,40 @@ class RowSummary(unittest.TestCase):
         self.check(self.model.ov(0, 0), 9, 10)
 
 
+class PlanThroughBindings(unittest.TestCase):
+    """The whole sweep from Python: plan, units, merge; in one process the
+    table must be mi_model_skip_trigrams's exactly (the same kernels)."""
+
+    def test_plan_units_merge(self):
+        import ctypes
+        from mi import _native
+        model = random_model(seed=3, d_vocab=31, d_model=8, d_head=4)
+        opt = _native.SweepOptions()
+        _native.lib.mi_sweep_options_init(ctypes.byref(opt), ctypes.sizeof(opt))
+        opt.unit_rows, opt.k = 7, 3
+        plan, worker = ctypes.c_void_p(), ctypes.c_void_p()
+        _native.lib.mi_sweep_plan_new(ctypes.byref(plan), model._h(), None, 0, None, 0,
+                                      ctypes.byref(opt))
+        try:
+            units = _native.lib.mi_sweep_plan_unit_count(plan)
+            self.assertEqual(units, 2 * 2 * 2 * 5)  # 4 heads, OV and QK, 31 rows in 5 units
+            with tempfile.TemporaryDirectory() as tmp:
+                _native.lib.mi_sweep_worker_new(ctypes.byref(worker), plan)
+                for u in reversed(range(units)):  # any order gives the same file
+                    _native.lib.mi_sweep_worker_run(worker, u, tmp.encode())
+                _native.lib.mi_sweep_worker_free(worker)
+                out = os.path.join(tmp, "all.st")
+                _native.lib.mi_sweep_plan_merge(plan, tmp.encode(), out.encode())
+                data = mi.load_sweep(out)
+        finally:
+            _native.lib.mi_sweep_plan_free(plan)
+        table = model.skip_trigrams(1000)
+        self.assertEqual(len(tolist(data["skip_trigrams.score"])), len(table))
+        self.assertEqual(tolist(data["skip_trigrams.score"]), [t.score for t in table])
+        self.assertEqual(tolist(data["skip_trigrams.dst"]), [t.dst for t in table])
+        self.assertEqual(tolist(data["skip_trigrams.out"]), [t.out for t in table])
+
+
 def mi_binary():
     lib = os.environ.get("MI_LIBRARY")
     path = lib and os.path.join(os.path.dirname(lib), "..", "tools", "mi", "mi")

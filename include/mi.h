@@ -2423,6 +2423,352 @@ MI_API mi_status mi_attribution_label(char *out, size_t size, mi_path_source sou
                                       const size_t *heads);
 
 /* (end of section: HTML report) */
+/* Sweeps                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A sweep reads whole circuits (d_vocab² entries each) once and keeps what
+ * a report of a large model needs: for every row its top-k entries, the
+ * rank of its diagonal entry, its mean and standard deviation, and the
+ * ranks the skip-trigram table is paired from. The work is cut into units
+ * (one circuit × a range of rows), each written to a file of its own, so a
+ * sweep can be shared between processes or machines, interrupted and
+ * resumed; a merge writes one results file. Results do not depend on the
+ * thread count, on which process computed a unit, or on the order units
+ * ran: ties are broken by index, and every unit is computed the same way.
+ *
+ * mi_circuit_row_summary is the computation of one unit; mi_sweep_plan
+ * names the units of a whole sweep, runs them and merges them; mi_sweep
+ * reads a results file. docs/sweep.md gives the file layout.
+ *
+ * Thread safety: a plan is read only once made; mi_sweep_plan_unit_run may
+ * run on several threads (or processes) at once for different units. An
+ * opened mi_sweep is read only.
+ */
+
+/**
+ * What mi_circuit_row_summary computes, and where it writes, for rows
+ * i0..i1 − 1 of an n × m circuit (r = i1 − i0 rows). Each output is
+ * computed only when its pointer is non-NULL (and its count, where it has
+ * one, is ≥ 1); the caller owns every buffer. Unfilled ranks (a line with
+ * fewer candidates than asked, or entries that are NaN or −∞) hold index
+ * SIZE_MAX and value −∞. Fields may be appended.
+ */
+typedef struct mi_row_summary {
+  /** sizeof(mi_row_summary) as the caller was compiled. */
+  size_t struct_size;
+  /** Entries kept per row (more than m leaves the rest unfilled). */
+  size_t k;
+  /** out: r × k, row-major: row i0 + t's k largest entries, best first (ties:
+   * lower column first): their columns, and values. */
+  size_t *topk_index;
+  float *topk_value;
+  /** out: r; square circuits only: how many entries of the row are above its
+   * diagonal entry, as mi_circuit_diag_rank counts them. */
+  size_t *diag_rank;
+  /** out: r; the row's mean and population standard deviation over its m
+   * entries (float entries summed in double; 0 for a row without spread). */
+  double *row_mean, *row_std;
+  /** Entries kept per column, among rows i0..i1 − 1. */
+  size_t k_columns;
+  /** out: m × k_columns: column j's best rows among i0..i1 − 1 (ties: lower
+   * row first), and values. Summaries of disjoint row ranges merge into the
+   * whole column's by keeping the best of their lists, ranges in order. */
+  size_t *col_index;
+  float *col_value;
+  /** z-score ranks kept per row: the entries other than the diagonal ranked
+   * by z = (x − row mean) / row sd (skip-trigram outputs of an OV row). */
+  size_t k_row_z;
+  /** out: r × k_row_z; a row without spread keeps none. Square circuits only. */
+  size_t *row_z_index;
+  double *row_z;
+  /** z-score ranks kept per column: the rows i ≠ j among i0..i1 − 1 whose
+   * z-score (within their own row) at column j is highest (skip-trigram
+   * destinations of a QK column); merge as col_index. Square circuits only. */
+  size_t k_col_z;
+  /** out: m × k_col_z. */
+  size_t *col_z_index;
+  double *col_z;
+} mi_row_summary;
+
+/**
+ * One pass over rows i0..i1 − 1 of a circuit, computing every output `out`
+ * asks for. Rows are computed by mi_circuit_rows in blocks of at most 4 Mi
+ * floats (16 MiB, allocated once per call), so each entry is the float32
+ * value every other libmi query sees; the scans are split between
+ * mi_set_num_threads threads (rows, then columns), with the same result
+ * for any count. The z-scores and ranks are those of mi_model_skip_trigrams.
+ *
+ * @param out      in/out: the counts and buffers (see mi_row_summary); its
+ *                 struct_size must be set
+ * @param circuit  in: the circuit (borrowed)
+ * @param i0, i1   in: the rows, 0 ≤ i0 < i1 ≤ n
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out or circuit, struct_size
+ *         too small or too large, a count ≥ 1 with only one of its two
+ *         buffers, a BLIS_ARCH_TYPE BLIS
+ *         would abort on); MI_ERR_INDEX (rows out of range or empty);
+ *         MI_ERR_SHAPE (diag_rank, z-ranks of a circuit that is not square);
+ *         MI_ERR_OUT_OF_MEMORY (the block or the scratch ranks).
+ */
+MI_API mi_status mi_circuit_row_summary(mi_row_summary *out, const mi_circuit *circuit,
+                                        size_t i0, size_t i1);
+
+/**
+ * An identity of the model's weights as they are stored (after any
+ * processing): "fnv1a64:" and 16 hex digits of a 64-bit FNV-1a hash of the
+ * shape, positional kind, processing bits and every weight's float32 bits.
+ * Not cryptographic: it tells models apart, it does not authenticate them.
+ *
+ * @param out    out: the text, NUL-terminated
+ * @param size   in: bytes at out; 25 are needed
+ * @param model  in: the model (borrowed)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, or size < 25).
+ */
+MI_API mi_status mi_model_digest(char *out, size_t size, const mi_model *model);
+
+/** Bits of mi_sweep_options.circuits: which circuits a sweep covers. */
+enum {
+  MI_SWEEP_OV = 1u << 0,    /**< each chosen head's token OV circuit */
+  MI_SWEEP_QK = 1u << 1,    /**< each chosen head's token QK circuit (qk_flags) */
+  MI_SWEEP_DIRECT = 1u << 2 /**< the direct path W_E W_U, once */
+};
+
+/** What a sweep computes. Fill it with mi_sweep_options_init. */
+typedef struct mi_sweep_options {
+  /** sizeof(mi_sweep_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /** MI_SWEEP_* bits; default MI_SWEEP_OV | MI_SWEEP_QK. */
+  unsigned circuits;
+  /** MI_QK_* bits of QK and K-composition circuits; default MI_QK_BIAS |
+   * MI_QK_SCALE (as mi report reads them). */
+  unsigned qk_flags;
+  /** Entries kept per row; default 10, ≥ 1, ≤ d_vocab. */
+  size_t k;
+  /** Entries kept per column; default 0 (none). */
+  size_t k_columns;
+  /** Skip-trigram ranks (as mi_skip_trigram_options); default 2 and 2, ≥ 1. */
+  size_t outputs_per_source, destinations_per_source;
+  /** Length of the skip-trigram table the merge writes; default 1000.
+   * Its first N entries are mi_model_skip_trigrams's N best over the
+   * chosen heads, for any N ≤ this. */
+  size_t trigrams;
+  /** Rows a unit; default 4096, ≥ 1. */
+  size_t unit_rows;
+} mi_sweep_options;
+
+/**
+ * Sets `out` to the defaults above.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out (a smaller, older struct gets the
+ *                     fields it has). NULL out: no-op.
+ */
+MI_API void mi_sweep_options_init(mi_sweep_options *out, size_t struct_size);
+
+/** The units of one sweep of one model with one set of options (opaque). */
+typedef struct mi_sweep_plan mi_sweep_plan;
+
+/**
+ * Makes the plan of a sweep: the targets are, in this order, for each chosen
+ * head its OV then its QK circuit (as options->circuits asks), the direct
+ * path, then the K-composition circuit (mi_circuit_k_composition) of each
+ * chosen pair; each target is cut into units of options->unit_rows rows.
+ * The plan records the model's identity (mi_model_digest), shape, the
+ * options and libmi's version: every file it writes carries them, and
+ * every unit file it reads must carry the same.
+ *
+ * @param out      out: the plan; NULL on failure. Free with mi_sweep_plan_free.
+ * @param model    in: the model; the plan holds a reference (free them in
+ *                 any order)
+ * @param heads    in: n_heads flat head indices layer · n_heads + head,
+ *                 strictly increasing; NULL with n_heads 0: every head
+ * @param pairs    in: 2 · n_pairs flat head indices, (earlier, later) each,
+ *                 the earlier in a lower layer; NULL with n_pairs 0: none
+ * @param options  in: NULL for the defaults
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out or model, heads or pairs
+ *         NULL with a count, heads not increasing, a pair not from a lower
+ *         layer, no circuit at all, k 0 or above d_vocab, k_columns above
+ *         d_vocab, unit_rows 0, a ranks count 0, unknown bits, a bad
+ *         options struct_size); MI_ERR_INDEX (a head past the model);
+ *         MI_ERR_UNSUPPORTED (d_vocab ≥ 2³¹: the files hold int32
+ *         indices); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_plan_new(mi_sweep_plan **out, const mi_model *model,
+                                   const size_t *heads, size_t n_heads, const size_t *pairs,
+                                   size_t n_pairs, const mi_sweep_options *options);
+
+/** Frees a plan (and drops its model reference). NULL: no-op. */
+MI_API void mi_sweep_plan_free(mi_sweep_plan *plan);
+
+/** The number of units of a plan (0 for NULL). */
+MI_API size_t mi_sweep_plan_unit_count(const mi_sweep_plan *plan);
+
+/**
+ * A unit's name, "L0H1.ov.rows-0-4096" (also the stem of its file,
+ * DIR/NAME.safetensors). Borrowed from the plan.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit ≥ count).
+ */
+MI_API mi_status mi_sweep_plan_unit_name(const char **out, const mi_sweep_plan *plan,
+                                         size_t unit);
+
+/**
+ * The number of circuit entries a unit reads (rows × d_vocab), for
+ * progress and cost estimates.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit ≥ count).
+ */
+MI_API mi_status mi_sweep_plan_unit_entries(size_t *out, const mi_sweep_plan *plan,
+                                            size_t unit);
+
+/** What runs units (opaque; see mi_sweep_worker_new). */
+typedef struct mi_sweep_worker mi_sweep_worker;
+
+/**
+ * What runs units: it keeps the circuit of the last unit it ran, so the
+ * next unit of the same circuit does not build its factors again (an OV
+ * circuit's cost 4·d_vocab·d_model·d_head flop). One worker per thread or
+ * process; it borrows the plan, which must outlive it.
+ *
+ * @param out   out: the worker; NULL on failure. Free with mi_sweep_worker_free.
+ * @param plan  in: the plan (borrowed)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_worker_new(mi_sweep_worker **out, const mi_sweep_plan *plan);
+
+/** Frees a worker and the circuit it keeps. NULL: no-op. */
+MI_API void mi_sweep_worker_free(mi_sweep_worker *worker);
+
+/**
+ * Computes one unit (mi_circuit_row_summary of its rows) and writes it to
+ * DIR/NAME.safetensors: to a temporary name in DIR first, every write
+ * checked, fsync'd, then renamed, so the file is whole or absent. An
+ * existing file of that name is replaced.
+ *
+ * @param worker  in/out: the worker (its kept circuit may change)
+ * @param unit    in: the unit, < mi_sweep_plan_unit_count
+ * @param dir     in: an existing directory
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit);
+ *         MI_ERR_IO (creating, writing — a full disk — syncing or renaming
+ *         the file; the temporary file is removed); MI_ERR_OUT_OF_MEMORY;
+ *         the statuses of building the circuit and of mi_circuit_row_summary.
+ */
+MI_API mi_status mi_sweep_worker_run(mi_sweep_worker *worker, size_t unit, const char *dir);
+
+/**
+ * Whether a unit's file is in DIR: *out = 0 when there is none, 1 when
+ * there is one, whole, made by this plan's model, options and libmi.
+ * A file that is there but is not that is an error, never "not done": a
+ * resumed sweep must not silently redo or mix it.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit);
+ *         MI_ERR_IO (it cannot be read); MI_ERR_TRUNCATED, MI_ERR_FORMAT,
+ *         MI_ERR_DTYPE, MI_ERR_SHAPE (not a whole unit file of this shape);
+ *         MI_ERR_STATE (made by another model, other options, another
+ *         libmi version, or for another unit: the message names the field
+ *         and both values).
+ */
+MI_API mi_status mi_sweep_plan_unit_done(int *out, const mi_sweep_plan *plan, size_t unit,
+                                         const char *dir);
+
+/**
+ * Merges every unit file of DIR into one results file at `path` (written
+ * as a unit file is: temporary name, checked writes, fsync, rename): each
+ * unit is checked as mi_sweep_plan_unit_done does, column ranks are merged
+ * in row order, and the skip-trigram table is paired from the OV and QK
+ * ranks of every head that has both, exactly as mi_model_skip_trigrams
+ * pairs them. The bytes written depend only on the model, the plan and
+ * libmi's version.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_MISSING_TENSOR (a
+ *         unit's file is absent: the message names it); the statuses of
+ *         mi_sweep_plan_unit_done and of writing (MI_ERR_IO);
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_plan_merge(const mi_sweep_plan *plan, const char *dir,
+                                     const char *path);
+
+/** A results (or unit) file, opened read only (opaque). */
+typedef struct mi_sweep mi_sweep;
+
+/** One tensor of an opened sweep file; every pointer borrowed from it. */
+typedef struct mi_sweep_tensor {
+  /** sizeof(mi_sweep_tensor) as the caller was compiled; set by the caller. */
+  size_t struct_size;
+  const char *name;
+  /** safetensors dtype: "I32", "F32" or "F64" in files libmi writes. */
+  const char *dtype;
+  size_t item; /**< bytes per element */
+  size_t ndim;
+  const size_t *shape; /**< ndim dimensions */
+  /** The elements, row-major, aligned to `item` in files libmi writes. */
+  const void *data;
+  size_t nbytes;
+} mi_sweep_tensor;
+
+/**
+ * Opens a sweep file (mapped read only) and checks its container: header,
+ * offsets against the file size, and "format" = "libmi-sweep/1" in its
+ * metadata.
+ *
+ * @param out   out: the sweep; NULL on failure. Free with mi_sweep_free.
+ * @param path  in: the file
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_IO (open, stat,
+ *         mmap); MI_ERR_TRUNCATED (shorter than its header says);
+ *         MI_ERR_FORMAT (not safetensors, or not a sweep file); MI_ERR_DTYPE;
+ *         MI_ERR_SHAPE; MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_open(mi_sweep **out, const char *path);
+
+/** Closes a sweep file. NULL: no-op. */
+MI_API void mi_sweep_free(mi_sweep *sweep);
+
+/**
+ * A metadata value: "format", "libmi_version", "model_digest",
+ * "model_shape", "options", "heads", "k_composition" (and "unit" in unit
+ * files). Borrowed from the sweep.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_MISSING_TENSOR (no
+ *         such key; *out = NULL).
+ */
+MI_API mi_status mi_sweep_metadata(const char **out, const mi_sweep *sweep, const char *key);
+
+/** The number of tensors of a sweep file (0 for NULL). */
+MI_API size_t mi_sweep_tensor_count(const mi_sweep *sweep);
+
+/**
+ * Tensor `index` (in name order) of a sweep file.
+ *
+ * @param out  out: the tensor; the caller sets out->struct_size
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size below
+ *         sizeof(size_t)); MI_ERR_INDEX (index ≥ count).
+ */
+MI_API mi_status mi_sweep_tensor_at(mi_sweep_tensor *out, const mi_sweep *sweep, size_t index);
+
+/**
+ * The tensor named `name` ("L0H1.ov.topk_index").
+ *
+ * @return as mi_sweep_tensor_at; MI_ERR_MISSING_TENSOR instead of
+ *         MI_ERR_INDEX when there is none.
+ */
+MI_API mi_status mi_sweep_tensor_find(mi_sweep_tensor *out, const mi_sweep *sweep,
+                                      const char *name);
+
+/**
+ * The first `capacity` entries of a results file's skip-trigram table, best
+ * first: the same triples as mi_model_skip_trigrams over the sweep's heads.
+ *
+ * @param out        out: as mi_model_skip_trigrams's (out[0].struct_size set)
+ * @param out_count  out: the number written (0 on failure)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, out[0].struct_size below
+ *         sizeof(size_t)); MI_ERR_MISSING_TENSOR (no table: a unit file, or
+ *         a sweep without both OV and QK); MI_ERR_FORMAT (table tensors of
+ *         unequal length or the wrong dtype).
+ */
+MI_API mi_status mi_sweep_skip_trigrams(mi_skip_trigram *out, size_t *out_count,
+                                        size_t capacity, const mi_sweep *sweep);
+
+/* (end of section: Sweeps) */
 
 #ifdef __cplusplus
 }

@@ -190,6 +190,31 @@ static void print_roles(const mi_head_roles *r, size_t nh, const mi_role_partner
          ro->min_k_composition_z, ro->min_copying_score, ro->min_copying_lift);
 }
 
+/* One triple as --json lists it; above_floor when the floor is known (not NaN). */
+static json_t *triple_json(const loaded *m, const mi_skip_trigram *t, double floor) {
+  json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:f, s:f, s:f}", "layer",
+                        (json_int_t)t->layer, "head", (json_int_t)t->head, "src",
+                        (json_int_t)t->src, "dst", (json_int_t)t->dst, "out",
+                        (json_int_t)t->out, "src_token", tok_json(m, t->src), "dst_token",
+                        tok_json(m, t->dst), "out_token", tok_json(m, t->out), "qk_z", t->qk_z,
+                        "ov_z", t->ov_z, "score", t->score);
+  if (o == NULL || (!isnan(floor) &&
+                    json_object_set_new(o, "above_floor", json_boolean(t->score >= floor))))
+    die_oom();
+  return o;
+}
+
+static void print_triple_lines(const loaded *m, const mi_skip_trigram *tri, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const mi_skip_trigram *t = &tri[i];
+    char b1[32], b2[32], b3[32], line[128];
+    snprintf(line, sizeof line, "%s ... %s -> %s", tok(m, t->src, b1), tok(m, t->dst, b2),
+             tok(m, t->out, b3));
+    printf("  L%zuH%-3zu %-36s %6.2f  (QK %.2f, OV %.2f)\n", t->layer, t->head, line, t->score,
+           t->qk_z, t->ov_z);
+  }
+}
+
 static void print_trigrams(const loaded *m, const mi_skip_trigram *tri, size_t n_found,
                            double floor, const char *how) {
   size_t above = 0;
@@ -206,15 +231,11 @@ static void print_trigrams(const loaded *m, const mi_skip_trigram *tri, size_t n
   if (above == 0 && n_found)
     printf(" (best: L%zuH%zu at %.2f): no skip-trigram stands out from noise\n", tri[0].layer,
            tri[0].head, tri[0].score);
-  for (size_t i = 0; i < above; i++) {
-    const mi_skip_trigram *t = &tri[i];
-    char b1[32], b2[32], b3[32], line[128];
-    snprintf(line, sizeof line, "%s ... %s -> %s", tok(m, t->src, b1), tok(m, t->dst, b2),
-             tok(m, t->out, b3));
-    printf("  L%zuH%-3zu %-36s %6.2f  (QK %.2f, OV %.2f)\n", t->layer, t->head, line, t->score,
-           t->qk_z, t->ov_z);
-  }
+  print_triple_lines(m, tri, above);
 }
+
+static const char qk_with_bias[] = "token QK circuit (W_E W_Q + b_Q)(W_E W_K + b_K)^T (with biases)",
+                  qk_no_bias[] = "token QK circuit W_E W_Q W_K^T W_E^T (no biases)";
 
 static json_t *roles_json(const mi_head_roles *r, size_t nh,
                           const mi_role_partner *p, size_t np) {
@@ -298,10 +319,133 @@ static void write_html(const loaded *m, const char *path, const size_t *tokens, 
   LIB(s, "writing the HTML report '%s'", path);
 }
 
+/* One head's line of a sweep: how often its OV and QK diagonals rank first and in the top 5. */
+typedef struct sweep_head {
+  size_t layer, head;
+  double share[2][2]; /* [ov, qk][top-1, top-5]; NaN: not swept */
+} sweep_head;
+
+static int by_layer_head(const void *a, const void *b) {
+  const sweep_head *x = a, *y = b;
+  return x->layer != y->layer ? (x->layer > y->layer) - (x->layer < y->layer)
+                              : (x->head > y->head) - (x->head < y->head);
+}
+
+/* The heads of a sweep file, from its diag_rank tensors; their count into *n. */
+static sweep_head *sweep_heads(size_t *n, const mi_sweep *sw) {
+  size_t count = mi_sweep_tensor_count(sw);
+  sweep_head *heads = xcalloc(count, sizeof *heads);
+  *n = 0;
+  for (size_t i = 0; i < count; i++) {
+    mi_sweep_tensor t;
+    t.struct_size = sizeof t;
+    LIB(mi_sweep_tensor_at(&t, sw, i), "reading tensor %zu of the sweep", i);
+    size_t l, h;
+    char kind[3];
+    int used = 0;
+    if (sscanf(t.name, "L%zuH%zu.%2[oqkv].diag_rank%n", &l, &h, kind, &used) != 3 ||
+        t.name[used] || strcmp(t.dtype, "I32") || t.ndim != 1)
+      continue;
+    size_t j = 0;
+    while (j < *n && !(heads[j].layer == l && heads[j].head == h))
+      j++;
+    if (j == *n)
+      heads[(*n)++] = (sweep_head){l, h, {{NAN, NAN}, {NAN, NAN}}};
+    size_t top1 = 0, top5 = 0;
+    for (size_t r = 0; r < t.shape[0]; r++) {
+      int32_t rank;
+      memcpy(&rank, (const char *)t.data + 4 * r, 4);
+      top1 += rank < 1;
+      top5 += rank < 5;
+    }
+    int w = kind[0] == 'q';
+    heads[j].share[w][0] = (double)top1 / (double)t.shape[0];
+    heads[j].share[w][1] = (double)top5 / (double)t.shape[0];
+  }
+  qsort(heads, *n, sizeof *heads, by_layer_head);
+  return heads;
+}
+
+/*
+ * mi report --from-sweep FILE [MODEL]: the report a sweep holds, without the
+ * model's weights; MODEL (checked against the file's digest) only names tokens.
+ */
+static int report_from_sweep(const common *c, const char *file, const char *model_arg,
+                             size_t n_tri) {
+  mi_sweep *sw;
+  LIB(mi_sweep_open(&sw, file), "cannot read the sweep");
+  const char *keys[] = {"model_digest", "model_shape", "options", "libmi_version"}, *val[4];
+  for (size_t i = 0; i < 4; i++)
+    LIB(mi_sweep_metadata(&val[i], sw, keys[i]), "reading the sweep's metadata");
+  loaded m = {0};
+  double floor = NAN; /* known with the model only */
+  if (model_arg) {
+    load(&m, c, model_arg);
+    LIB(mi_model_skip_trigram_floor(&floor, m.model), "the skip-trigram noise floor");
+    char digest[32];
+    LIB(mi_model_digest(digest, sizeof digest, m.model), "hashing the model");
+    if (strcmp(digest, val[0])) {
+      fprintf(stderr, "%s: %s is model %s, but the sweep %s was made from model %s\n",
+              cli_cmd, model_arg, digest, file, val[0]);
+      exit(EXIT_LIB);
+    }
+  }
+  mi_skip_trigram *tri = xcalloc(n_tri, sizeof *tri);
+  tri[0].struct_size = sizeof *tri;
+  size_t n_found = 0;
+  if (n_tri)
+    LIB(mi_sweep_skip_trigrams(tri, &n_found, n_tri, sw), "reading the skip-trigram table");
+  size_t n_heads;
+  sweep_head *heads = sweep_heads(&n_heads, sw);
+  const char *how = strstr(val[2], "qk_bias=1") ? qk_with_bias : qk_no_bias;
+  if (c->json) {
+    json_t *hs = json_array(), *tris = json_array();
+    for (size_t i = 0; i < n_heads; i++)
+      append(hs, json_pack("{s:i, s:i, s:o, s:o, s:o, s:o}", "layer", (json_int_t)heads[i].layer,
+                           "head", (json_int_t)heads[i].head, "ov_diag_top1",
+                           real_or_null(heads[i].share[0][0]), "ov_diag_top5",
+                           real_or_null(heads[i].share[0][1]), "qk_diag_top1",
+                           real_or_null(heads[i].share[1][0]), "qk_diag_top5",
+                           real_or_null(heads[i].share[1][1])));
+    for (size_t i = 0; i < n_found; i++)
+      append(tris, triple_json(&m, &tri[i], floor));
+    dump(json_pack("{s:{s:s, s:s, s:s, s:s, s:s}, s:o, s:{s:b, s:s, s:o}}", "sweep", "path",
+                   file, "model_digest", val[0], "model_shape", val[1], "options", val[2],
+                   "libmi_version", val[3], "heads", hs, "skip_trigrams", "qk_bias",
+                   how == qk_with_bias, "qk_circuit", how, "triples", tris));
+  } else {
+    printf("sweep: %s\n  model %s, %s\n  %s (libmi %s)\n", file, val[0], val[1], val[2], val[3]);
+    printf("\nhead   share of rows whose diagonal ranks first / in the top 5:\n"
+           "         OV top-1  OV top-5  QK top-1  QK top-5\n");
+    for (size_t i = 0; i < n_heads; i++) {
+      printf("L%zuH%-3zu", heads[i].layer, heads[i].head);
+      for (int w = 0; w < 2; w++)
+        for (int t = 0; t < 2; t++)
+          if (isnan(heads[i].share[w][t]))
+            printf(" %9s", "-");
+          else
+            printf(" %9.3f", heads[i].share[w][t]);
+      printf("\n");
+    }
+    if (n_tri) {
+      printf("\ntop %zu skip-trigrams \"src ... dst -> out\"\n  read from the %s\n"
+             "  and the token OV circuit W_E W_V W_O W_U, each entry as a z-score within its "
+             "row;\n  score = min(z_QK, z_OV) (mi report --help says more):\n", n_found, how);
+      print_triple_lines(&m, tri, n_found);
+    }
+  }
+  free(heads);
+  free(tri);
+  mi_sweep_free(sw);
+  if (model_arg)
+    unload(&m);
+  return 0;
+}
+
 int cmd_report(int argc, char **argv) {
   common c = {0};
   const char *model_arg = NULL, *trigrams_arg = NULL, *copy_arg = NULL, *html = NULL,
-             *prompt = NULL, *ids = NULL;
+             *prompt = NULL, *ids = NULL, *sweep_arg = NULL;
   int no_qk_bias = 0, prepend_bos = 0;
   const opt_spec spec[] = {
       OPT_MODEL(&model_arg),
@@ -313,6 +457,8 @@ int cmd_report(int argc, char **argv) {
       {OPT_VALUE, "--copying-lift", "X", &copy_arg,
        "copying heads need top-1 >= X/d_vocab (default 50)", 0},
       {OPT_VALUE, "--html", "FILE", &html, "write the report as one HTML page to FILE", 0},
+      {OPT_VALUE, "--from-sweep", "FILE", &sweep_arg,
+       "the report a sweep file holds (mi sweep), without\nthe weights; MODEL, if given, names tokens", 0},
       {OPT_VALUE, "--prompt", "TEXT", &prompt,
        "with --html: show attention patterns and attribution\non TEXT (tokenized by the model's "
        "tokenizer)", 0},
@@ -326,6 +472,8 @@ int cmd_report(int argc, char **argv) {
     die_usage("--prompt and --ids go with --html FILE");
   if (prompt && ids)
     die_usage("give the prompt once: --prompt TEXT or --ids");
+  if (sweep_arg)
+    return report_from_sweep(&c, sweep_arg, model_arg, n_tri);
   loaded m;
   load(&m, &c, model_arg);
   unsigned qk_flags = (no_qk_bias ? 0u : MI_QK_BIAS) | MI_QK_SCALE;
@@ -372,21 +520,12 @@ int cmd_report(int argc, char **argv) {
     LIB(mi_model_skip_trigrams(tri, &n_found, n_tri, m.model, &to), "searching skip-trigrams");
     progress_end(&p);
   }
-  const char *how = no_qk_bias ? "token QK circuit W_E W_Q W_K^T W_E^T (no biases)"
-                               : "token QK circuit (W_E W_Q + b_Q)(W_E W_K + b_K)^T (with biases)";
+  const char *how = no_qk_bias ? qk_no_bias : qk_with_bias;
 
   if (c.json) {
     json_t *root = roles_json(roles, nh, partners, np), *tris = json_array();
-    for (size_t i = 0; i < n_found; i++) {
-      const mi_skip_trigram *t = &tri[i];
-      append(tris, json_pack("{s:i, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:f, s:f, s:f, s:b}",
-                             "layer", (json_int_t)t->layer, "head", (json_int_t)t->head, "src",
-                             (json_int_t)t->src, "dst", (json_int_t)t->dst, "out",
-                             (json_int_t)t->out, "src_token", tok_json(&m, t->src), "dst_token",
-                             tok_json(&m, t->dst), "out_token", tok_json(&m, t->out), "qk_z",
-                             t->qk_z, "ov_z", t->ov_z, "score", t->score, "above_floor",
-                             t->score >= floor));
-    }
+    for (size_t i = 0; i < n_found; i++)
+      append(tris, triple_json(&m, &tri[i], floor));
     if (json_object_set_new(root, "model", model_json(&m)) ||
         json_object_set_new(root, "behaviour",
                             json_pack("{s:i, s:i, s:i}", "sequences",

@@ -23,8 +23,11 @@ from ._arrays import as_matrix, OutArray, OutMatrix, numpy, size_vector
 from ._circuit import Circuit, EigenSummary, heads_label
 from ._tokenizer import Text, Tokenizer, encode as _encode, text_bytes
 
+from ._sweep import load_sweep, row_summary
+
 __all__ = ["Model", "Tokenizer", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path",
-           "Part", "SkipTrigram", "HeadRole", "RolePartner", "ROLES",
+           "Part", "SkipTrigram", "HeadRole", "RolePartner", "ROLES", "load_sweep",
+           "row_summary",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
            "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]
 __version__ = lib.mi_version_string().decode()

@@ -24,6 +24,9 @@ typedef struct rank_state {
 static mi_status rank_tile(const float *tile, size_t ld, size_t row0, size_t rows,
                            size_t col0, size_t cols, void *user) {
   const rank_state *s = user;
+  size_t at[2];
+  if (!mi__finite_f(tile, rows, cols, ld, at)) /* a NaN would count as never greater */
+    return MI_ERR_NUMERIC;
   for (size_t i = 0; i < rows; i++) {
     size_t row = row0 + i, greater = 0;
     const float *x = tile + i * ld;
@@ -38,8 +41,7 @@ static mi_status rank_tile(const float *tile, size_t ld, size_t row0, size_t row
 }
 
 /* Ranks of rows i0..i1 of a checked square circuit (n × n) into out. */
-static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, size_t i0,
-                            size_t i1) {
+static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t i0, size_t i1) {
   mi__matrix A, B;
   mi__circuit_factors(&A, &B, circuit);
   float *threshold = malloc((i1 - i0) * sizeof *threshold);
@@ -51,6 +53,11 @@ static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, si
       d += (double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs] *
            B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)i * B.cs];
     float f = (float)d;
+    if (!isfinite(f)) {
+      free(threshold);
+      return mi__fail(MI_ERR_NUMERIC, "diagonal rank: the diagonal entry of row %zu "
+                      "overflowed float32", i);
+    }
     if ((double)f > d)
       f = nextafterf(f, -INFINITY);
     threshold[i - i0] = f;
@@ -58,10 +65,10 @@ static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, si
   }
   rank_state state = {threshold, out, i0};
   mi_status status = mi__stream(A, B, i0, i1, rank_tile, &state);
-  for (size_t i = i0; i < i1 && status == MI_OK; i++)
-    if (isnan(threshold[i - i0]))
-      out[i - i0] = n;
   free(threshold);
+  if (status == MI_ERR_NUMERIC)
+    return mi__fail(status, "diagonal rank of rows %zu..%zu: the circuit's product "
+                    "overflowed float32 (an infinity or NaN in a row)", i0, i1);
   return status;
 }
 
@@ -85,7 +92,7 @@ mi_status mi_circuit_diag_rank(size_t *out, const mi_circuit *circuit, size_t i0
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "diagonal rank: empty range %zu..%zu", i0, i1);
   if (i1 > n)
     return mi__fail(MI_ERR_INDEX, "diagonal rank: rows %zu..%zu of %zu", i0, i1, n);
-  return diag_ranks(out, circuit, n, i0, i1);
+  return diag_ranks(out, circuit, i0, i1);
 }
 
 mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
@@ -100,7 +107,7 @@ mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
   size_t *rank = malloc(n * sizeof *rank);
   if (rank == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "copying accuracy: %zu ranks", n);
-  status = diag_ranks(rank, circuit, n, 0, n);
+  status = diag_ranks(rank, circuit, 0, n);
   for (size_t i = 0; i < n && status == MI_OK; i++) {
     top1 += rank[i] < 1;
     top5 += rank[i] < 5;

@@ -164,6 +164,15 @@ mi_status mi__circuit_adopt(mi_circuit **out, const struct mi__matrix *A, float 
 mi_status mi__circuit_adopt_b(mi_circuit **out, const mi_circuit *share_a,
                               const struct mi__matrix *B, float *owned_b);
 
+/* ---- non-finite screens (finite.c) ---------------------------------------- */
+
+/*
+ * Whether every element m[i * ld + j] (i < rows, j < cols) is finite; when
+ * not, the first NaN or Inf's (row, col) goes to at[0], at[1].
+ */
+bool mi__finite_f(const float *m, size_t rows, size_t cols, size_t ld, size_t *at);
+bool mi__finite_d(const double *m, size_t rows, size_t cols, size_t ld, size_t *at);
+
 /* ---- versioned structs (structs.c) ------------------------------------------ */
 
 /*

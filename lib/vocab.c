@@ -7,7 +7,7 @@
  * never changed again, so any number of threads may read it.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "internal.h"
+#include "loader.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -399,41 +399,13 @@ static vocab_format format_of_name(const char *path) {
   return FORMAT_DETECT;
 }
 
-/* Reads a whole file into a malloc'd buffer. */
-static mi_status read_file(char **out, size_t *size, const char *path) {
-  *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return mi__fail(MI_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-  mi_status status = MI_OK;
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0)
-    status = mi__fail(MI_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
-  else if (!S_ISREG(st.st_mode))
-    status = mi__fail(MI_ERR_IO, "'%s' is not a regular file", path);
-  size_t end = status == MI_OK ? (size_t)st.st_size : 0;
-  char *data = NULL;
-  if (status == MI_OK && (data = malloc(end + 1)) == NULL)
-    status = mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for '%s'", end, path);
-  if (status == MI_OK && fread(data, 1, end, f) != end)
-    status = mi__fail(MI_ERR_IO, "cannot read '%s': %s", path,
-                      ferror(f) ? strerror(errno) : "shorter than its size");
-  fclose(f);
-  if (status != MI_OK) {
-    free(data);
-    return status;
-  }
-  *out = data;
-  *size = end;
-  return MI_OK;
-}
-
 mi_status mi_model_load_vocab(mi_model *model, const char *path) {
   MI_CHECK_ARG(model);
   MI_CHECK_ARG(path);
   char *data = NULL;
   size_t size = 0;
-  mi_status status = read_file(&data, &size, path);
+  /* Opened without blocking and refused unless regular: a FIFO never waits. */
+  mi_status status = mi__file_read(&data, &size, NULL, path);
   if (status != MI_OK)
     return status;
   status = load_vocab(model, data, size, format_of_name(path));

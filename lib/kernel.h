@@ -55,6 +55,15 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
 mi_status mi__blis_begin(void);
 
 /*
+ * Makes sure BLIS's packing pools hold a block for each of `threads` GEMM
+ * threads at once, allocating what is missing (blis_memory.c), so that
+ * BLIS never needs to allocate, and abort, inside a GEMM. More threads
+ * than that (several callers' queries at once) may still make BLIS grow
+ * its pools itself. MI_ERR_OUT_OF_MEMORY when a block cannot be had.
+ */
+mi_status mi__blis_reserve(size_t threads);
+
+/*
  * Runs worker(jobs + t·size) for each of `count` jobs: jobs 1.. on threads of
  * their own, job 0 on the calling thread, and returns when all are done. A
  * job whose thread cannot start (or beyond MI__MAX_THREADS) runs on the

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---- errors (error.c) --------------------------------------------------- */
 
@@ -163,6 +164,11 @@ mi_status mi__circuit_adopt(mi_circuit **out, const struct mi__matrix *A, float 
 /* The same with share_a's A (its storage shared, counted) and an adopted B. */
 mi_status mi__circuit_adopt_b(mi_circuit **out, const mi_circuit *share_a,
                               const struct mi__matrix *B, float *owned_b);
+
+/* ---- hashing (hash.c) ------------------------------------------------------ */
+
+/* SipHash-1-3 of `len` bytes under a key drawn once per process. */
+uint64_t mi__hash_bytes(const void *data, size_t len);
 
 /* ---- non-finite screens (finite.c) ---------------------------------------- */
 

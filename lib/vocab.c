@@ -138,13 +138,6 @@ static mi_status add_token(builder *b, long long id, const char *raw, size_t len
   return MI_OK;
 }
 
-static uint64_t hash_bytes(const char *s, size_t len) {
-  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-  return h;
-}
-
 /* The string of a slot's (id, form). */
 static const char *slot_key(const struct mi__vocab *v, size_t slot, size_t *len) {
   const vocab_entry *e = &v->entries[(slot - 1) / 2];
@@ -155,7 +148,7 @@ static const char *slot_key(const struct mi__vocab *v, size_t slot, size_t *len)
 
 /* The slot index holding key, or of the empty slot where it would go. */
 static size_t find_slot(const struct mi__vocab *v, const char *key, size_t len) {
-  size_t i = (size_t)hash_bytes(key, len) & v->mask;
+  size_t i = (size_t)mi__hash_bytes(key, len) & v->mask;
   for (; v->slots[i] != 0; i = (i + 1) & v->mask) {
     size_t n;
     const char *k = slot_key(v, v->slots[i], &n);

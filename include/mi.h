@@ -590,7 +590,10 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  * `mi_model_process`. Every header field, shape and offset is checked against
  * the file size before any data is read. `mi_model_layout` tells which name
  * map was used. Files are opened without blocking and must be regular files
- * (a FIFO named config.json is refused, never waited on).
+ * (a FIFO named config.json is refused, never waited on); they are read with
+ * pread into memory the process owns, never mapped, so a file that shrinks
+ * while it loads is MI_ERR_TRUNCATED, not a SIGBUS. Every weight is checked
+ * as it is copied (see "Non-finite numbers").
  *
  * A torch archive must hold a state dict (or a checkpoint dict with one
  * under "state_dict", "model_state_dict" or "model"); its pickle is read by
@@ -612,7 +615,8 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     a regular file, or cannot be mapped or read; a folder with no weights
  *     file (the message says what was looked for);
  *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
- *     tensor ends past the end of the file (the message gives the byte offset);
+ *     tensor ends past the end of the file (the message gives the byte offset),
+ *     or the file shrank while it was read (path and offset named);
  *     torch: no zip end record, an entry, the central directory or the pickle
  *     ending past the end, a storage whose record is not its size;
  *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
@@ -642,7 +646,11 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     a bare pickle (torch < 1.6; the message says how to re-save it), a
  *     compressed or encrypted entry, a big-endian archive, a TorchScript
  *     archive;
- *   MI_ERR_OUT_OF_MEMORY;
+ *   MI_ERR_NONFINITE: a weight holds a NaN or an infinity, or a float64
+ *     value beyond float32's range (weight, layer, head and element named);
+ *   MI_ERR_NUMERIC: processing (LayerNorm folding, centering) overflowed
+ *     float32 (see mi_model_process);
+ *   MI_ERR_OUT_OF_MEMORY (also when the file's bytes cannot be allocated);
  *   and, for the vocabulary of a folder, the statuses of
  *   `mi_model_load_vocab` (the message names the file and says
  *   MI_LOAD_NO_VOCAB skips it); no model is returned then.
@@ -713,7 +721,9 @@ MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t s
  *               vocabulary may begin with the token "{"); any other name is
  *               detected from the content, as `mi_model_load_vocab_memory` does.
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_IO (cannot open or
- *         read, not a regular file); MI_ERR_OUT_OF_MEMORY; and as
+ *         read, not a regular file: a FIFO is refused without waiting);
+ *         MI_ERR_TRUNCATED (the file shrank while it was read);
+ *         MI_ERR_OUT_OF_MEMORY; and as
  *         `mi_model_load_vocab_memory`. Messages start with the path.
  */
 MI_API mi_status mi_model_load_vocab(mi_model *model, const char *path);

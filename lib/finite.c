@@ -9,50 +9,30 @@
 #include <stdint.h>
 #include <string.h>
 
-static bool row_finite_f(const float *x, size_t n) {
-  uint32_t bad = 0;
-  for (size_t j = 0; j < n; j++) {
-    uint32_t bits;
-    memcpy(&bits, &x[j], sizeof bits);
-    bad |= (bits & 0x7f800000u) == 0x7f800000u;
+/* The screen of one element type: `bits` its width, `exponent` all ones. */
+#define FINITE_SCREEN(name, type, bits, exponent)                                    \
+  static bool name##_row(const type *x, size_t n) {                                  \
+    bits bad = 0;                                                                    \
+    for (size_t j = 0; j < n; j++) {                                                 \
+      bits b;                                                                        \
+      memcpy(&b, &x[j], sizeof b);                                                   \
+      bad |= (b & (exponent)) == (exponent);                                         \
+    }                                                                                \
+    return bad == 0;                                                                 \
+  }                                                                                  \
+  bool name(const type *m, size_t rows, size_t cols, size_t ld, size_t *at) {        \
+    for (size_t i = 0; i < rows; i++)                                                \
+      if (!name##_row(m + i * ld, cols)) {                                           \
+        for (size_t j = 0; j < cols; j++)                                            \
+          if (!name##_row(m + i * ld + j, 1)) {                                      \
+            at[0] = i;                                                               \
+            at[1] = j;                                                               \
+            break;                                                                   \
+          }                                                                          \
+        return false;                                                                \
+      }                                                                              \
+    return true;                                                                     \
   }
-  return bad == 0;
-}
 
-static bool row_finite_d(const double *x, size_t n) {
-  uint64_t bad = 0;
-  for (size_t j = 0; j < n; j++) {
-    uint64_t bits;
-    memcpy(&bits, &x[j], sizeof bits);
-    bad |= (bits & 0x7ff0000000000000u) == 0x7ff0000000000000u;
-  }
-  return bad == 0;
-}
-
-bool mi__finite_f(const float *m, size_t rows, size_t cols, size_t ld, size_t *at) {
-  for (size_t i = 0; i < rows; i++)
-    if (!row_finite_f(m + i * ld, cols)) {
-      for (size_t j = 0; j < cols; j++)
-        if (!row_finite_f(m + i * ld + j, 1)) {
-          at[0] = i;
-          at[1] = j;
-          break;
-        }
-      return false;
-    }
-  return true;
-}
-
-bool mi__finite_d(const double *m, size_t rows, size_t cols, size_t ld, size_t *at) {
-  for (size_t i = 0; i < rows; i++)
-    if (!row_finite_d(m + i * ld, cols)) {
-      for (size_t j = 0; j < cols; j++)
-        if (!row_finite_d(m + i * ld + j, 1)) {
-          at[0] = i;
-          at[1] = j;
-          break;
-        }
-      return false;
-    }
-  return true;
-}
+FINITE_SCREEN(mi__finite_f, float, uint32_t, 0x7f800000u)
+FINITE_SCREEN(mi__finite_d, double, uint64_t, 0x7ff0000000000000u)

@@ -6,12 +6,18 @@
  *
  * --rows N: top-k of the first N rows only (default all 50257), for quick runs.
  *
+ * 0. The machine's FMA peak: a loop of independent FMA chains (AVX-512,
+ *    else AVX2) on 1 and on all threads.
  * 1. Top-10 per row of the full token QK circuit (W_E W_Q W_Kᵀ W_Eᵀ) and
  *    of the token OV circuit (W_E W_V W_O W_U) of one random head:
- *    d_vocab 50257, d_model 768, d_head 64, float32. The floor is BLIS's
- *    sgemm of the same factors (computed here with BLIS, in the layout
- *    libmi uses) in the same 256-row blocks into one reused, already
- *    touched block buffer: arithmetic, not page faults.
+ *    d_vocab 50257, d_model 768, d_head 64, float32: libmi's automatic
+ *    way (the fused kernel where it runs), its plain BLIS-tile way, the
+ *    automatic way on one thread, and torch's strongest way
+ *    (bench/torch_topk.py, when /usr/bin/python3 has torch), all in the
+ *    same rounds. The floor is BLIS's sgemm of the same factors (computed
+ *    here with BLIS, in the layout libmi uses) in the same 256-row blocks
+ *    into one reused, already touched block buffer: arithmetic, not page
+ *    faults.
  * 2. mi_model_head_report (eigenvalues and copying scores of OV and QK)
  *    for all 144 heads of a 12 × 12 random model, against the floor of its
  *    two vocabulary-sized Grams (W_U W_E, W_Eᵀ W_E) as plain sgemm. The
@@ -20,14 +26,21 @@
  *
  * BLIS is used directly only for the floors; libmi opts in to the fast
  * kernel set first (unless --no-fast-kernels), so both run the same one.
+ * Linked against the static library, to force libmi's plain way
+ * (mi__select_use) beside its automatic one.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include "bench_util.h"
 
+#include "kernel.h"
+
 #include <mi.h>
 
 #include <blis.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -189,9 +202,114 @@ static double sliced_sgemm(size_t threads, size_t rows, size_t cols, size_t inne
   return bench_now() - t0;
 }
 
+/* ---- FMA peak ---- */
+
+enum { CHAINS = 24, PEAK_ITERS = 20000000 };
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* CHAINS independent FMA chains, 16 lanes: flops done. */
+__attribute__((target("avx512f"))) static double fma_loop_512(void) {
+  __m512 c[CHAINS], a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (int i = 0; i < CHAINS; i++)
+    c[i] = _mm512_set1_ps((float)i);
+  for (long n = 0; n < PEAK_ITERS; n++)
+#pragma GCC unroll 24
+    for (int i = 0; i < CHAINS; i++)
+      c[i] = _mm512_fmadd_ps(c[i], a, b);
+  float sink = 0;
+  for (int i = 0; i < CHAINS; i++)
+    sink += _mm512_reduce_add_ps(c[i]);
+  return sink == 12345.0f ? 0 : 2.0 * 16 * CHAINS * (double)PEAK_ITERS;
+}
+
+__attribute__((target("avx2,fma"))) static double fma_loop_256(void) {
+  __m256 c[12], a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (int i = 0; i < 12; i++)
+    c[i] = _mm256_set1_ps((float)i);
+  for (long n = 0; n < PEAK_ITERS; n++)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++)
+      c[i] = _mm256_fmadd_ps(c[i], a, b);
+  float lanes[8], sink = 0;
+  for (int i = 0; i < 12; i++) {
+    _mm256_storeu_ps(lanes, c[i]);
+    sink += lanes[0];
+  }
+  return sink == 12345.0f ? 0 : 2.0 * 8 * 12 * (double)PEAK_ITERS;
+}
+#endif
+
+typedef struct peak_job {
+  double flop;
+} peak_job;
+
+static void *peak_run(void *arg) {
+  peak_job *j = arg;
+  j->flop = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx512f"))
+    j->flop = fma_loop_512();
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    j->flop = fma_loop_256();
+#endif
+  return NULL;
+}
+
+/* GFLOP/s of the FMA loop on `threads` threads at once (0: no vector FMA). */
+static double fma_peak(size_t threads) {
+  peak_job jobs[64];
+  pthread_t ids[64];
+  size_t n = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+  double t0 = bench_now();
+  for (size_t t = 1; t < n; t++)
+    pthread_create(&ids[t], NULL, peak_run, &jobs[t]);
+  peak_run(&jobs[0]);
+  for (size_t t = 1; t < n; t++)
+    pthread_join(ids[t], NULL);
+  double seconds = bench_now() - t0, flop = 0;
+  for (size_t t = 0; t < n; t++)
+    flop += jobs[t].flop;
+  return flop / seconds * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(const double *x, int n) {
+  double s[64];
+  memcpy(s, x, (size_t)n * sizeof *x);
+  qsort(s, (size_t)n, sizeof *s, cmp_double);
+  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+static double minimum(const double *x, int n) {
+  double m = INFINITY;
+  for (int i = 0; i < n; i++)
+    m = fmin(m, x[i]);
+  return m;
+}
+
+/* Seconds torch's way takes for the same shape (bench/torch_topk.py), or
+ * NaN when /usr/bin/python3 has no torch. */
+static double torch_topk(const char *script, size_t rows, size_t threads) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "/usr/bin/python3 %s --rows %zu --cols %d --rank %d --k %d --threads %zu 2>/dev/null",
+           script, rows, V, DH, K, threads);
+  FILE *p = popen(cmd, "r");
+  double t = NAN;
+  if (p == NULL || fscanf(p, "%lf", &t) != 1)
+    t = NAN;
+  if (p)
+    pclose(p);
+  return t;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows when piped */
-  int fast = 1, repeat = 2;
+  int fast = 1, repeat = 2, topk_part = 1;
   size_t nrows = V;
   size_t threads = (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   for (int i = 1; i < argc; i++) {
@@ -201,10 +319,12 @@ int main(int argc, char **argv) {
       threads = (size_t)atoi(argv[++i]);
     else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
       repeat = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--no-topk") == 0)
+      topk_part = 0;
     else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc)
       nrows = (size_t)atol(argv[++i]);
     else {
-      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R] [--rows N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--no-fast-kernels] [--threads N] [--repeat R] [--rows N] [--no-topk]\n", argv[0]);
       return 2;
     }
   }
@@ -225,7 +345,12 @@ int main(int argc, char **argv) {
          LAYERS, HEADS, V, D, DH, bench_now() - t0);
   rntm_t rntm = rntm_for(threads);
 
+  float *E = malloc((size_t)V * D * sizeof *E), *U = malloc((size_t)D * V * sizeof *U);
+  bench_check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
+  bench_check(mi_model_get_weight(U, V, model, MI_W_U, 0, 0), "W_U");
+
   /* ---- 1. streamed top-k against the GEMM floor ---- */
+  if (topk_part) {
   size_t *idx = malloc((size_t)V * K * sizeof *idx);
   float *val = malloc((size_t)V * K * sizeof *val);
   memset(idx, 0, (size_t)V * K * sizeof *idx);
@@ -237,10 +362,7 @@ int main(int argc, char **argv) {
   /* The same factors, made here with BLIS in libmi's layout:
    * QK: A = W_E W_Q, B = (W_E W_K)ᵀ; OV: A = W_E W_V, B = W_O W_U, with
    * both B stored transposed (V × d_head) as libmi stores them. */
-  float *E = malloc((size_t)V * D * sizeof *E), *U = malloc((size_t)D * V * sizeof *U);
   float *W = malloc(4 * D * DH * sizeof *W);
-  bench_check(mi_model_get_weight(E, D, model, MI_W_E, 0, 0), "W_E");
-  bench_check(mi_model_get_weight(U, V, model, MI_W_U, 0, 0), "W_U");
   bench_check(mi_model_get_weight(W, DH, model, MI_W_Q, 0, 0), "W_Q");
   bench_check(mi_model_get_weight(W + D * DH, DH, model, MI_W_K, 0, 0), "W_K");
   bench_check(mi_model_get_weight(W + 2 * D * DH, DH, model, MI_W_V, 0, 0), "W_V");
@@ -258,40 +380,86 @@ int main(int argc, char **argv) {
   float *block = malloc(nblocks * BLOCK * V * sizeof *block);
   memset(block, 0, nblocks * BLOCK * V * sizeof *block); /* touched before timing */
 
-  /* Interleaved, so that the machine's load changes hit all three alike:
-   * top-k, floor b2, and (first round only: it can take long when the
-   * machine is busy) floor b1. */
+  /* Interleaved, so that the machine's load changes hit all alike: per
+   * round and circuit libmi's automatic way, its plain way, floor b2, the
+   * automatic way on one thread, torch (one run a round: its time does not
+   * depend on the values), and (first round only: it can take long when
+   * the machine is busy) floor b1. */
+  enum { MAX_ROUNDS = 64 };
+  if (repeat > MAX_ROUNDS)
+    repeat = MAX_ROUNDS;
+  /* The peak is measured every round too and the best kept: a neighbour's
+   * load lowers it as it lowers everything else. */
+  double peak1 = fma_peak(1), peak = fma_peak(threads);
   double rss_before = vm_rss_mib(), extra = 0;
-  double ours[2] = {INFINITY, INFINITY};
-  double floor_t[2] = {INFINITY, INFINITY}, sliced_t[2] = {INFINITY, INFINITY};
-  for (int r = 0; r < repeat; r++)
+  double fused_t[2][MAX_ROUNDS], plain_t[2][MAX_ROUNDS], b2_t[2][MAX_ROUNDS];
+  double one_t[2][MAX_ROUNDS], torch_t[MAX_ROUNDS], floor_t[2] = {INFINITY, INFINITY};
+  for (int r = 0; r < repeat; r++) {
+    peak1 = fmax(peak1, fma_peak(1));
+    peak = fmax(peak, fma_peak(threads));
     for (int c = 0; c < 2; c++) {
       reset_hwm();
       double start_rss = vm_rss_mib(), t = bench_now();
       bench_check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, nrows), "topk");
-      double topk = bench_now() - t;
-      ours[c] = fmin(ours[c], topk);
+      fused_t[c][r] = bench_now() - t;
       extra = fmax(extra, vm_hwm_mib() - start_rss);
-      double b2 = gemm_floor(nrows, fa[c], DH, 1, fb[c], 1, DH, block, nblocks, 1);
-      sliced_t[c] = fmin(sliced_t[c], b2);
+      bench_check(mi__select_use(MI__SELECT_PLAIN), "plain way");
+      t = bench_now();
+      bench_check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, nrows), "topk, plain");
+      plain_t[c][r] = bench_now() - t;
+      bench_check(mi__select_use(MI__SELECT_AUTO), "automatic way");
+      b2_t[c][r] = gemm_floor(nrows, fa[c], DH, 1, fb[c], 1, DH, block, nblocks, 1);
+      bench_check(mi_set_num_threads(1), "1 thread");
+      t = bench_now();
+      bench_check(mi_circuit_topk(idx, val, K, c ? ov : qk, K, 0, 0, nrows), "topk, 1 thread");
+      one_t[c][r] = bench_now() - t;
+      bench_check(mi_set_num_threads(threads), "threads");
       double b1 = r == 0 ? gemm_floor(nrows, fa[c], DH, 1, fb[c], 1, DH, block, nblocks, 0)
                          : INFINITY;
       floor_t[c] = fmin(floor_t[c], b1);
-      printf("  %s: top-k %.3f s, floor b2 %.3f s, b1 %.3f s\n", c ? "OV" : "QK", topk, b2,
-             b1);
+      printf("  round %d %s: top-k %.3f s (plain %.3f, 1 thread %.3f), floor b2 %.3f s, b1 "
+             "%.3f s: top-k/b2 %.3f, plain/b2 %.3f, 1 thread/top-k %.2f\n",
+             r, c ? "OV" : "QK", fused_t[c][r], plain_t[c][r], one_t[c][r], b2_t[c][r], b1,
+             fused_t[c][r] / b2_t[c][r], plain_t[c][r] / b2_t[c][r],
+             one_t[c][r] / fused_t[c][r]);
     }
+    torch_t[r] = torch_topk(MI_BENCH_DIR "/torch_topk.py", nrows, threads);
+    printf("  round %d torch (matmul into one reused block, then topk): %.3f s = %.2f x "
+           "libmi's QK top-k of this round\n",
+           r, torch_t[r], torch_t[r] / fused_t[0][r]);
+  }
   double flop = 2.0 * (double)nrows * V * DH;
-  printf("\ntop-%d per row of rows 0..%zu of the %d x %d circuit (rank %d)\n", K, nrows, V,
-         V, DH);
+  printf("FMA peak (independent FMA chains, best of the rounds): %.1f GFLOP/s on 1 thread, "
+         "%.1f on %zu\n", peak1, peak, threads);
+  printf("\ntop-%d per row of rows 0..%zu of the %d x %d circuit (rank %d), %d rounds; "
+         "times are min / median, ratios the median of the rounds' ratios\n",
+         K, nrows, V, V, DH, repeat);
   printf("floor b1: BLIS sgemm in 256-row blocks, %zu BLIS threads; b2: %zu row slices, "
          "one single-threaded BLIS each (libmi's split)\n", threads, nblocks);
-  printf("%-9s %9s %9s %9s %8s %8s %8s %8s %8s\n", "circuit", "top-k s", "b1 s", "b2 s",
-         "top-k/b1", "top-k/b2", "GF/s", "b1 GF/s", "b2 GF/s");
-  for (int c = 0; c < 2; c++)
-    printf("%-9s %9.3f %9.3f %9.3f %8.3f %8.3f %8.1f %8.1f %8.1f\n",
-           c ? "token OV" : "token QK", ours[c], floor_t[c], sliced_t[c],
-           ours[c] / floor_t[c], ours[c] / sliced_t[c], flop / ours[c] * 1e-9,
-           flop / floor_t[c] * 1e-9, flop / sliced_t[c] * 1e-9);
+  for (int c = 0; c < 2; c++) {
+    double rf[MAX_ROUNDS], rp[MAX_ROUNDS], rs[MAX_ROUNDS], rt[MAX_ROUNDS];
+    for (int r = 0; r < repeat; r++) {
+      rf[r] = fused_t[c][r] / b2_t[c][r];
+      rp[r] = plain_t[c][r] / b2_t[c][r];
+      rs[r] = one_t[c][r] / fused_t[c][r];
+      rt[r] = torch_t[r] / fused_t[c][r];
+    }
+    double best = minimum(fused_t[c], repeat);
+    printf("%s: top-k %.3f / %.3f s, plain way %.3f / %.3f s, floor b2 %.3f / %.3f s, "
+           "b1 %.3f s\n",
+           c ? "token OV" : "token QK", best, median(fused_t[c], repeat),
+           minimum(plain_t[c], repeat), median(plain_t[c], repeat), minimum(b2_t[c], repeat),
+           median(b2_t[c], repeat), floor_t[c]);
+    printf("  top-k / floor b2 %.3f (plain way / b2 %.3f); top-k %.1f GFLOP/s at best = "
+           "%.1f %% of the %zu-thread FMA peak (floor b2 at best %.1f GFLOP/s)\n",
+           median(rf, repeat), median(rp, repeat), flop / best * 1e-9,
+           100.0 * flop / best * 1e-9 / peak, threads,
+           flop / minimum(b2_t[c], repeat) * 1e-9);
+    printf("  %zu threads / 1 thread: %.2f x faster (1 thread %.3f / %.3f s, %.1f %% of the "
+           "1-thread peak); torch / top-k %.2f\n",
+           threads, median(rs, repeat), minimum(one_t[c], repeat), median(one_t[c], repeat),
+           100.0 * flop / minimum(one_t[c], repeat) * 1e-9 / peak1, median(rt, repeat));
+  }
   printf("resident: %.0f MiB before the top-k runs (model, circuits, results, floor "
          "buffers); a top-k run's peak above its start: +%.1f MiB (results %.1f MiB); a dense "
          "circuit would be %.1f GiB; process peak %.0f MiB\n",
@@ -307,6 +475,7 @@ int main(int argc, char **argv) {
     free(fb[c]);
   }
   free(block); free(W); free(idx); free(val);
+  }
 
   /* ---- 2. the head report ---- */
   mi_report_options opt;

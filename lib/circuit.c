@@ -484,97 +484,6 @@ mi_status mi_circuit_dense(float *out, size_t ld, const mi_circuit *circuit) {
 
 /* ---- top-k ---------------------------------------------------------------------- */
 
-/*
- * Each output line is a heap of its k best so far, kept in the caller's
- * buffers, with the worst at the root: a value enters when it beats the
- * root. Values are compared as sign·v (sign = -1 for the smallest), and
- * among equal values the higher index is worse, so ties go to the lower
- * index; columns arrive in increasing order, so an equal value never
- * enters.
- */
-typedef struct topk_state {
-  size_t *index;
-  float *value;
-  size_t ld, k, i0;
-  float sign;
-} topk_state;
-
-static inline bool worse(float sign, float va, size_t ia, float vb, size_t ib) {
-  return sign * va < sign * vb || (sign * va == sign * vb && ia > ib);
-}
-
-static void sift_down(float *v, size_t *ix, size_t size, size_t at, float sign) {
-  for (;;) {
-    size_t l = 2 * at + 1, worst = at;
-    if (l < size && worse(sign, v[l], ix[l], v[worst], ix[worst]))
-      worst = l;
-    if (l + 1 < size && worse(sign, v[l + 1], ix[l + 1], v[worst], ix[worst]))
-      worst = l + 1;
-    if (worst == at)
-      return;
-    float tv = v[at]; v[at] = v[worst]; v[worst] = tv;
-    size_t ti = ix[at]; ix[at] = ix[worst]; ix[worst] = ti;
-    at = worst;
-  }
-}
-
-static void sift_up(float *v, size_t *ix, size_t at, float sign) {
-  while (at > 0) {
-    size_t parent = (at - 1) / 2;
-    if (!worse(sign, v[at], ix[at], v[parent], ix[parent]))
-      return;
-    float tv = v[at]; v[at] = v[parent]; v[parent] = tv;
-    size_t ti = ix[at]; ix[at] = ix[parent]; ix[parent] = ti;
-    at = parent;
-  }
-}
-
-static mi_status topk_tile(const float *tile, size_t ld, size_t row0, size_t rows,
-                           size_t col0, size_t cols, void *user) {
-  enum { CHUNK = 32 };
-  const topk_state *s = user;
-  const float sign = s->sign;
-  size_t at[2];
-  /* A NaN would compare false everywhere and leave the heap's order
-   * arbitrary; an infinity is an overflow, not a value. */
-  if (!mi__finite_f(tile, rows, cols, ld, at))
-    return MI_ERR_NUMERIC;
-  for (size_t i = 0; i < rows; i++) {
-    const float *x = tile + i * ld;
-    float *hv = s->value + (row0 + i - s->i0) * s->ld;
-    size_t *hi = s->index + (row0 + i - s->i0) * s->ld;
-    size_t j = 0;
-    for (size_t have = col0; have < s->k && j < cols; have++, j++) {
-      hv[have] = x[j];
-      hi[have] = col0 + j;
-      sift_up(hv, hi, have, sign);
-    }
-    float threshold = sign * hv[0];
-    while (j < cols) {
-      size_t end = cols - j < CHUNK ? cols : j + CHUNK;
-      /* Most chunks hold nothing better than the k-th best: test them
-       * with a branch-free scan first, of a fixed length so that the
-       * compiler vectorises it at -O2. */
-      int hit = 0;
-      if (end - j == CHUNK)
-        for (size_t t = 0; t < CHUNK; t++)
-          hit |= sign * x[j + t] > threshold;
-      else
-        hit = 1;
-      if (hit)
-        for (size_t t = j; t < end; t++)
-          if (sign * x[t] > threshold) {
-            hv[0] = x[t];
-            hi[0] = col0 + t;
-            sift_down(hv, hi, s->k, 0, sign);
-            threshold = sign * hv[0];
-          }
-      j = end;
-    }
-  }
-  return MI_OK;
-}
-
 mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
                           const mi_circuit *circuit, size_t k, unsigned flags, size_t i0,
                           size_t i1) {
@@ -597,26 +506,13 @@ mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
     status = check_buffer(i1 - i0, k, ld, what);
   if (status != MI_OK)
     return status;
-  topk_state state = {out_index, out_value, ld, k, i0,
-                      (flags & MI_TOPK_SMALLEST) ? -1.0f : 1.0f};
-  status = mi__stream(A, B, i0, i1, topk_tile, &state);
+  mi__select scan = {(flags & MI_TOPK_SMALLEST) ? MI__SELECT_SMALLEST : MI__SELECT_LARGEST,
+                     k, out_index, out_value, ld, NULL, NULL, i0};
+  status = mi__select_rows(A, B, i0, i1, &scan);
   if (status == MI_ERR_NUMERIC)
     return mi__fail(status, "%s %zu..%zu: the circuit's product overflowed float32 (an "
                     "infinity or NaN in a line)", what, i0, i1);
-  if (status != MI_OK)
-    return status;
-  /* Heap sort each line in place: popping the worst to the back leaves
-   * the best first. */
-  for (size_t i = 0; i < i1 - i0; i++) {
-    float *hv = out_value + i * ld;
-    size_t *hi = out_index + i * ld;
-    for (size_t size = k; size > 1; size--) {
-      float tv = hv[0]; hv[0] = hv[size - 1]; hv[size - 1] = tv;
-      size_t ti = hi[0]; hi[0] = hi[size - 1]; hi[size - 1] = ti;
-      sift_down(hv, hi, size - 1, 0, state.sign);
-    }
-  }
-  return MI_OK;
+  return status;
 }
 
 /* ---- norms, singular values, eigenvalues --------------------------------------- */

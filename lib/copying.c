@@ -10,36 +10,11 @@
 #include <string.h>
 
 /*
- * Diagonal ranks stream the product through mi__stream's tiles (as top-k
- * does). Each diagonal entry is computed first, in double from the factors,
- * and a tile entry counts when it is above it; comparing in float against
- * the largest float not above the diagonal keeps the scan in float (and
- * vectorised) with the same answer as the comparison in double.
+ * Diagonal ranks: each diagonal entry is computed first, in double from the
+ * factors, and a row's entry counts when it is above it; comparing in float
+ * against the largest float not above the diagonal keeps the scan in float
+ * (mi__select_rows, vectorised) with the same answer as in double.
  */
-typedef struct rank_state {
-  const float *threshold; /* per row: the largest float ≤ its diagonal entry */
-  size_t *out, i0;
-} rank_state;
-
-static mi_status rank_tile(const float *tile, size_t ld, size_t row0, size_t rows,
-                           size_t col0, size_t cols, void *user) {
-  const rank_state *s = user;
-  size_t at[2];
-  if (!mi__finite_f(tile, rows, cols, ld, at)) /* a NaN would count as never greater */
-    return MI_ERR_NUMERIC;
-  for (size_t i = 0; i < rows; i++) {
-    size_t row = row0 + i, greater = 0;
-    const float *x = tile + i * ld;
-    float d = s->threshold[row - s->i0];
-    for (size_t j = 0; j < cols; j++) /* branch-free: the compiler vectorises it */
-      greater += x[j] > d;
-    if (row >= col0 && row < col0 + cols) /* the diagonal itself never counts */
-      greater -= x[row - col0] > d;
-    s->out[row - s->i0] += greater;
-  }
-  return MI_OK;
-}
-
 /* Ranks of rows i0..i1 of a checked square circuit (n × n) into out. */
 static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t i0, size_t i1) {
   mi__matrix A, B;
@@ -61,10 +36,9 @@ static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t i0, s
     if ((double)f > d)
       f = nextafterf(f, -INFINITY);
     threshold[i - i0] = f;
-    out[i - i0] = 0;
   }
-  rank_state state = {threshold, out, i0};
-  mi_status status = mi__stream(A, B, i0, i1, rank_tile, &state);
+  mi__select scan = {MI__SELECT_RANK, 0, NULL, NULL, 0, threshold, out, i0};
+  mi_status status = mi__select_rows(A, B, i0, i1, &scan);
   free(threshold);
   if (status == MI_ERR_NUMERIC)
     return mi__fail(status, "diagonal rank of rows %zu..%zu: the circuit's product "

@@ -106,13 +106,12 @@ typedef struct report_work {
   float *g_ue;  /* W_U W_E, D × D */
   float *g_ee;  /* [W_E, 1]ᵀ[W_E, 1], D1 × D1 with D1 = D + 1 */
   float *wide;  /* one layer's stacked weights, D1 × (H · dh) */
-  float *x;     /* Gram · wide, D1 × (H · dh) */
-  float *bas;   /* every head's B·A, OV then QK, dh × dh each */
-  float *left;  /* one head's left factor, dh × D1 */
+  float *x_ov;  /* W_U W_E · the layer's stacked W_V, D × (H · dh) */
+  float *x_qk;  /* s · Gram · the layer's stacked [W_Q; b_Q], D1 × (H · dh) */
 } report_work;
 
 static void work_free(report_work *w) {
-  free(w->g_ue); free(w->g_ee); free(w->wide); free(w->x); free(w->bas); free(w->left);
+  free(w->g_ue); free(w->g_ee); free(w->wide); free(w->x_ov); free(w->x_qk);
 }
 
 static mi_status work_alloc(report_work *w, const mi_config *c) {
@@ -129,15 +128,9 @@ static mi_status work_alloc(report_work *w, const mi_config *c) {
   w->g_ue = malloc(w->D * w->D * sizeof *w->g_ue);
   w->g_ee = malloc(w->D1 * w->D1 * sizeof *w->g_ee);
   w->wide = malloc(wide * sizeof *w->wide);
-  w->x = malloc(wide * sizeof *w->x);
-  size_t bas;
-  if (!mi__mul_size(&bas, 2 * c->n_layers * w->H, w->dh * w->dh) ||
-      bas > SIZE_MAX / sizeof(float))
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu heads of d_head %zu overflow",
-                    c->n_layers * w->H, w->dh);
-  w->bas = malloc(bas * sizeof *w->bas);
-  w->left = malloc(w->dh * w->D1 * sizeof *w->left);
-  if (!w->g_ue || !w->g_ee || !w->wide || !w->x || !w->bas || !w->left)
+  w->x_ov = malloc(wide * sizeof *w->x_ov);
+  w->x_qk = malloc(wide * sizeof *w->x_qk);
+  if (!w->g_ue || !w->g_ee || !w->wide || !w->x_ov || !w->x_qk)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: work space for d_model %zu", w->D);
   return MI_OK;
 }
@@ -171,56 +164,6 @@ static mi_status grams(report_work *w, const mi_model *model) {
   return MI_OK;
 }
 
-/* Summaries of B·A matrices first..last, on one thread, with its own work. */
-typedef struct eigen_job {
-  const float *bas;
-  mi_eigen_summary *out;
-  size_t first, last, dh;
-  mi_status status;
-} eigen_job;
-
-static void *eigen_worker(void *arg) {
-  eigen_job *j = arg;
-  size_t dh = j->dh;
-  double *m = malloc((dh * dh + 2 * dh) * sizeof *m);
-  if (m == NULL) {
-    j->status = MI_ERR_OUT_OF_MEMORY;
-    return NULL;
-  }
-  for (size_t i = j->first; i < j->last && j->status == MI_OK; i++) {
-    for (size_t t = 0; t < dh * dh; t++)
-      m[t] = j->bas[i * dh * dh + t];
-    j->status = mi__eigenvalues(m + dh * dh, m + dh * dh + dh, m, dh);
-    if (j->status == MI_OK)
-      summarize(&j->out[i], m + dh * dh, m + dh * dh + dh, dh);
-  }
-  free(m);
-  return NULL;
-}
-
-/* Summaries of `count` dh × dh matrices, the heads split between threads:
- * LAPACK's dgeev is serial, and 288 of them are most of a report's time. */
-static mi_status summarize_all(mi_eigen_summary *out, const float *bas, size_t count,
-                               size_t dh) {
-  enum { MAX_THREADS = 64 };
-  size_t threads = mi__thread_count();
-  if (threads > MAX_THREADS)
-    threads = MAX_THREADS;
-  if (threads > count)
-    threads = count;
-  eigen_job jobs[MAX_THREADS];
-  for (size_t t = 0; t < threads; t++)
-    jobs[t] = (eigen_job){bas, out, count * t / threads, count * (t + 1) / threads, dh, MI_OK};
-  mi__run_threads(eigen_worker, jobs, sizeof jobs[0], threads);
-  for (size_t t = 0; t < threads; t++)
-    if (jobs[t].status == MI_ERR_OUT_OF_MEMORY)
-      return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: eigenvalue work space");
-    else if (jobs[t].status != MI_OK)
-      return mi__fail(jobs[t].status, "report: dgeev failed on a head's %zu x %zu B*A",
-                      dh, dh);
-  return MI_OK;
-}
-
 /*
  * Stacks `rows` × dh weights of each of `count` copies side by side into
  * w->wide (rows × count·dh, leading dimension H·dh), with an extra row
@@ -238,44 +181,129 @@ static void stack(report_work *w, const float *first, const float *bias, size_t 
   }
 }
 
-/* Forms the B·A of layer l's heads: OV into ov[h], QK into qk[h] (dh × dh each). */
-static mi_status report_layer(float *ov, float *qk, report_work *w, const mi_model *model,
-                              size_t l, unsigned qk_flags) {
+/*
+ * The d_model-sized products of layer l, one GEMM each for all its heads:
+ * OV's W_U W_E · [W_V of every kv head], QK's s · Gram · [W_Q; b_Q of every
+ * query head]. What is left per head is d_head × d_model × d_head.
+ */
+static mi_status layer_products(report_work *w, const mi_model *model, size_t l, bool bias,
+                                float scale) {
   size_t D = w->D, D1 = w->D1, dh = w->dh, H = w->H, Hkv = w->Hkv, ld = H * dh;
   const float *const *W = (const float *const *)model->w;
-  /* OV: B·A = W_O · (W_U W_E) · W_V, the middle product for all kv heads at once. */
   stack(w, W[MI_W_V] + l * Hkv * D * dh, NULL, Hkv, false);
   mi_status status = mi__sgemm(1.0f, mi__matrix_rowmajor(w->g_ue, D, D),
                                (mi__matrix){w->wide, D, Hkv * dh, (ptrdiff_t)ld, 1}, 0.0f,
-                               (mi__matrix){w->x, D, Hkv * dh, (ptrdiff_t)ld, 1});
-  for (size_t h = 0; h < H && status == MI_OK; h++) {
-    size_t kv = mi__kv_head(model, h);
-    status = mi__sgemm(1.0f,
-                       mi__matrix_rowmajor((float *)W[MI_W_O] + (l * H + h) * dh * D, dh, D),
-                       (mi__matrix){w->x + kv * dh, D, dh, (ptrdiff_t)ld, 1}, 0.0f,
-                       mi__matrix_rowmajor(ov + h * dh * dh, dh, dh));
-  }
+                               (mi__matrix){w->x_ov, D, Hkv * dh, (ptrdiff_t)ld, 1});
   if (status != MI_OK)
     return status;
-  /* QK: B·A = s · [W_K; b_K]ᵀ · Gram · [W_Q; b_Q], for all query heads. */
-  bool bias = (qk_flags & MI_QK_BIAS) && W[MI_B_Q] != NULL;
-  float scale = (qk_flags & MI_QK_SCALE) ? (float)(1.0 / sqrt((double)dh)) : 1.0f;
   stack(w, W[MI_W_Q] + l * H * D * dh, bias ? W[MI_B_Q] + l * H * dh : NULL, H, true);
-  status = mi__sgemm(scale, mi__matrix_rowmajor(w->g_ee, D1, D1),
-                     (mi__matrix){w->wide, D1, H * dh, (ptrdiff_t)ld, 1}, 0.0f,
-                     (mi__matrix){w->x, D1, H * dh, (ptrdiff_t)ld, 1});
-  for (size_t h = 0; h < H && status == MI_OK; h++) {
-    size_t kv = mi__kv_head(model, h);
-    const float *WK = W[MI_W_K] + (l * Hkv + kv) * D * dh;
-    for (size_t i = 0; i < D; i++) /* left = [W_K; b_K]ᵀ, dh × D1 */
-      for (size_t j = 0; j < dh; j++)
-        w->left[j * D1 + i] = WK[i * dh + j];
+  return mi__sgemm(scale, mi__matrix_rowmajor(w->g_ee, D1, D1),
+                   (mi__matrix){w->wide, D1, H * dh, (ptrdiff_t)ld, 1}, 0.0f,
+                   (mi__matrix){w->x_qk, D1, H * dh, (ptrdiff_t)ld, 1});
+}
+
+/* The per-head work of one layer, shared by its threads: unit u < H is
+ * head u's OV, unit H + u its QK, each taken whole by one thread. */
+typedef struct layer_units {
+  const report_work *w;
+  const mi_model *model;
+  size_t l;
+  bool bias;
+  mi_eigen_summary *ov, *qk; /* the layer's H summaries of each */
+  atomic_size_t next;
+} layer_units;
+
+/* One thread's scratch: a head's left factor, its B·A in float and double. */
+typedef struct head_job {
+  layer_units *units;
+  float *left, *ba;
+  double *m;
+  mi_status status;
+} head_job;
+
+/* B·A of one unit into job->ba, dh × dh. */
+static mi_status unit_ba(head_job *job, size_t u) {
+  const layer_units *lu = job->units;
+  const report_work *w = lu->w;
+  size_t D = w->D, D1 = w->D1, dh = w->dh, H = w->H, Hkv = w->Hkv, ld = H * dh;
+  const float *const *W = (const float *const *)lu->model->w;
+  size_t h = u % H, kv = mi__kv_head(lu->model, h);
+  mi__matrix out = mi__matrix_rowmajor(job->ba, dh, dh);
+  if (u < H) /* OV: B·A = W_O · (W_U W_E W_V) */
+    return mi__sgemm(1.0f,
+                     mi__matrix_rowmajor((float *)W[MI_W_O] + (lu->l * H + h) * dh * D, dh, D),
+                     (mi__matrix){w->x_ov + kv * dh, D, dh, (ptrdiff_t)ld, 1}, 0.0f, out);
+  /* QK: B·A = [W_K; b_K]ᵀ · (s · Gram · [W_Q; b_Q]) */
+  const float *WK = W[MI_W_K] + (lu->l * Hkv + kv) * D * dh;
+  for (size_t i = 0; i < D; i++) /* left = [W_K; b_K]ᵀ, dh × D1 */
     for (size_t j = 0; j < dh; j++)
-      w->left[j * D1 + D] = bias ? W[MI_B_K][(l * Hkv + kv) * dh + j] : 0.0f;
-    status = mi__sgemm(1.0f, mi__matrix_rowmajor(w->left, dh, D1),
-                       (mi__matrix){w->x + h * dh, D1, dh, (ptrdiff_t)ld, 1}, 0.0f,
-                       mi__matrix_rowmajor(qk + h * dh * dh, dh, dh));
+      job->left[j * D1 + i] = WK[i * dh + j];
+  for (size_t j = 0; j < dh; j++)
+    job->left[j * D1 + D] = lu->bias ? W[MI_B_K][(lu->l * Hkv + kv) * dh + j] : 0.0f;
+  return mi__sgemm(1.0f, mi__matrix_rowmajor(job->left, dh, D1),
+                   (mi__matrix){w->x_qk + h * dh, D1, dh, (ptrdiff_t)ld, 1}, 0.0f, out);
+}
+
+static void *head_worker(void *arg) {
+  head_job *job = arg;
+  layer_units *lu = job->units;
+  size_t H = lu->w->H, dh = lu->w->dh;
+  while (job->status == MI_OK) {
+    size_t u = atomic_fetch_add(&lu->next, 1);
+    if (u >= 2 * H)
+      break;
+    job->status = unit_ba(job, u);
+    for (size_t t = 0; t < dh * dh && job->status == MI_OK; t++)
+      job->m[t] = job->ba[t];
+    if (job->status == MI_OK)
+      job->status = mi__eigenvalues(job->m + dh * dh, job->m + dh * dh + dh, job->m, dh);
+    if (job->status == MI_OK)
+      summarize(u < H ? &lu->ov[u] : &lu->qk[u - H], job->m + dh * dh,
+                job->m + dh * dh + dh, dh);
   }
+  return NULL;
+}
+
+/*
+ * Summaries of every head of the model: per layer its two wide products
+ * (threaded inside), then its 2·H small products and eigenproblems, each
+ * taken whole by the next free thread (LAPACK's dgeev is serial, and the
+ * small products are too small to cut).
+ */
+static mi_status report_heads(mi_eigen_summary *ov, mi_eigen_summary *qk, report_work *w,
+                              const mi_model *model, unsigned qk_flags) {
+  size_t dh = w->dh, D1 = w->D1, H = w->H;
+  bool bias = (qk_flags & MI_QK_BIAS) && model->w[MI_B_Q] != NULL;
+  float scale = (qk_flags & MI_QK_SCALE) ? (float)(1.0 / sqrt((double)dh)) : 1.0f;
+  size_t threads = mi__thread_count();
+  if (threads > 2 * H)
+    threads = 2 * H;
+  if (threads > MI__MAX_THREADS)
+    threads = MI__MAX_THREADS;
+  size_t floats = dh * D1 + dh * dh, doubles = dh * dh + 2 * dh;
+  float *scratch = malloc(threads * (floats * sizeof(float) + doubles * sizeof(double)));
+  if (scratch == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu threads' head work space", threads);
+  double *dscratch = (double *)(void *)scratch; /* doubles first: aligned for both */
+  float *fscratch = (float *)(void *)(dscratch + threads * doubles);
+  head_job jobs[MI__MAX_THREADS];
+  mi_status status = MI_OK;
+  for (size_t l = 0; l < model->config.n_layers && status == MI_OK; l++) {
+    status = layer_products(w, model, l, bias, scale);
+    if (status != MI_OK)
+      break;
+    layer_units units = {w, model, l, bias, ov + l * H, qk + l * H, 0};
+    for (size_t t = 0; t < threads; t++)
+      jobs[t] = (head_job){&units, fscratch + t * floats, fscratch + t * floats + dh * D1,
+                           dscratch + t * doubles, MI_OK};
+    mi__run_threads(head_worker, jobs, sizeof jobs[0], threads);
+    for (size_t t = 0; t < threads && status == MI_OK; t++)
+      if (jobs[t].status != MI_OK)
+        status = mi__fail(jobs[t].status, "report: layer %zu: a head's %zu x %zu B*A or its "
+                                          "eigenvalues failed (%s)",
+                          l, dh, dh, mi_status_str(jobs[t].status));
+  }
+  free(scratch);
   return status;
 }
 
@@ -307,15 +335,11 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
                            : mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu lines", heads);
   if (status == MI_OK)
     status = grams(&w, model);
-  size_t dh2 = c->d_head * c->d_head;
-  for (size_t l = 0; l < c->n_layers && status == MI_OK; l++)
-    status = report_layer(w.bas + l * c->n_heads * dh2, w.bas + (heads + l * c->n_heads) * dh2,
-                          &w, model, l, opt.qk_flags);
   mi_eigen_summary *sums = status == MI_OK ? malloc(2 * heads * sizeof *sums) : NULL;
   if (status == MI_OK && sums == NULL)
     status = mi__fail(MI_ERR_OUT_OF_MEMORY, "report: %zu summaries", 2 * heads);
   if (status == MI_OK)
-    status = summarize_all(sums, w.bas, 2 * heads, c->d_head);
+    status = report_heads(sums, sums + heads, &w, model, opt.qk_flags);
   for (size_t i = 0; i < heads && status == MI_OK; i++) {
     lines[i].ov = sums[i];
     lines[i].qk = sums[heads + i];

@@ -114,6 +114,57 @@ void mi__model_set_layout(mi_model *model, mi_layout layout);
 /* Frees a model's token strings; NULL is a no-op. */
 void mi__vocab_free(struct mi__vocab *vocab);
 
+/*
+ * GPT-2's bytes_to_unicode, inverted: the byte each of the 324 code points
+ * of its alphabet stands for, -1 for the others (see vocab.c).
+ */
+#define MI__BYTE_LEVEL_CODE_POINTS 324
+void mi__byte_level_inverse(int16_t inverse[MI__BYTE_LEVEL_CODE_POINTS]);
+
+/*
+ * Decodes a byte-level token (valid UTF-8) into `out`, which holds at least
+ * len bytes. Returns the decoded length, or SIZE_MAX when a character is
+ * outside the alphabet.
+ */
+size_t mi__byte_level_decode(char *out, const char *raw, size_t len,
+                             const int16_t inverse[MI__BYTE_LEVEL_CODE_POINTS]);
+
+/* How a vocabulary file is read; mi__vocab_format_of resolves DETECT. */
+typedef enum { MI__VOCAB_DETECT, MI__VOCAB_JSON, MI__VOCAB_LINES } mi__vocab_format;
+
+/*
+ * The format of a vocabulary file: from its name when path ends in ".txt" or
+ * ".json" (path may be NULL), else JSON when the first thing after a byte
+ * order mark and white space is '{', else lines. *skip receives the length
+ * of a UTF-8 byte order mark (0 or 3).
+ */
+mi__vocab_format mi__vocab_format_of(const char *path, const char *data, size_t size,
+                                     size_t *skip);
+
+/*
+ * Loads the vocabulary of data (format resolved) into the model, as
+ * mi_model_load_vocab_memory does, with `tokenizer` (owned, freed on failure)
+ * as its tokenizer; NULL: the tokenizer the file itself describes (see
+ * mi__tokenizer_parse), or the reason it has none, kept for mi_model_tokenizer.
+ */
+mi_status mi__vocab_load(mi_model *model, const char *data, size_t size,
+                         mi__vocab_format format, mi_tokenizer *tokenizer);
+
+/* ---- tokenizer (tokenizer.c) ---------------------------------------------- */
+
+/*
+ * A tokenizer from a vocabulary file's bytes (BOM already skipped; format
+ * resolved) and, for a vocab.json, its merges file (NULL otherwise). Ids
+ * must be below id_limit (MI_ERR_INDEX; a model's d_vocab, else SIZE_MAX).
+ * Messages do not name the files; the callers that have names add them.
+ */
+mi_status mi__tokenizer_parse(mi_tokenizer **out, const char *vocab, size_t vocab_size,
+                              mi__vocab_format format, const char *merges,
+                              size_t merges_size, size_t id_limit);
+
+/* 1 + the largest id the tokenizer can produce. */
+size_t mi__tokenizer_n_ids(const mi_tokenizer *tokenizer);
+
 /* ---- circuits (circuit.c) ------------------------------------------------- */
 
 /* Takes a reference to a model; mi_model_free drops it. */
@@ -167,7 +218,8 @@ mi_status mi__circuit_adopt_b(mi_circuit **out, const mi_circuit *share_a,
 
 /* ---- hashing (hash.c) ------------------------------------------------------ */
 
-/* SipHash-1-3 of `len` bytes under a key drawn once per process. */
+/* SipHash-1-3 of `len` bytes under a key drawn once per process; the hash
+ * every byte-string table of libmi uses (vocabulary, tokenizer). */
 uint64_t mi__hash_bytes(const void *data, size_t len);
 
 /* ---- non-finite screens (finite.c) ---------------------------------------- */

@@ -269,37 +269,50 @@ void mi__run_threads(void *(*worker)(void *), void *jobs, size_t size, size_t co
   }
 }
 
-/* One thread's share of a stream. */
-typedef struct stream_job {
+/* What the threads of one stream share. */
+typedef struct stream_shared {
   mi__matrix A, B;
   size_t i0, i1;
-  float *scratch;
   mi__tile_fn fn;
   void *user;
-  dim_t threads; /* BLIS threads inside each GEMM */
+  atomic_size_t next_tile;
+  atomic_bool stop; /* a consumer failed: the others finish their tile and stop */
+} stream_shared;
+
+/* One thread of a stream: its scratch tile and its status. */
+typedef struct stream_job {
+  stream_shared *sh;
+  float *scratch;
   mi_status status;
 } stream_job;
 
-static mi_status stream_rows(const stream_job *job) {
+static mi_status stream_rows(stream_job *job) {
+  stream_shared *sh = job->sh;
   rntm_t rntm;
   bli_rntm_init_from_global(&rntm);
-  bli_rntm_set_num_threads(job->threads, &rntm);
+  bli_rntm_set_num_threads(1, &rntm);
   float one = 1.0f, zero = 0.0f;
-  const mi__matrix *A = &job->A, *B = &job->B;
-  for (size_t r = job->i0; r < job->i1; r += MI__TILE_ROWS) {
-    size_t rows = job->i1 - r < MI__TILE_ROWS ? job->i1 - r : MI__TILE_ROWS;
+  const mi__matrix *A = &sh->A, *B = &sh->B;
+  size_t tiles = (sh->i1 - sh->i0 + MI__TILE_ROWS - 1) / MI__TILE_ROWS;
+  for (;;) {
+    size_t t = atomic_fetch_add(&sh->next_tile, 1);
+    if (t >= tiles || atomic_load(&sh->stop))
+      return MI_OK;
+    size_t r = sh->i0 + t * MI__TILE_ROWS;
+    size_t rows = sh->i1 - r < MI__TILE_ROWS ? sh->i1 - r : MI__TILE_ROWS;
     for (size_t c = 0; c < B->cols; c += MI__TILE_COLS) {
       size_t cols = B->cols - c < MI__TILE_COLS ? B->cols - c : MI__TILE_COLS;
       bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)rows, (dim_t)cols,
                    (dim_t)A->cols, &one, A->data + (ptrdiff_t)r * A->rs, (inc_t)A->rs,
                    (inc_t)A->cs, B->data + (ptrdiff_t)c * B->cs, (inc_t)B->rs,
                    (inc_t)B->cs, &zero, job->scratch, (inc_t)cols, 1, NULL, &rntm);
-      mi_status status = job->fn(job->scratch, cols, r, rows, c, cols, job->user);
-      if (status != MI_OK)
+      mi_status status = sh->fn(job->scratch, cols, r, rows, c, cols, sh->user);
+      if (status != MI_OK) {
+        atomic_store(&sh->stop, true);
         return status;
+      }
     }
   }
-  return MI_OK;
 }
 
 static void *stream_worker(void *arg) {
@@ -333,14 +346,10 @@ mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_
   if (scratch == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "stream: %zu scratch tiles of %zu x %zu", threads,
                     tile_rows, tile_cols);
+  stream_shared shared = {A, B, i0, i1, fn, user, 0, false};
   stream_job jobs[MAX_THREADS];
-  size_t per = (i1 - i0) / threads, extra = (i1 - i0) % threads, at = i0;
-  for (size_t t = 0; t < threads; t++) {
-    size_t rows = per + (t < extra);
-    jobs[t] = (stream_job){A, B, at, at + rows, scratch + t * tile_rows * tile_cols, fn,
-                           user, 1, MI_OK};
-    at += rows;
-  }
+  for (size_t t = 0; t < threads; t++)
+    jobs[t] = (stream_job){&shared, scratch + t * tile_rows * tile_cols, MI_OK};
   mi__run_threads(stream_worker, jobs, sizeof jobs[0], threads);
   free(scratch);
   for (size_t t = 0; t < threads; t++)
@@ -348,6 +357,20 @@ mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_
       return mi__fail(jobs[t].status, "stream: a tile consumer failed (%s)",
                       mi_status_str(jobs[t].status));
   return MI_OK;
+}
+
+bool mi__blis_fma_chain(size_t *kc_max) {
+  bli_init();
+  cntx_t *cntx = bli_gks_query_cntx();
+  *kc_max = (size_t)bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_KC, cntx);
+  switch (bli_arch_query_id()) {
+  case BLIS_ARCH_SKX:
+  case BLIS_ARCH_HASWELL:
+  case BLIS_ARCH_ZEN:
+  case BLIS_ARCH_ZEN2:
+  case BLIS_ARCH_ZEN3: return true;
+  default: return false;
+  }
 }
 
 mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y) {

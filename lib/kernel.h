@@ -88,16 +88,72 @@ enum { MI__TILE_ROWS = 256, MI__TILE_COLS = 4080 };
 /*
  * Computes rows i0..i1 of A·B tile by tile (at most MI__TILE_ROWS ×
  * MI__TILE_COLS) and hands each tile to `fn` while it is still in cache.
- * With T threads (mi_set_num_threads, else BLIS's default) the rows are cut
- * into T contiguous slices, each streamed by its own thread with
- * single-threaded BLIS and its own scratch tile, allocated once: no
- * barriers inside the GEMMs (spin barriers collapse on a shared, loaded
- * machine) and the scan runs in parallel too. `fn` is called concurrently
- * for disjoint rows; within a slice, row tiles come in order and columns
- * in order within a row tile. Extra memory: T tiles (4 MiB each).
+ * With T threads (mi_set_num_threads, else BLIS's default), each with
+ * single-threaded BLIS and its own scratch tile, allocated once, takes the
+ * next row tile from a shared counter until none is left: no barriers
+ * inside the GEMMs (spin barriers collapse on a shared, loaded machine),
+ * the scan runs in parallel too, and a thread slowed by a neighbour takes
+ * fewer tiles. `fn` is called concurrently for disjoint rows; a row tile's
+ * columns come in order. Extra memory: T tiles (4 MiB each).
  */
 mi_status mi__stream(mi__matrix A, mi__matrix B, size_t i0, size_t i1, mi__tile_fn fn,
                      void *user);
+
+/*
+ * Whether BLIS's kernel set computes each sgemm entry as one FMA chain from
+ * +0 over each KC block of the inner dimension, the blocks added in order
+ * (skx, haswell, zen, zen2, zen3; not generic, which rounds products and
+ * sums apart), and into *kc_max the largest inner dimension BLIS takes as
+ * one block under its kernel set (any set). BLIS must have begun.
+ */
+bool mi__blis_fma_chain(size_t *kc_max);
+
+/* ---- selection scans (kernel_select.c) -------------------------------------- */
+
+typedef enum {
+  MI__SELECT_LARGEST,  /* top-k of each row */
+  MI__SELECT_SMALLEST, /* bottom-k of each row */
+  MI__SELECT_RANK      /* entries above a per-row threshold, the diagonal excluded */
+} mi__select_kind;
+
+/*
+ * A scan of rows i0.. of a product. Top-k: line i (row i0 + i) at i·ld of
+ * index/value, k entries, best first, ties to the lower column. Rank:
+ * count[i] ← how many entries of row i0 + i other than its diagonal
+ * (column i0 + i) are > threshold[i] (NaN counts none).
+ */
+typedef struct mi__select {
+  mi__select_kind kind;
+  size_t k;
+  size_t *index;
+  float *value;
+  size_t ld;
+  const float *threshold;
+  size_t *count;
+  size_t i0;
+} mi__select;
+
+/*
+ * Runs scan `s` over rows i0..i1 of A·B without storing the product: the
+ * fused AVX-512 or AVX2 kernel when the CPU has it, BLIS runs an FMA
+ * kernel set and A.cols fits one of its KC blocks, else BLIS tiles through
+ * mi__stream; both give the same indices, values and counts. Threads as
+ * mi__stream; extra memory: B packed once (≤ 48 MiB, else the BLIS way).
+ * A product whose bound max_i ‖A_i‖₁ · max|B| does not keep it below
+ * float32's overflow goes the BLIS way with every tile screened, and an
+ * infinity or NaN in one is MI_ERR_NUMERIC, without a message: the caller
+ * names its query.
+ */
+mi_status mi__select_rows(mi__matrix A, mi__matrix B, size_t i0, size_t i1,
+                          const mi__select *s);
+
+/* Which way mi__select_rows goes: AUTO chooses as it says; the others force
+ * a way (where r and B allow the fused kernels), for tests and benchmarks. */
+typedef enum { MI__SELECT_AUTO, MI__SELECT_PLAIN, MI__SELECT_AVX2, MI__SELECT_AVX512 } mi__select_impl;
+
+/* Sets the way for the whole process; MI_ERR_UNSUPPORTED when the CPU lacks
+ * the kernel's instructions. */
+mi_status mi__select_use(mi__select_impl impl);
 
 /* Threads a parallel loop should use (mi_set_num_threads, else BLIS's default). */
 size_t mi__thread_count(void);

@@ -27,6 +27,11 @@ typedef struct vocab_entry {
 
 struct mi__vocab {
   size_t n_ids;          /* d_vocab when loaded: one entry per id */
+  /* Text to ids (tokenizer.c); NULL when the file describes none, and then
+   * the status and message mi_model_tokenizer gives. */
+  mi_tokenizer *tokenizer;
+  mi_status tokenizer_status;
+  char *tokenizer_error;
   vocab_entry *entries;
   char *arena;
   /* Open addressing; a slot holds 2·id + form + 1 (form 0: text, 1: raw). */
@@ -40,6 +45,8 @@ void mi__vocab_free(struct mi__vocab *vocab) {
   free(vocab->entries);
   free(vocab->arena);
   free(vocab->slots);
+  mi_tokenizer_free(vocab->tokenizer);
+  free(vocab->tokenizer_error);
   free(vocab);
 }
 
@@ -51,10 +58,8 @@ void mi__vocab_free(struct mi__vocab *vocab) {
  * in increasing order, stand for U+0100, U+0101, ... The inverse maps those
  * 324 code points back to bytes; -1 marks a code point outside the alphabet.
  */
-#define BYTE_LEVEL_CODE_POINTS 324
-
-static void byte_level_inverse(int16_t inverse[BYTE_LEVEL_CODE_POINTS]) {
-  for (int cp = 0; cp < BYTE_LEVEL_CODE_POINTS; cp++)
+void mi__byte_level_inverse(int16_t inverse[MI__BYTE_LEVEL_CODE_POINTS]) {
+  for (int cp = 0; cp < MI__BYTE_LEVEL_CODE_POINTS; cp++)
     inverse[cp] = -1;
   int next = 256;
   for (int b = 0; b < 256; b++) {
@@ -78,12 +83,12 @@ static uint32_t next_code_point(const unsigned char *s, size_t len, size_t *i) {
  * gives one byte and takes at least one). Returns its length, or NONE when a
  * character is outside the alphabet: the token was not byte-level encoded.
  */
-static size_t byte_level_decode(char *out, const char *raw, size_t len,
-                                const int16_t inverse[BYTE_LEVEL_CODE_POINTS]) {
+size_t mi__byte_level_decode(char *out, const char *raw, size_t len,
+                             const int16_t inverse[MI__BYTE_LEVEL_CODE_POINTS]) {
   size_t n = 0;
   for (size_t i = 0; i < len;) {
     uint32_t cp = next_code_point((const unsigned char *)raw, len, &i);
-    if (cp >= BYTE_LEVEL_CODE_POINTS || inverse[cp] < 0)
+    if (cp >= MI__BYTE_LEVEL_CODE_POINTS || inverse[cp] < 0)
       return NONE;
     out[n++] = (char)inverse[cp];
   }
@@ -193,8 +198,8 @@ static mi_status build(struct mi__vocab **out, const builder *b) {
   }
   v->n_ids = b->n_ids;
   v->mask = slot_count - 1;
-  int16_t inverse[BYTE_LEVEL_CODE_POINTS];
-  byte_level_inverse(inverse);
+  int16_t inverse[MI__BYTE_LEVEL_CODE_POINTS];
+  mi__byte_level_inverse(inverse);
   size_t used = 0;
   for (size_t id = 0; id < b->n_ids; id++) {
     const pending_token *t = &b->tokens[id];
@@ -208,7 +213,7 @@ static mi_status build(struct mi__vocab **out, const builder *b) {
     memcpy(v->arena + used, t->raw, t->len);
     v->arena[used + t->len] = '\0';
     used += t->len + 1;
-    size_t n = !t->literal ? byte_level_decode(v->arena + used, t->raw, t->len, inverse)
+    size_t n = !t->literal ? mi__byte_level_decode(v->arena + used, t->raw, t->len, inverse)
                    : NONE;
     if (n == NONE || (n == t->len && memcmp(v->arena + used, t->raw, n) == 0)) {
       e->text = e->raw; /* literal, or decoding changes nothing */
@@ -342,54 +347,107 @@ static mi_status read_lines(struct mi__vocab **out, builder *b, const char *data
   return build(out, b);
 }
 
-/* How a vocabulary's bytes are read. */
-typedef enum { FORMAT_DETECT, FORMAT_JSON, FORMAT_LINES } vocab_format;
+/* The format a file's name announces, if any. */
+static mi__vocab_format format_of_name(const char *path) {
+  size_t len = path ? strlen(path) : 0;
+  if (len >= 4 && strcmp(path + len - 4, ".txt") == 0)
+    return MI__VOCAB_LINES;
+  if (len >= 5 && strcmp(path + len - 5, ".json") == 0)
+    return MI__VOCAB_JSON;
+  return MI__VOCAB_DETECT;
+}
 
-static mi_status load_vocab(mi_model *model, const char *text, size_t size,
-                            vocab_format format) {
-  size_t skip = 0;
-  if (size >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
-    skip = 3; /* a UTF-8 byte order mark */
-  if (size == skip)
+mi__vocab_format mi__vocab_format_of(const char *path, const char *text, size_t size,
+                                     size_t *skip) {
+  *skip = size >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0; /* a byte order mark */
+  mi__vocab_format format = format_of_name(path);
+  if (format != MI__VOCAB_DETECT)
+    return format;
+  /* JSON when the first thing after white space is '{'; else one token a line. */
+  size_t first = *skip;
+  while (first < size && (text[first] == ' ' || text[first] == '\t' ||
+                          text[first] == '\r' || text[first] == '\n'))
+    first++;
+  return first < size && text[first] == '{' ? MI__VOCAB_JSON : MI__VOCAB_LINES;
+}
+
+/*
+ * The tokenizer a vocabulary file describes by itself (tokenizer.json, one
+ * token a line), or the reason it has none, recorded in the vocabulary.
+ * Only running out of memory fails the load.
+ */
+static mi_status attach_own_tokenizer(struct mi__vocab *vocab, const char *text, size_t size,
+                                      mi__vocab_format format) {
+  mi_status status;
+  bool vocab_json = false;
+  if (format == MI__VOCAB_JSON) {
+    json_t *root = json_loadb(text, size, 0, NULL);
+    vocab_json = root != NULL && !json_is_object(json_object_get(root, "model"));
+    json_decref(root);
+  }
+  if (vocab_json)
+    status = mi__fail(MI_ERR_STATE,
+                      "a vocab.json has no merges: load it with its merges file "
+                      "(mi_model_load_tokenizer)");
+  else
+    status = mi__tokenizer_parse(&vocab->tokenizer, text, size, format, NULL, 0,
+                                 vocab->n_ids);
+  if (status == MI_OK || status == MI_ERR_OUT_OF_MEMORY)
+    return status;
+  vocab->tokenizer_status = status;
+  vocab->tokenizer_error = strdup(mi_last_error());
+  return vocab->tokenizer_error != NULL
+             ? MI_OK
+             : mi__fail(MI_ERR_OUT_OF_MEMORY, "vocabulary: cannot allocate a message");
+}
+
+mi_status mi__vocab_load(mi_model *model, const char *text, size_t size,
+                         mi__vocab_format format, mi_tokenizer *tokenizer) {
+  if (size == 0) {
+    mi_tokenizer_free(tokenizer);
     return mi__fail(MI_ERR_FORMAT, "vocabulary: empty");
-  if (format == FORMAT_DETECT) {
-    /* JSON when the first thing after white space is '{'; else one token a line. */
-    size_t first = skip;
-    while (first < size && (text[first] == ' ' || text[first] == '\t' ||
-                            text[first] == '\r' || text[first] == '\n'))
-      first++;
-    format = first < size && text[first] == '{' ? FORMAT_JSON : FORMAT_LINES;
+  }
+  if (tokenizer != NULL && mi__tokenizer_n_ids(tokenizer) > model->config.d_vocab) {
+    size_t n = mi__tokenizer_n_ids(tokenizer);
+    mi_tokenizer_free(tokenizer);
+    return mi__fail(MI_ERR_INDEX, "tokenizer: token id %zu, but the model's d_vocab is %zu",
+                    n - 1, model->config.d_vocab);
   }
   builder b = {.n_ids = model->config.d_vocab};
   b.tokens = calloc(b.n_ids, sizeof *b.tokens);
-  if (b.tokens == NULL)
+  if (b.tokens == NULL) {
+    mi_tokenizer_free(tokenizer);
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "vocabulary: cannot allocate %zu ids", b.n_ids);
+  }
   struct mi__vocab *vocab = NULL;
-  mi_status status = format == FORMAT_JSON
-                         ? read_json(&vocab, &b, text + skip, size - skip)
-                         : read_lines(&vocab, &b, text + skip, size - skip);
+  mi_status status = format == MI__VOCAB_JSON ? read_json(&vocab, &b, text, size)
+                                              : read_lines(&vocab, &b, text, size);
   free(b.tokens);
-  if (status != MI_OK)
+  if (status == MI_OK && tokenizer != NULL)
+    vocab->tokenizer = tokenizer;
+  else if (status == MI_OK)
+    status = attach_own_tokenizer(vocab, text, size, format);
+  else
+    mi_tokenizer_free(tokenizer);
+  if (status != MI_OK) {
+    mi__vocab_free(vocab);
     return status;
+  }
   mi__vocab_free(model->vocab);
   model->vocab = vocab;
   return MI_OK;
 }
 
+static mi_status load_vocab(mi_model *model, const char *text, size_t size, const char *path) {
+  size_t skip;
+  mi__vocab_format format = mi__vocab_format_of(path, text, size, &skip);
+  return mi__vocab_load(model, text + skip, size - skip, format, NULL);
+}
+
 mi_status mi_model_load_vocab_memory(mi_model *model, const void *data, size_t size) {
   MI_CHECK_ARG(model);
   MI_CHECK_ARG(data);
-  return load_vocab(model, data, size, FORMAT_DETECT);
-}
-
-/* The format a file's name announces, if any. */
-static vocab_format format_of_name(const char *path) {
-  size_t len = strlen(path);
-  if (len >= 4 && strcmp(path + len - 4, ".txt") == 0)
-    return FORMAT_LINES;
-  if (len >= 5 && strcmp(path + len - 5, ".json") == 0)
-    return FORMAT_JSON;
-  return FORMAT_DETECT;
+  return load_vocab(model, data, size, NULL);
 }
 
 mi_status mi_model_load_vocab(mi_model *model, const char *path) {
@@ -401,7 +459,7 @@ mi_status mi_model_load_vocab(mi_model *model, const char *path) {
   mi_status status = mi__file_read(&data, &size, NULL, path);
   if (status != MI_OK)
     return status;
-  status = load_vocab(model, data, size, format_of_name(path));
+  status = load_vocab(model, data, size, path);
   free(data);
   if (status != MI_OK) {
     char detail[400]; /* name the file in front of the parser's message */
@@ -464,5 +522,20 @@ mi_status mi_model_token_id(size_t *out, const mi_model *model, const char *text
   if (slot == 0)
     return mi__fail(MI_ERR_INDEX, "no token '%.*s' in the vocabulary", SHOW(text, len));
   *out = (slot - 1) / 2;
+  return MI_OK;
+}
+
+mi_status mi_model_tokenizer(const mi_tokenizer **out, const mi_model *model) {
+  MI_CHECK_ARG(out);
+  *out = NULL;
+  MI_CHECK_ARG(model);
+  const struct mi__vocab *v = model->vocab;
+  if (v == NULL)
+    return mi__fail(MI_ERR_STATE,
+                    "the model has no vocabulary; call mi_model_load_vocab or "
+                    "mi_model_load_tokenizer");
+  if (v->tokenizer == NULL)
+    return mi__fail(v->tokenizer_status, "no tokenizer: %s", v->tokenizer_error);
+  *out = v->tokenizer;
   return MI_OK;
 }

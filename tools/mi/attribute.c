@@ -15,8 +15,10 @@ static const char description[] =
     "T at position P (minus that of T2 with --vs) exactly into paths, with\n"
     "attention patterns and LayerNorm scales frozen: the direct path, each head,\n"
     "each virtual head (a chain of heads), and the biases; the largest (by\n"
-    "absolute value) first. Text is split on whitespace; each word must be a\n"
-    "token of the vocabulary. With one argument and no --ids, it is TEXT.\n";
+    "absolute value) first. Text is tokenized with the model's tokenizer (GPT-2's\n"
+    "byte-level BPE for a tokenizer.json, or a vocab.json with merges.txt; split\n"
+    "at whitespace, each word a token, for a vocab.txt), and the tokens used are\n"
+    "printed. With one argument and no --ids, it is TEXT.\n";
 
 typedef struct part {
   mi_path_source source;
@@ -105,22 +107,19 @@ static size_t *parse_ids(const char *list, size_t *n, size_t d_vocab) {
   }
 }
 
-static size_t *split_text(const loaded *m, const char *text, size_t *n) {
-  char *copy = strdup(text);
-  if (!copy)
-    die_oom();
-  size_t cap = strlen(text) / 2 + 1;
-  size_t *ids = xcalloc(cap, sizeof *ids);
-  *n = 0;
-  char *save = NULL;
-  for (char *w = strtok_r(copy, " \t\n\r", &save); w; w = strtok_r(NULL, " \t\n\r", &save)) {
-    if (!m->has_vocab)
-      die_usage("the model has no vocabulary beside it: give token ids with --ids");
-    mi_status s = mi_model_token_id(&ids[(*n)++], m->model, w);
-    if (s != MI_OK)
-      die_usage("'%s' is not a token of %s (%s)", w, m->vocab, mi_last_error());
-  }
-  free(copy);
+/* The text's tokens, by the model's tokenizer. */
+static size_t *split_text(const loaded *m, const char *text, size_t *n, int prepend_bos) {
+  if (!m->has_vocab)
+    die_usage("the model has no vocabulary beside it: give token ids with --ids");
+  const mi_tokenizer *t;
+  LIB(mi_model_tokenizer(&t, m->model), "the vocabulary %s cannot tokenize text (--ids takes "
+      "token ids)", m->vocab);
+  size_t len = strlen(text);
+  size_t *ids = xcalloc(len + 1, sizeof *ids);
+  mi_status s = mi_tokenizer_encode(ids, len + 1, n, t, text, len,
+                                    prepend_bos ? MI_TOKENIZE_PREPEND_BOS : 0u);
+  if (s != MI_OK)
+    die_usage("cannot tokenize the text with %s: %s", m->vocab, mi_last_error());
   if (*n == 0)
     die_usage("no tokens in the text");
   return ids;
@@ -130,15 +129,19 @@ int cmd_attribute(int argc, char **argv) {
   common c = {0};
   const char *model_path = NULL, *text = NULL, *ids_a = NULL, *pos_a = NULL, *token_a = NULL,
              *vs_a = NULL, *top_a = NULL;
+  int prepend_bos = 0;
   const opt_spec spec[] = {
       OPT_MODEL(&model_path),
-      {OPT_ARG, "TEXT", NULL, &text, "the input, tokens separated by spaces", 0},
+      {OPT_ARG, "TEXT", NULL, &text, "the input text", 0},
       {OPT_VALUE, "--ids", "LIST", &ids_a, "token ids, comma-separated, instead of text", 0},
       {OPT_VALUE, "--position", "P", &pos_a, "position to explain (default: the last)", 0},
       {OPT_VALUE, "--token", "T", &token_a,
        "token whose logit is split (default: the\nmodel's top prediction)", 0},
       {OPT_VALUE, "--vs", "T2", &vs_a, "split logit(T) - logit(T2) instead", 0},
       {OPT_VALUE, "--top", "N", &top_a, "parts to show (default 15; --json gives all)", 0},
+      {OPT_SWITCH, "--prepend-bos", NULL, &prepend_bos,
+       "put the beginning-of-sequence token first (default:\nnone, as in libmi's C and Python "
+       "APIs;\nTransformerLens adds one)", 0},
       {0}};
   const cmd_help help = {"attribute", spec, description};
   opt_parse(&c, &help, argc, argv);
@@ -156,7 +159,10 @@ int cmd_attribute(int argc, char **argv) {
   loaded m;
   load(&m, &c, model_path);
   size_t n;
-  size_t *tokens = ids_a ? parse_ids(ids_a, &n, m.cfg.d_vocab) : split_text(&m, text, &n);
+  if (ids_a && prepend_bos)
+    die_usage("--prepend-bos applies to text; with --ids give the BOS id yourself");
+  size_t *tokens = ids_a ? parse_ids(ids_a, &n, m.cfg.d_vocab)
+                         : split_text(&m, text, &n, prepend_bos);
   if (m.cfg.n_ctx && n > m.cfg.n_ctx)
     die_usage("%zu tokens: the model reads at most n_ctx = %zu", n, m.cfg.n_ctx);
   size_t position = pos_a ? parse_size(pos_a, "--position") : n - 1;
@@ -218,9 +224,17 @@ int cmd_attribute(int argc, char **argv) {
                    "logit", full, "sum_of_parts", sum, "parts", arr));
   } else {
     print_model(&m);
-    printf("\ninput:");
-    for (size_t i = 0; i < n; i++)
-      printf(" %s", tok(&m, tokens[i], b1));
+    printf("\ninput: %zu tokens%s:", n, prepend_bos ? " (BOS first)" : "");
+    for (size_t i = 0; i < n; i++) { /* quoted, so spaces and newlines show */
+      const char *s = tok(&m, tokens[i], b1);
+      fputs(" '", stdout);
+      for (; *s; s++)
+        if (*s == '\n' || *s == '\t' || *s == '\r' || *s == '\'' || *s == '\\')
+          printf("\\%c", *s == '\n' ? 'n' : *s == '\t' ? 't' : *s == '\r' ? 'r' : *s);
+        else
+          putchar(*s);
+      printf("'=%zu", tokens[i]);
+    }
     printf("\nposition %zu (%s): logit of %s", position, tok(&m, tokens[position], b1),
            tok(&m, target, b2));
     if (vs_a)

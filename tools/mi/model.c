@@ -131,7 +131,8 @@ void load(loaded *m, const common *c, const char *path) {
       die_oom();
     return;
   }
-  /* Else a vocab.txt or vocab.json beside the file (or in the folder). */
+  /* Else a vocab.txt, tokenizer.json or vocab.json (with the merges.txt
+   * beside it as its tokenizer) beside the file (or in the folder). */
   char *dir = strdup(m->path);
   if (!dir)
     die_oom();
@@ -142,16 +143,22 @@ void load(loaded *m, const common *c, const char *path) {
     else
       strcpy(dir, ".");
   }
-  static const char *const names[] = {"vocab.txt", "vocab.json"};
-  for (size_t i = 0; i < 2 && !m->vocab; i++) {
-    char *v = join(dir, names[i]);
-    if (is_file(v)) {
+  static const char *const names[] = {"vocab.txt", "tokenizer.json", "vocab.json"};
+  for (size_t i = 0; i < 3 && !m->vocab; i++) {
+    char *v = join(dir, names[i]), *merges = join(dir, "merges.txt");
+    if (i == 2 && is_file(v) && is_file(merges)) {
+      LIB(mi_model_load_tokenizer(m->model, v, merges),
+          "cannot load the tokenizer beside the model");
+      m->vocab = v;
+      m->has_vocab = 1;
+    } else if (is_file(v)) {
       LIB(mi_model_load_vocab(m->model, v), "cannot load the vocabulary beside the model");
       m->vocab = v;
       m->has_vocab = 1;
     } else {
       free(v);
     }
+    free(merges);
   }
   free(dir);
 }
@@ -199,7 +206,8 @@ json_t *tok_json(const loaded *m, size_t id) {
 }
 
 size_t parse_token(const loaded *m, const char *text, const char *what) {
-  size_t id;
+  size_t id, count;
+  const mi_tokenizer *t;
   if (m->has_vocab && mi_model_token_id(&id, m->model, text) == MI_OK)
     return id;
   char *end;
@@ -214,7 +222,19 @@ size_t parse_token(const loaded *m, const char *text, const char *what) {
   if (!m->has_vocab)
     die_usage("%s: '%s' is not a token id, and the model has no vocabulary beside it", what,
               text);
-  die_usage("%s: '%s' is not in the vocabulary %s", what, text, m->vocab);
+  /* Text the tokenizer makes one token of, else the string with a leading space. */
+  if (mi_model_tokenizer(&t, m->model) == MI_OK &&
+      mi_tokenizer_encode(&id, 1, &count, t, text, strlen(text), 0) == MI_OK && count == 1)
+    return id;
+  char *spaced = xcalloc(strlen(text) + 2, 1);
+  spaced[0] = ' ';
+  strcpy(spaced + 1, text);
+  mi_status s = mi_model_token_id(&id, m->model, spaced);
+  free(spaced);
+  if (s == MI_OK)
+    return id;
+  die_usage("%s: '%s' is not in the vocabulary %s, with or without a leading space, nor "
+            "text of one token", what, text, m->vocab);
 }
 
 /* ---- what was loaded -------------------------------------------------------- */

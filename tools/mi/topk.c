@@ -23,7 +23,7 @@ int cmd_topk(int argc, char **argv) {
       {OPT_VALUE, "--circuit", "qk|ov|direct", &circ_a, "which circuit (required)", OPT_REQUIRED},
       {OPT_VALUE, "--layer", "L", &layer_a, "the head's layer (qk, ov)", 0},
       {OPT_VALUE, "--head", "H", &head_a, "the head (qk, ov)", 0},
-      {OPT_VALUE, "--token", "T", &token_a, "one line: the token T (its string, or an id)", 0},
+      {OPT_VALUE, "--token", "T", &token_a, "one line: the token T (its string, with or\nwithout its leading space, text of one token,\nor an id)", 0},
       {OPT_VALUE, "--rows", "I0:I1", &rows_a, "lines I0 .. I1-1 (default: all)", 0},
       {OPT_VALUE, "-k", "K", &k_a, "entries a line (default 10)", 0},
       {OPT_SWITCH, "--columns", NULL, &columns, "best rows of each column instead", 0},

@@ -21,9 +21,10 @@ from . import _native
 from ._native import Config, LoadOptions, MiError, SIZE_MAX, lib
 from ._arrays import as_matrix, OutArray, OutMatrix, numpy, size_vector
 from ._circuit import Circuit, EigenSummary, heads_label
+from ._tokenizer import Text, Tokenizer, encode as _encode, text_bytes
 
-__all__ = ["Model", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path", "Part",
-           "SkipTrigram",
+__all__ = ["Model", "Tokenizer", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path",
+           "Part", "SkipTrigram",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
            "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]
 __version__ = lib.mi_version_string().decode()
@@ -291,7 +292,8 @@ class Model:
 
     @classmethod
     def load(cls, path, n_heads: Optional[int] = None, positional: Optional[str] = None,
-             process="fold_ln", vocab=None, config: bool = True) -> "Model":
+             process="fold_ln", vocab=None, config: bool = True,
+             merges=None) -> "Model":
         """A model from a weights file (.safetensors, or a torch.save archive:
         .pth, .pt, .bin; TransformerLens or GPT-2 names), a model folder, or a
         file's bytes (mi_model_load / mi_model_load_memory). A .pth carries no
@@ -305,8 +307,10 @@ class Model:
         disagreement raises MiError naming both. ``process``: the steps applied
         after loading (None for raw weights). ``config=False`` ignores
         config.json (MI_LOAD_NO_CONFIG). ``vocab``: a vocabulary file to load;
-        by default a folder's own, and for a file ``vocab.txt`` or else
-        ``vocab.json`` beside it when present; False loads none."""
+        by default a folder's own, and for a file ``vocab.txt``,
+        ``tokenizer.json`` or else ``vocab.json`` beside it when present (with the ``merges.txt`` beside
+        a vocab.json, or ``merges``, as its tokenizer: :meth:`load_tokenizer`);
+        False loads none."""
         options = LoadOptions()
         lib.mi_load_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.n_heads = n_heads or 0
@@ -324,11 +328,19 @@ class Model:
             model = cls(handle.value)
             if vocab is None and not os.path.isdir(path):
                 folder = os.path.dirname(path)
-                vocab = next((os.path.join(folder, name) for name in ("vocab.txt", "vocab.json")
+                vocab = next((os.path.join(folder, name)
+                              for name in ("vocab.txt", "tokenizer.json", "vocab.json")
                               if os.path.exists(os.path.join(folder, name))), None)
+                beside = os.path.join(folder, "merges.txt")
+                if merges is None and vocab is not None and vocab.endswith("vocab.json") \
+                        and os.path.exists(beside):
+                    merges = beside
         if vocab is not None and vocab is not False:
             try:
-                model.load_vocab(vocab)
+                if merges is not None:
+                    model.load_tokenizer(vocab, merges)
+                else:
+                    model.load_vocab(vocab)
             except BaseException:
                 model.close()
                 raise
@@ -346,6 +358,56 @@ class Model:
         if length.value == 0:
             return ""
         return ctypes.string_at(pointer.value, length.value).decode("utf-8", errors="replace")
+
+    def load_tokenizer(self, vocab, merges=None) -> None:
+        """Loads a tokenizer and its token strings: a vocab.json (or
+        encoder.json) with its merges file, a tokenizer.json, or one token a
+        line (mi_model_load_tokenizer). :meth:`load_vocab` of a tokenizer.json
+        or a text file loads their tokenizer too."""
+        lib.mi_model_load_tokenizer(self._h(), os.fspath(vocab).encode(),
+                                    None if merges is None else os.fspath(merges).encode())
+
+    def load_tokenizer_bytes(self, vocab: bytes, merges: Optional[bytes] = None) -> None:
+        """:meth:`load_tokenizer` from the files' contents."""
+        vocab = bytes(vocab)
+        merges = None if merges is None else bytes(merges)
+        lib.mi_model_load_tokenizer_memory(self._h(), vocab, len(vocab), merges,
+                                           0 if merges is None else len(merges))
+
+    def tokenize(self, text: Text, prepend_bos: bool = False) -> List[int]:
+        """The token ids of ``text`` with the model's tokenizer. No
+        beginning-of-sequence token unless ``prepend_bos`` (libmi's default
+        everywhere; TransformerLens's is True: pass it to compare)."""
+        handle = ctypes.c_void_p()
+        lib.mi_model_tokenizer(ctypes.byref(handle), self._h())
+        return _encode(handle, text, prepend_bos)
+
+    def tokens(self, tokens, prepend_bos: bool = False):
+        """Token ids from text (tokenized) or from ids (as they are; then
+        ``prepend_bos`` is not applied: the ids are taken as given)."""
+        if isinstance(tokens, (str, bytes, bytearray, memoryview)):
+            return self.tokenize(tokens, prepend_bos)
+        return tokens
+
+    def to_str_tokens(self, tokens, prepend_bos: bool = False) -> List[str]:
+        """The string of each token of ``tokens`` (text, tokenized first, or
+        ids), as :meth:`token_str` gives it."""
+        return [self.token_str(t) for t in self.tokens(tokens, prepend_bos)]
+
+    def _one_token(self, token) -> int:
+        """A token named by its id, or by its string (a vocabulary token, or
+        text that is one token)."""
+        if not isinstance(token, (str, bytes, bytearray, memoryview)):
+            return int(token)
+        if isinstance(token, str):
+            try:
+                return self.token_id(token)
+            except MiError:
+                pass
+        ids = self.tokenize(token)
+        if len(ids) != 1:
+            raise ValueError(f"{token!r} is {len(ids)} tokens, not one")
+        return ids[0]
 
     def load_vocab_bytes(self, data: bytes) -> None:
         """Loads token strings from a vocabulary file's contents."""
@@ -545,10 +607,12 @@ class Model:
         lib.mi_model_repeated_tokens(out.pointer, out.count, self._h(), n_sequences, half, seed)
         return out.result()
 
-    def attention_scores(self, sequences):
+    def attention_scores(self, sequences, prepend_bos: bool = False):
         """Behavioural scores of every head over token sequences of one
-        length, [L][H][3]: previous-token, duplicate-token, induction."""
-        rows = sequences.tolist() if hasattr(sequences, "tolist") else [list(s) for s in sequences]
+        length, [L][H][3]: previous-token, duplicate-token, induction. Each
+        sequence is ids or text."""
+        rows = sequences.tolist() if hasattr(sequences, "tolist") else \
+            [list(self.tokens(s, prepend_bos)) for s in sequences]
         if not rows or any(len(r) != len(rows[0]) for r in rows):
             raise ValueError("attention_scores needs one or more sequences of one length")
         tokens, _, keep = size_vector([t for r in rows for t in r])
@@ -614,11 +678,13 @@ class Model:
 
     # Forward pass and attribution
 
-    def forward(self, tokens: Sequence[int], patterns: bool = False, resid: bool = False):
-        """The logits (n × d_vocab, float32) of a token sequence. With
-        ``patterns`` or ``resid`` a :class:`Forward` with the attention
-        patterns [L][H][n][n] and residual streams [L + 1][n][d_model] too."""
-        ids, n, keep = size_vector(tokens)
+    def forward(self, tokens: Union[Text, Sequence[int]], patterns: bool = False,
+                resid: bool = False, prepend_bos: bool = False):
+        """The logits (n × d_vocab, float32) of a token sequence (ids, or text
+        tokenized with ``prepend_bos``). With ``patterns`` or ``resid`` a
+        :class:`Forward` with the attention patterns [L][H][n][n] and residual
+        streams [L + 1][n][d_model] too."""
+        ids, n, keep = size_vector(self.tokens(tokens, prepend_bos))
         config = self.config
         L, H, D, V = config["n_layers"], config["n_heads"], config["d_model"], config["d_vocab"]
         logits = OutArray((n, V), ctypes.c_float)
@@ -636,19 +702,23 @@ class Model:
         return Forward(logits.result(), pat.result() if pat else None,
                        res.result() if res else None)
 
-    def attribute(self, tokens: Sequence[int], positions: Optional[Sequence[int]] = None,
-                  token: Union[None, int, Sequence[int]] = None,
-                  vs: Union[None, int, Sequence[int]] = None, max_order: Optional[int] = None,
-                  full_logits: bool = False,
-                  callback: Optional[Callable[[Part], object]] = None) -> List[Part]:
+    def attribute(self, tokens: Union[Text, Sequence[int]],
+                  positions: Optional[Sequence[int]] = None,
+                  token: Union[None, int, str, Sequence[Union[int, str]]] = None,
+                  vs: Union[None, int, str, Sequence[Union[int, str]]] = None,
+                  max_order: Optional[int] = None, full_logits: bool = False,
+                  callback: Optional[Callable[[Part], object]] = None,
+                  prepend_bos: bool = False) -> List[Part]:
         """Splits the logits of ``tokens`` into parts, one per source and path
         (mi_model_attribute): with max_order None they sum to the forward
         logits. ``positions``: which positions (default all); ``token``: the
         logit to report at each (one id for all, or one per position); ``vs``:
         a token to subtract (logit difference); ``full_logits``: every logit.
         Returns the parts, or with ``callback`` hands each to it (a true
-        return stops) and returns those delivered."""
-        ids, n, keep_ids = size_vector(tokens)
+        return stops) and returns those delivered. ``tokens`` may be text
+        (tokenized with ``prepend_bos``), and ``token`` and ``vs`` strings (a
+        token's string, or text that is one token)."""
+        ids, n, keep_ids = size_vector(self.tokens(tokens, prepend_bos))
         options = _native.AttributionOptions()
         lib.mi_attribution_options_init(ctypes.byref(options), ctypes.sizeof(options))
         if max_order is not None:
@@ -662,8 +732,9 @@ class Model:
         for name, value in (("logit_tokens", token), ("diff_tokens", vs)):
             if value is None:
                 continue
-            values = [value] * n_positions if isinstance(value, int) else value
-            pointer, count, owner = size_vector(values)
+            single = isinstance(value, (int, str, bytes, bytearray, memoryview))
+            values = [value] * n_positions if single else value
+            pointer, count, owner = size_vector([self._one_token(v) for v in values])
             if count != n_positions:
                 raise ValueError(f"{count} tokens for {n_positions} positions")
             setattr(options, name, pointer)

@@ -133,6 +133,16 @@ START_TEST(nonfinite_file_is_refused) {
 }
 END_TEST
 
+static int count_path(const mi_path *path, void *user) {
+  (void)path, (void)user;
+  return 0;
+}
+
+static int count_part(const mi_attribution_part *part, void *user) {
+  (void)part, (void)user;
+  return 0;
+}
+
 /*
  * Finite weights near 1e30 make every product overflow float32. Before,
  * eigenvalues corrupted the heap inside dgeev and LAPACK printed to stderr;
@@ -176,6 +186,14 @@ START_TEST(overflowing_products_are_numeric_errors) {
   mi_head_report lines[2];
   lines[0].struct_size = sizeof lines[0];
   mi_status s_report = mi_model_head_report(lines, 2, model, NULL);
+  mi_status s_paths = mi_model_paths(NULL, model, 2, 0, count_path, NULL);
+  size_t logit_token = 0;
+  mi_attribution_options options;
+  mi_attribution_options_init(&options, sizeof options);
+  options.logit_tokens = &logit_token;
+  options.positions = &logit_token;
+  options.n_positions = 1;
+  mi_status s_attr = mi_model_attribute(NULL, model, tokens, 1, &options, count_part, NULL);
   char text[512];
   long printed = stderr_end(text, sizeof text);
   ck_assert_msg(printed == 0, "the library printed %ld bytes: %s", printed, text);
@@ -190,6 +208,8 @@ START_TEST(overflowing_products_are_numeric_errors) {
   ck_assert_int_eq(s_comp, MI_ERR_NUMERIC);
   ck_assert_int_eq(s_fwd, MI_ERR_NUMERIC);
   ck_assert_int_eq(s_report, MI_ERR_NUMERIC);
+  ck_assert_int_eq(s_paths, MI_ERR_NUMERIC);
+  ck_assert_int_eq(s_attr, MI_ERR_NUMERIC);
   /* The messages name what overflowed (eigenvalues: the LAPACK routine). */
   TU_FAILS(MI_ERR_NUMERIC, mi_circuit_eigenvalues(re, im, 2, ov));
   SAYS("LAPACKE_dgeev");

@@ -17,6 +17,13 @@
  * its anonymous memory (resident minus file-backed pages, sampled every
  * millisecond by a thread): the mapped file's pages are page cache, what libmi
  * allocates is the anonymous part. --keep leaves the files for another run.
+ *
+ * A third way to load the .safetensors is today's read path's baseline:
+ * the file mmap'd by the bench and handed to mi_model_load_memory, as
+ * mi_model_load did before it read files with pread into memory it owns
+ * (issue 10: a file truncated under a mapping raises SIGBUS). The
+ * ".safetensors / mmap" ratio is the cost of that safety. Run against an
+ * older libmi (LD_LIBRARY_PATH) for the cost of the finite check too.
  */
 #define _GNU_SOURCE
 #include "../tests/pth_writer.h"
@@ -28,7 +35,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,7 +123,28 @@ static double thread_cpu(void) {
          ((double)u.ru_utime.tv_usec + (double)u.ru_stime.tv_usec) * 1e-6;
 }
 
-static int measure(const char *path) {
+/* mi_model_load, or with `mapped` the file mmap'd and loaded from memory. */
+static mi_status load(mi_model **out, const char *path, bool mapped) {
+  if (!mapped)
+    return mi_model_load(out, path, NULL);
+  int fd = open(path, O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    perror(path);
+    exit(1);
+  }
+  void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) {
+    perror("mmap");
+    exit(1);
+  }
+  mi_status status = mi_model_load_memory(out, map, (size_t)st.st_size, NULL);
+  munmap(map, (size_t)st.st_size);
+  return status;
+}
+
+static int measure(const char *path, bool mapped) {
   page_kb = sysconf(_SC_PAGESIZE) / 1024;
   long resident, shared;
   statm(&resident, &shared);
@@ -124,7 +155,7 @@ static int measure(const char *path) {
   pthread_create(&thread, NULL, sampler, NULL);
   mi_model *model;
   double t0 = bench_now(), c0 = thread_cpu();
-  bench_check(mi_model_load(&model, path, NULL), path);
+  bench_check(load(&model, path, mapped), path);
   double seconds = bench_now() - t0, cpu = thread_cpu() - c0;
   atomic_store(&sampling, 0);
   pthread_join(thread, NULL);
@@ -199,7 +230,7 @@ typedef struct sample {
   double seconds, cpu, hwm_mb, anon_mb, weights_mb, largest_mb;
 } sample;
 
-static sample spawn_measure(const char *self, const char *path) {
+static sample spawn_measure(const char *self, const char *path, bool mapped) {
   int fds[2];
   if (pipe(fds) != 0) {
     perror("pipe");
@@ -209,7 +240,7 @@ static sample spawn_measure(const char *self, const char *path) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, fds[0]);
-  char *argv[] = {(char *)self, "--measure", (char *)path, NULL};
+  char *argv[] = {(char *)self, mapped ? "--measure-mmap" : "--measure", (char *)path, NULL};
   pid_t pid;
   if (posix_spawn(&pid, self, &actions, NULL, argv, environ) != 0) {
     perror("posix_spawn");
@@ -249,7 +280,9 @@ static int by_cpu(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--measure") == 0)
-    return measure(argv[2]);
+    return measure(argv[2], false);
+  if (argc == 3 && strcmp(argv[1], "--measure-mmap") == 0)
+    return measure(argv[2], true);
   int rounds = 5;
   bool keep = false;
   const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -290,23 +323,26 @@ int main(int argc, char **argv) {
     st_writer_free(st);
     printf("wrote %s and %s in %.1f s\n", paths[0], paths[1], bench_now() - t0);
   }
-  const char *names[2] = {".pth", ".safetensors"};
-  sample *s[2] = {calloc((size_t)rounds, sizeof(sample)), calloc((size_t)rounds, sizeof(sample))};
+  enum { KINDS = 3 };
+  const char *names[KINDS] = {".pth", ".safetensors", "mmap"};
+  const char *files[KINDS] = {paths[0], paths[1], paths[1]};
+  sample *s[KINDS];
+  for (int k = 0; k < KINDS; k++)
+    s[k] = calloc((size_t)rounds, sizeof(sample));
   /* One untimed load of each, so both files start in the page cache. */
-  spawn_measure(self, paths[0]);
-  spawn_measure(self, paths[1]);
-  printf("round  wall: .pth  .safetensors  ratio   cpu: .pth  .safetensors  ratio\n");
+  for (int k = 0; k < KINDS; k++)
+    spawn_measure(self, files[k], k == 2);
+  printf("round  wall: .pth  .safetensors  mmap   cpu: .pth  .safetensors  mmap\n");
   for (int r = 0; r < rounds; r++) {
-    for (int k = 0; k < 2; k++) {
-      int which = (r + k) % 2; /* alternate which goes first */
-      s[which][r] = spawn_measure(self, paths[which]);
+    for (int k = 0; k < KINDS; k++) {
+      int which = (r + k) % KINDS; /* rotate which goes first */
+      s[which][r] = spawn_measure(self, files[which], which == 2);
     }
     printf("%5d  %9.3f  %12.3f  %5.3f  %9.3f  %12.3f  %5.3f\n", r + 1, s[0][r].seconds,
-           s[1][r].seconds, s[0][r].seconds / s[1][r].seconds, s[0][r].cpu, s[1][r].cpu,
-           s[0][r].cpu / s[1][r].cpu);
+           s[1][r].seconds, s[2][r].seconds, s[0][r].cpu, s[1][r].cpu, s[2][r].cpu);
   }
-  double best[2], median[2], best_cpu[2], median_cpu[2];
-  for (int k = 0; k < 2; k++) {
+  double best[KINDS], median[KINDS], best_cpu[KINDS], median_cpu[KINDS];
+  for (int k = 0; k < KINDS; k++) {
     double hwm = 0, anon = 0;
     for (int r = 0; r < rounds; r++) {
       hwm = s[k][r].hwm_mb > hwm ? s[k][r].hwm_mb : hwm;
@@ -325,14 +361,15 @@ int main(int argc, char **argv) {
            names[k], best[k], median[k], best_cpu[k], median_cpu[k], hwm, anon,
            weights.weights_mb, weights.largest_mb);
   }
-  printf(".pth / .safetensors: wall best %.3f, median %.3f; cpu best %.3f, median %.3f\n",
-         best[0] / best[1], median[0] / median[1], best_cpu[0] / best_cpu[1],
-         median_cpu[0] / median_cpu[1]);
+  for (int k = 0; k < 2; k++)
+    printf("%s / %s: wall best %.3f, median %.3f; cpu best %.3f, median %.3f\n",
+           names[k], names[k + 1], best[k] / best[k + 1], median[k] / median[k + 1],
+           best_cpu[k] / best_cpu[k + 1], median_cpu[k] / median_cpu[k + 1]);
   if (!keep) {
     remove(paths[0]);
     remove(paths[1]);
   }
-  free(s[0]);
-  free(s[1]);
+  for (int k = 0; k < KINDS; k++)
+    free(s[k]);
   return 0;
 }

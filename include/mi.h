@@ -30,6 +30,20 @@
  * built, a model is only read, and any number of threads may query it at
  * once. `mi_last_error()` is per thread.
  *
+ * Non-finite numbers
+ * ------------------
+ * Every weight and every caller factor is checked as it enters
+ * (`mi_model_set_weight`, every loader, `mi_circuit_from_factors`): a NaN or
+ * an infinity, or a float64 value too large for float32, is refused with
+ * MI_ERR_NONFINITE naming the weight, layer, head and element. So a model
+ * and a circuit hold finite numbers only. Finite float32 weights can still
+ * overflow in a product (weights near 1e20 and up): every query screens what
+ * it computes, and a NaN or infinity on the way to a result, to LAPACK or to
+ * a selection (top-k, diagonal rank) is MI_ERR_NUMERIC naming the query and
+ * where. No call returns MI_OK with a NaN or infinity in its output except
+ * the fields documented as NaN ("not measured"). LAPACK never sees a
+ * non-finite input, so its error handler never runs and never prints.
+ *
  * ABI policy
  * ----------
  * Within a major version symbols and enum values are only ever added: no
@@ -110,8 +124,19 @@ typedef enum mi_status {
   MI_ERR_TRUNCATED = -10,
   /** The object is not in a state that allows the call (e.g. processed twice). */
   MI_ERR_STATE = -11,
-  /** A LAPACK routine failed to converge. */
-  MI_ERR_NUMERIC = -12
+  /**
+   * A computation failed numerically: a LAPACK routine did not converge or
+   * refused an argument (the message names the routine and the argument), or
+   * a product of finite weights overflowed float32 into an infinity or NaN
+   * (the message names the query).
+   */
+  MI_ERR_NUMERIC = -12,
+  /**
+   * A weight or factor handed to libmi holds a NaN or an infinity (or a
+   * float64 value beyond float32's range); the message names the weight,
+   * layer, head and element. See "Non-finite numbers" above.
+   */
+  MI_ERR_NONFINITE = -13
 } mi_status;
 
 /** Static, never NULL text naming a status ("invalid argument", ...). */
@@ -302,7 +327,14 @@ MI_API void mi_model_free(mi_model *model);
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown weight or dtype,
  *         row_stride < cols); MI_ERR_INDEX (layer/head out of range or
  *         non-zero where unused); MI_ERR_UNSUPPORTED (the config lacks that
- *         optional part); MI_ERR_STATE (the model was already processed).
+ *         optional part); MI_ERR_STATE (the model was already processed,
+ *         or circuits of it are alive: some circuits read W_E and W_U in
+ *         place, others hold products computed when they were made, so a
+ *         changed weight would reach some and not others; free them first);
+ *         MI_ERR_NONFINITE (an element is NaN or infinite after conversion
+ *         to float32, named with its row and column: the copy (layer, head)
+ *         of the weight is then reset to its initial value, 0, or 1 for
+ *         LayerNorm scales, so the model holds finite weights only).
  */
 MI_API mi_status mi_model_set_weight(mi_model *model, mi_weight which,
                                      size_t layer, size_t head, mi_dtype dtype,
@@ -355,7 +387,12 @@ enum {
  *         and they could not be allocated: the model is left unchanged and
  *         unprocessed, so the call may be retried; folding a shortformer
  *         model with LayerNorm first allocates its positional terms,
- *         n_layers·(n_heads + n_kv_heads)·n_ctx·d_head floats).
+ *         n_layers·(n_heads + n_kv_heads)·n_ctx·d_head floats);
+ *         MI_ERR_STATE also while circuits of the model are alive (see
+ *         mi_model_set_weight); MI_ERR_NUMERIC when folding or centering
+ *         overflowed float32 (a weight is no longer finite, named): the
+ *         model is then processed but unusable: its numeric queries fail
+ *         with MI_ERR_NUMERIC rather than return a NaN; free it.
  */
 MI_API mi_status mi_model_process(mi_model *model, unsigned steps);
 
@@ -554,7 +591,10 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  * `mi_model_process`. Every header field, shape and offset is checked against
  * the file size before any data is read. `mi_model_layout` tells which name
  * map was used. Files are opened without blocking and must be regular files
- * (a FIFO named config.json is refused, never waited on).
+ * (a FIFO named config.json is refused, never waited on); they are read with
+ * pread into memory the process owns, never mapped, so a file that shrinks
+ * while it loads is MI_ERR_TRUNCATED, not a SIGBUS. Every weight is checked
+ * as it is copied (see "Non-finite numbers").
  *
  * A torch archive must hold a state dict (or a checkpoint dict with one
  * under "state_dict", "model_state_dict" or "model"); its pickle is read by
@@ -576,7 +616,8 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     a regular file, or cannot be mapped or read; a folder with no weights
  *     file (the message says what was looked for);
  *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
- *     tensor ends past the end of the file (the message gives the byte offset);
+ *     tensor ends past the end of the file (the message gives the byte offset),
+ *     or the file shrank while it was read (path and offset named);
  *     torch: no zip end record, an entry, the central directory or the pickle
  *     ending past the end, a storage whose record is not its size;
  *   MI_ERR_FORMAT: the header is not JSON (or not UTF-8), not an object, has
@@ -606,7 +647,11 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     a bare pickle (torch < 1.6; the message says how to re-save it), a
  *     compressed or encrypted entry, a big-endian archive, a TorchScript
  *     archive;
- *   MI_ERR_OUT_OF_MEMORY;
+ *   MI_ERR_NONFINITE: a weight holds a NaN or an infinity, or a float64
+ *     value beyond float32's range (weight, layer, head and element named);
+ *   MI_ERR_NUMERIC: processing (LayerNorm folding, centering) overflowed
+ *     float32 (see mi_model_process);
+ *   MI_ERR_OUT_OF_MEMORY (also when the file's bytes cannot be allocated);
  *   and, for the vocabulary of a folder, the statuses of
  *   `mi_model_load_vocab` (the message names the file and says
  *   MI_LOAD_NO_VOCAB skips it); no model is returned then.
@@ -677,7 +722,9 @@ MI_API mi_status mi_model_load_memory(mi_model **out, const void *data, size_t s
  *               vocabulary may begin with the token "{"); any other name is
  *               detected from the content, as `mi_model_load_vocab_memory` does.
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_IO (cannot open or
- *         read, not a regular file); MI_ERR_OUT_OF_MEMORY; and as
+ *         read, not a regular file: a FIFO is refused without waiting);
+ *         MI_ERR_TRUNCATED (the file shrank while it was read);
+ *         MI_ERR_OUT_OF_MEMORY; and as
  *         `mi_model_load_vocab_memory`. Messages start with the path.
  */
 MI_API mi_status mi_model_load_vocab(mi_model *model, const char *path);
@@ -1160,7 +1207,8 @@ MI_API mi_status mi_circuit_direct(mi_circuit **out, const mi_model *model);
  * A is n × r at A[i * lda + t], B is r × m at B[t * ldb + j].
  *
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, a zero dimension,
- *         lda < r or ldb < m); MI_ERR_OUT_OF_MEMORY (also on size overflow).
+ *         lda < r or ldb < m); MI_ERR_OUT_OF_MEMORY (also on size overflow);
+ *         MI_ERR_NONFINITE (a factor element is NaN or infinite, named).
  */
 MI_API mi_status mi_circuit_from_factors(mi_circuit **out, size_t n, size_t r, size_t m,
                                          const float *A, size_t lda, const float *B,
@@ -1206,7 +1254,7 @@ MI_API mi_status mi_circuit_shape(size_t *out_rows, size_t *out_cols, size_t *ou
  * One entry M[i][j], as a dot product of two factor rows in double.
  *
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (i or j out
- *         of range).
+ *         of range); MI_ERR_NUMERIC (the entry overflowed: not finite).
  */
 MI_API mi_status mi_circuit_entry(double *out, const mi_circuit *circuit, size_t i,
                                   size_t j);
@@ -1218,7 +1266,9 @@ MI_API mi_status mi_circuit_entry(double *out, const mi_circuit *circuit, size_t
  * @param out  out: at least (i1 - i0 - 1) * ld + m floats
  * @param ld   ≥ m (the circuit's columns)
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, ld < m, i0 ≥ i1);
- *         MI_ERR_INDEX (i1 > n); MI_ERR_OUT_OF_MEMORY (buffer size overflows).
+ *         MI_ERR_INDEX (i1 > n); MI_ERR_OUT_OF_MEMORY (buffer size overflows);
+ *         MI_ERR_NUMERIC (an entry overflowed float32, named; the buffer
+ *         then holds the product as computed).
  */
 MI_API mi_status mi_circuit_rows(float *out, size_t ld, const mi_circuit *circuit,
                                  size_t i0, size_t i1);
@@ -1252,7 +1302,9 @@ enum {
  * i - i0 of the output holds k (index, value) pairs, best first:
  * out_index[(i - i0) * ld + t] is the column (row, for MI_TOPK_COLUMNS) of
  * the t-th best entry and out_value[...] its value. Ties go to the lower
- * index. NaN entries are not ordered.
+ * index. A line holding an entry that overflowed float32 (an infinity, or
+ * the NaN of ∞ − ∞) is refused with MI_ERR_NUMERIC rather than ranked:
+ * NaN compares false with everything and would leave the order arbitrary.
  *
  * The matrix is streamed through a scratch tile (at most 256 × 4080
  * floats, allocated once per call), each tile scanned while in cache, so
@@ -1266,7 +1318,8 @@ enum {
  * @param k   1 ≤ k ≤ the length of a line (m for rows, n for columns)
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown flag bits, k = 0
  *         or larger than a line, ld < k, i0 ≥ i1); MI_ERR_INDEX (i1 past
- *         the last line); MI_ERR_OUT_OF_MEMORY.
+ *         the last line); MI_ERR_OUT_OF_MEMORY; MI_ERR_NUMERIC (an entry
+ *         overflowed; the outputs are then unspecified).
  */
 MI_API mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
                                  const mi_circuit *circuit, size_t k, unsigned flags,
@@ -1276,7 +1329,9 @@ MI_API mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
  * The Frobenius norm ‖AB‖_F = √tr((AᵀA)(BBᵀ)) from the two r × r Gram
  * matrices, accumulated in double.
  *
- * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY.
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY;
+ *         MI_ERR_NUMERIC (a factor holds an infinity from an overflowed
+ *         product, so the norm is not finite).
  */
 MI_API mi_status mi_circuit_frobenius_norm(double *out, const mi_circuit *circuit);
 
@@ -1288,7 +1343,8 @@ MI_API mi_status mi_circuit_frobenius_norm(double *out, const mi_circuit *circui
  * @param out    out: count doubles
  * @param count  1 ≤ count ≤ min(n, m)
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, count out of range);
- *         MI_ERR_NUMERIC (LAPACK did not converge); MI_ERR_OUT_OF_MEMORY
+ *         MI_ERR_NUMERIC (LAPACK did not converge, or a factor holds an
+ *         overflowed infinity); MI_ERR_OUT_OF_MEMORY
  *         (it needs (n + m)·r doubles of scratch).
  */
 MI_API mi_status mi_circuit_singular_values(double *out, size_t count,
@@ -1305,7 +1361,8 @@ MI_API mi_status mi_circuit_singular_values(double *out, size_t count,
  * @param count  1 ≤ count ≤ min(n, r): the eigenvalues past that are 0
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, count out of range);
  *         MI_ERR_SHAPE (the circuit is not square); MI_ERR_NUMERIC
- *         (geev did not converge); MI_ERR_OUT_OF_MEMORY.
+ *         (geev did not converge, or B·A is not finite: a factor holds an
+ *         overflowed infinity); MI_ERR_OUT_OF_MEMORY.
  */
 MI_API mi_status mi_circuit_eigenvalues(double *out_re, double *out_im, size_t count,
                                         const mi_circuit *circuit);
@@ -1374,7 +1431,8 @@ typedef struct mi_head_report {
   /** Summary of the token QK circuit (MI_EMBED_TOKEN on both sides). */
   mi_eigen_summary qk;
   /** mi_circuit_prev_token_share of the positional QK circuit; NaN when
-   * not asked for or the model has no W_pos. */
+   * not asked for, the model has no W_pos or n_ctx < 2 (no position has
+   * a previous one). */
   double prev_token_share;
   /*
    * Appended: behaviour on the model's own attention patterns (see
@@ -1536,7 +1594,9 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
  *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
  *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of
  *         about 2·n·d_model + n² + 2·n·n_kv_heads·d_head floats, and n·d_model
- *         more for an unprocessed shortformer model).
+ *         more for an unprocessed shortformer model); MI_ERR_NUMERIC (a score,
+ *         the residual stream or a logit overflowed float32: named, and the
+ *         outputs are then unspecified).
  */
 MI_API mi_status mi_model_forward(float *out, size_t ld, const mi_model *model,
                                   const size_t *tokens, size_t n,
@@ -1682,7 +1742,8 @@ typedef int (*mi_attribution_fn)(const mi_attribution_part *part, void *user);
  *         MI_ERR_INDEX (a token ≥ d_vocab, a position ≥ n);
  *         MI_ERR_OUT_OF_MEMORY (scratch of about L·H·n² + (L + 1)·n·(d_model +
  *         n_kv_heads·d_head) floats, plus max(256, n_positions)·d_vocab
- *         with full logits).
+ *         with full logits); MI_ERR_NUMERIC (the forward pass or a part
+ *         overflowed float32; parts already handed over were finite).
  */
 MI_API mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *tokens,
                                     size_t n, const mi_attribution_options *options,
@@ -1735,7 +1796,8 @@ typedef enum mi_composition {
  * @param kind   MI_COMPOSE_Q, _K or _V
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown kind);
  *         MI_ERR_SHAPE (count too small); MI_ERR_OUT_OF_MEMORY (scratch of
- *         2·L·H·d_head·d_model + (H·d_head)² floats); MI_ERR_NUMERIC (QR failed).
+ *         2·L·H·d_head·d_model + (H·d_head)² floats); MI_ERR_NUMERIC (QR failed,
+ *         or a score's product overflowed float32: never a NaN score).
  */
 MI_API mi_status mi_model_composition_scores(double *out, size_t count, const mi_model *model,
                                              mi_composition kind);
@@ -1852,7 +1914,7 @@ MI_API mi_status mi_model_path_count(size_t *out, const mi_model *model, size_t 
  * @return MI_OK (also when the callback stopped the walk);
  *         MI_ERR_INVALID_ARGUMENT (NULL model or callback, unknown flags);
  *         MI_ERR_UNSUPPORTED (the model has MLPs); MI_ERR_NUMERIC (an
- *         eigen-decomposition of a Gram failed); MI_ERR_OUT_OF_MEMORY
+ *         eigen-decomposition of a Gram failed, or a path's norm overflowed); MI_ERR_OUT_OF_MEMORY
  *         (scratch of about (4·d_model + 2·max_order·d_head)·L·H·d_head
  *         floats and 3·d_model² doubles, plus the factors with
  *         MI_PATHS_CIRCUITS).
@@ -1913,14 +1975,15 @@ MI_API mi_status mi_circuit_path(mi_circuit **out, const mi_model *model, size_t
  * streams it (float32 BLIS tiles of at most 256 × 4096, one a thread,
  * allocated once per call) and each entry compared with its row's diagonal,
  * so an entry within float32 rounding of the diagonal may rank either side.
- * NaN entries never count as greater; a row whose diagonal is NaN gets
- * rank n. Extra memory: one float a row asked for, plus the tiles.
+ * An entry or diagonal that overflowed float32 (infinity or NaN) is
+ * MI_ERR_NUMERIC, never a rank. Extra memory: one float a row asked for, plus the tiles.
  *
  * @param out     out: i1 − i0 ranks
  * @param circuit in: a square circuit (n × n)
  * @param i0,i1   rows i0 … i1 − 1, i0 < i1 ≤ n
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, i0 ≥ i1); MI_ERR_INDEX
- *         (i1 > n); MI_ERR_SHAPE (not square); MI_ERR_OUT_OF_MEMORY.
+ *         (i1 > n); MI_ERR_SHAPE (not square); MI_ERR_OUT_OF_MEMORY;
+ *         MI_ERR_NUMERIC (an entry overflowed).
  */
 MI_API mi_status mi_circuit_diag_rank(size_t *out, const mi_circuit *circuit, size_t i0,
                                       size_t i1);

@@ -282,6 +282,12 @@ mi_status mi_circuit_from_factors(mi_circuit **out, size_t n, size_t r, size_t m
     return mi__fail(MI_ERR_INVALID_ARGUMENT,
                     "factor leading dimensions lda %zu < r %zu or ldb %zu < m %zu", lda, r,
                     ldb, m);
+  size_t at[2];
+  if (!mi__finite_f(A, n, r, lda, at) || !mi__finite_f(B, r, m, ldb, at)) {
+    bool in_a = !mi__finite_f(A, n, r, lda, at);
+    return mi__fail(MI_ERR_NONFINITE, "circuit factor %s: element [%zu, %zu] is not finite",
+                    in_a ? "A" : "B", at[0], at[1]);
+  }
   float *a, *b;
   mi_status status = copy_factor(&a, A, n, r, lda);
   if (status != MI_OK)
@@ -400,8 +406,22 @@ mi_status mi_circuit_entry(double *out, const mi_circuit *circuit, size_t i, siz
   for (size_t t = 0; t < A->cols; t++)
     sum += (double)A->data[(ptrdiff_t)i * A->rs + (ptrdiff_t)t * A->cs] *
            B->data[(ptrdiff_t)t * B->rs + (ptrdiff_t)j * B->cs];
+  if (!isfinite(sum))
+    return mi__fail(MI_ERR_NUMERIC, "entry (%zu, %zu) of the circuit is not finite (its "
+                    "factors' product overflowed)", i, j);
   *out = sum;
   return MI_OK;
+}
+
+/* Screens a product written to a caller's buffer: no NaN or Inf leaves as MI_OK. */
+static mi_status check_product(mi_status status, const float *out, size_t lines, size_t width,
+                               size_t ld, size_t first, bool by_rows) {
+  size_t at[2];
+  if (status == MI_OK && !mi__finite_f(out, lines, width, ld, at))
+    return mi__fail(MI_ERR_NUMERIC, "circuit entry (%zu, %zu) overflowed float32 (an "
+                    "infinity or NaN)", by_rows ? first + at[0] : at[0],
+                    by_rows ? at[1] : first + at[1]);
+  return status;
 }
 
 /* Checks a caller buffer of `lines` lines of `width` with leading dimension ld. */
@@ -438,7 +458,8 @@ mi_status mi_circuit_rows(float *out, size_t ld, const mi_circuit *circuit, size
   if (status != MI_OK)
     return status;
   mi__matrix C = {out, i1 - i0, m, (ptrdiff_t)ld, 1};
-  return mi__sgemm(1.0f, mi__matrix_rows(circuit->A, i0, i1), circuit->B, 0.0f, C);
+  status = mi__sgemm(1.0f, mi__matrix_rows(circuit->A, i0, i1), circuit->B, 0.0f, C);
+  return check_product(status, out, i1 - i0, m, ld, i0, true);
 }
 
 mi_status mi_circuit_cols(float *out, size_t ld, const mi_circuit *circuit, size_t j0,
@@ -452,7 +473,8 @@ mi_status mi_circuit_cols(float *out, size_t ld, const mi_circuit *circuit, size
   if (status != MI_OK)
     return status;
   mi__matrix C = {out, n, j1 - j0, (ptrdiff_t)ld, 1};
-  return mi__sgemm(1.0f, circuit->A, mi__matrix_cols(circuit->B, j0, j1), 0.0f, C);
+  status = mi__sgemm(1.0f, circuit->A, mi__matrix_cols(circuit->B, j0, j1), 0.0f, C);
+  return check_product(status, out, n, j1 - j0, ld, j0, false);
 }
 
 mi_status mi_circuit_dense(float *out, size_t ld, const mi_circuit *circuit) {
@@ -486,7 +508,11 @@ mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
     return status;
   mi__select scan = {(flags & MI_TOPK_SMALLEST) ? MI__SELECT_SMALLEST : MI__SELECT_LARGEST,
                      k, out_index, out_value, ld, NULL, NULL, i0};
-  return mi__select_rows(A, B, i0, i1, &scan);
+  status = mi__select_rows(A, B, i0, i1, &scan);
+  if (status == MI_ERR_NUMERIC)
+    return mi__fail(status, "%s %zu..%zu: the circuit's product overflowed float32 (an "
+                    "infinity or NaN in a line)", what, i0, i1);
+  return status;
 }
 
 /* ---- norms, singular values, eigenvalues --------------------------------------- */
@@ -508,7 +534,11 @@ mi_status mi_circuit_frobenius_norm(double *out, const mi_circuit *circuit) {
     double sum = 0.0;
     for (size_t i = 0; i < r * r; i++)
       sum += ga[i] * gb[i];
-    *out = sqrt(sum > 0.0 ? sum : 0.0);
+    if (isfinite(sum))
+      *out = sqrt(sum > 0.0 ? sum : 0.0);
+    else
+      status = mi__fail(MI_ERR_NUMERIC, "Frobenius norm: the circuit's factors hold an "
+                        "infinity (a product overflowed float32)");
   }
   free(ga);
   return status;

@@ -45,51 +45,73 @@ char *mi__path_join(const char *dir, const char *name) {
   return path;
 }
 
-mi_status mi__file_read(char **out, size_t *size, bool *missing, const char *path) {
-  *out = NULL;
+mi_status mi__pread_all(void *buf, int fd, size_t size, const char *path) {
+  unsigned char *at = buf;
+  size_t got = 0;
+  while (got < size) {
+    /* Reads of at most 1 GiB: some kernels cap one read below SSIZE_MAX. */
+    size_t want = size - got < ((size_t)1 << 30) ? size - got : (size_t)1 << 30;
+    ssize_t n = pread(fd, at + got, want, (off_t)got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return mi__fail(MI_ERR_IO, "cannot read '%s' at byte offset %zu: %s", path, got,
+                      mi__errno_text(errno));
+    if (n == 0)
+      return mi__fail(MI_ERR_TRUNCATED, "'%s' shrank while it was read: it ends at byte "
+                      "offset %zu, %zu bytes were there when it was opened", path, got, size);
+    got += (size_t)n;
+  }
+  return MI_OK;
+}
+
+mi_status mi__open_regular(int *fd, size_t *size, bool *missing, const char *path) {
+  *fd = -1;
   *size = 0;
   if (missing != NULL)
     *missing = false;
   /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below. */
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0 && errno == ENOENT && missing != NULL) {
+  int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (f < 0 && errno == ENOENT && missing != NULL) {
     *missing = true;
     return MI_OK;
   }
-  if (fd < 0)
+  if (f < 0)
     return mi__fail(MI_ERR_IO, "cannot open '%s': %s", path, mi__errno_text(errno));
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
+  if (fstat(f, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(f);
     return mi__fail(MI_ERR_IO, "'%s' is not a readable regular file", path);
   }
   if ((uintmax_t)st.st_size >= SIZE_MAX) {
-    close(fd);
+    close(f);
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "'%s' is too large to read", path);
   }
-  size_t want = (size_t)st.st_size, got = 0;
+  *fd = f;
+  *size = (size_t)st.st_size;
+  return MI_OK;
+}
+
+mi_status mi__file_read(char **out, size_t *size, bool *missing, const char *path) {
+  *out = NULL;
+  *size = 0;
+  int fd;
+  size_t want;
+  mi_status status = mi__open_regular(&fd, &want, missing, path);
+  if (status != MI_OK || fd < 0)
+    return status;
   char *data = malloc(want + 1);
-  if (data == NULL) {
-    close(fd);
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for '%s'", want, path);
-  }
-  while (got < want) {
-    ssize_t n = read(fd, data + got, want - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : 0;
-      close(fd);
-      free(data);
-      return mi__fail(MI_ERR_IO, "cannot read '%s': %s", path,
-                      err ? mi__errno_text(err) : "shorter than its size");
-    }
-    got += (size_t)n;
-  }
+  status = data != NULL ? mi__pread_all(data, fd, want, path)
+                        : mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for '%s'",
+                                   want, path);
   close(fd);
-  data[got] = '\0';
+  if (status != MI_OK) {
+    free(data);
+    return status;
+  }
+  data[want] = '\0';
   *out = data;
-  *size = got;
+  *size = want;
   return MI_OK;
 }
 

@@ -15,7 +15,7 @@
  * against the largest float not above the diagonal keeps the scan in float
  * (mi__select_rows, vectorised) with the same answer as in double.
  */
-void mi__diag_thresholds(float *out, const mi_circuit *circuit, size_t i0, size_t i1) {
+mi_status mi__diag_thresholds(float *out, const mi_circuit *circuit, size_t i0, size_t i1) {
   mi__matrix A, B;
   mi__circuit_factors(&A, &B, circuit);
   for (size_t i = i0; i < i1; i++) {
@@ -24,27 +24,32 @@ void mi__diag_thresholds(float *out, const mi_circuit *circuit, size_t i0, size_
       d += (double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs] *
            B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)i * B.cs];
     float f = (float)d;
+    if (!isfinite(f))
+      return mi__fail(MI_ERR_NUMERIC, "diagonal rank: the diagonal entry of row %zu "
+                      "overflowed float32", i);
     if ((double)f > d)
       f = nextafterf(f, -INFINITY);
     out[i - i0] = f;
   }
+  return MI_OK;
 }
 
 /* Ranks of rows i0..i1 of a checked square circuit (n × n) into out. */
-static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, size_t i0,
-                            size_t i1) {
+static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t i0, size_t i1) {
   mi__matrix A, B;
   mi__circuit_factors(&A, &B, circuit);
   float *threshold = malloc((i1 - i0) * sizeof *threshold);
   if (threshold == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "diagonal rank: %zu rows", i1 - i0);
-  mi__diag_thresholds(threshold, circuit, i0, i1);
+  mi_status status = mi__diag_thresholds(threshold, circuit, i0, i1);
   mi__select scan = {MI__SELECT_RANK, 0, NULL, NULL, 0, threshold, out, i0};
-  mi_status status = mi__select_rows(A, B, i0, i1, &scan);
-  for (size_t i = i0; i < i1 && status == MI_OK; i++)
-    if (isnan(threshold[i - i0]))
-      out[i - i0] = n;
+  if (status == MI_OK)
+    status = mi__select_rows(A, B, i0, i1, &scan);
   free(threshold);
+  if (status == MI_ERR_NUMERIC)
+    return mi__fail(status, "diagonal rank of rows %zu..%zu: the circuit's product "
+                    "overflowed float32 (an infinity or NaN in a row): %s", i0, i1,
+                    mi_last_error());
   return status;
 }
 
@@ -68,7 +73,7 @@ mi_status mi_circuit_diag_rank(size_t *out, const mi_circuit *circuit, size_t i0
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "diagonal rank: empty range %zu..%zu", i0, i1);
   if (i1 > n)
     return mi__fail(MI_ERR_INDEX, "diagonal rank: rows %zu..%zu of %zu", i0, i1, n);
-  return diag_ranks(out, circuit, n, i0, i1);
+  return diag_ranks(out, circuit, i0, i1);
 }
 
 mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
@@ -83,7 +88,7 @@ mi_status mi_circuit_copying_accuracy(double *out_top1, double *out_top5,
   size_t *rank = malloc(n * sizeof *rank);
   if (rank == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "copying accuracy: %zu ranks", n);
-  status = diag_ranks(rank, circuit, n, 0, n);
+  status = diag_ranks(rank, circuit, 0, n);
   for (size_t i = 0; i < n && status == MI_OK; i++) {
     top1 += rank[i] < 1;
     top5 += rank[i] < 5;

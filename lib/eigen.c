@@ -352,7 +352,8 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
     lines[i].prev_token_share = NAN;
     lines[i].prev_token_attention = lines[i].duplicate_token_attention = NAN;
     lines[i].induction_attention = NAN;
-    if (opt.prev_token && model->w[MI_W_POS] != NULL) {
+    /* One position has no previous one: the share stays NaN, as documented. */
+    if (opt.prev_token && model->w[MI_W_POS] != NULL && c->n_ctx >= 2) {
       mi_circuit *pos;
       status = mi_circuit_qk(&pos, model, lines[i].layer, lines[i].head, MI_EMBED_POS,
                              MI_EMBED_POS, opt.qk_flags);

@@ -33,6 +33,7 @@ const char *mi_status_str(mi_status status) {
   case MI_ERR_TRUNCATED: return "truncated file";
   case MI_ERR_STATE: return "wrong state";
   case MI_ERR_NUMERIC: return "numerical failure";
+  case MI_ERR_NONFINITE: return "non-finite number";
   }
   return "unknown status";
 }

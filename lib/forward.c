@@ -248,6 +248,12 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
       if (status != MI_OK)
         break;
       causal_softmax(p, n);
+      size_t at[2];
+      if (!mi__finite_f(p, n, n, n, at)) {
+        status = mi__fail(MI_ERR_NUMERIC, "forward: the attention scores of head (%zu, %zu) "
+                          "overflowed float32 (query position %zu)", l, h, at[0]);
+        break;
+      }
       status = mi__sgemm(1.0f, P, Vg, 0.0f, Z);
       /* Heads add into the stream; they all read xn, so the order is free. */
       if (status == MI_OK)
@@ -256,6 +262,10 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
     }
     if (status == MI_OK && model->w[MI_B_O])
       add_rows(x, n, D, D, model->w[MI_B_O] + l * D);
+    size_t at[2];
+    if (status == MI_OK && !mi__finite_f(x, n, D, D, at))
+      status = mi__fail(MI_ERR_NUMERIC, "forward: the residual stream after layer %zu "
+                        "overflowed float32 (position %zu)", l, at[0]);
   }
   if (status == MI_OK) {
     if (resid)
@@ -269,6 +279,10 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
                        Out);
     if (status == MI_OK && model->w[MI_B_U])
       add_rows(logits, n, c->d_vocab, ld, model->w[MI_B_U]);
+    size_t at[2];
+    if (status == MI_OK && !mi__finite_f(logits, n, c->d_vocab, ld, at))
+      status = mi__fail(MI_ERR_NUMERIC, "forward: logit %zu at position %zu overflowed "
+                        "float32", at[1], at[0]);
   }
   free(base);
   return status;
@@ -345,6 +359,10 @@ enum { BATCH_ROWS = 256 };
  * many parts: one part at a time, streaming d_model × d_vocab floats from
  * memory for a few rows is where the time would go.
  */
+typedef struct walk_frame {
+  size_t layer, head;
+} walk_frame;
+
 typedef struct walk {
   const mi_model *model;
   size_t n;                 /* positions the paths run over: the last asked + 1 */
@@ -360,6 +378,7 @@ typedef struct walk {
   float *columns;           /* P × 2 × D: W_U's columns of each position's two tokens */
   double *column_bias;      /* P × 2: their b_U */
   size_t *path;             /* 2L: the current path's layers, then its heads */
+  struct walk_frame *frames; /* L + 1: at each depth, the next (layer, head) to extend by */
   size_t capacity, pending; /* parts a batch holds, parts waiting */
   float *y;                 /* capacity × P × D: what the unembedding reads */
   float *logits;            /* capacity × P × d_vocab, or NULL */
@@ -400,6 +419,10 @@ static mi_status flush(walk *w) {
     mi_status status = mi__sgemm(1.0f, mi__matrix_rowmajor(w->y, rows, D),
                                  mi__matrix_rowmajor(w->model->w[MI_W_U], D, V), 0.0f,
                                  mi__matrix_rowmajor(w->logits, rows, V));
+    size_t at[2];
+    if (status == MI_OK && !mi__finite_f(w->logits, rows, V, V, at))
+      status = mi__fail(MI_ERR_NUMERIC, "attribution: a part's logit %zu overflowed float32",
+                        at[1]);
     if (status != MI_OK)
       return status;
   }
@@ -447,50 +470,98 @@ static mi_status emit(walk *w, mi_path_source source, size_t source_layer, size_
   return ++w->pending == w->capacity ? flush(w) : MI_OK;
 }
 
+/* Queues the path whose vector is stack[order] (its heads in w->path). */
+static mi_status visit(walk *w, mi_path_source source, size_t source_layer, size_t order) {
+  const mi_model *m = w->model;
+  size_t n = w->n, D = m->config.d_model;
+  float *y = w->y + w->pending * w->P * D;
+  frozen_norm(y, w->stack + order * n * D, w->positions, w->P, D, w->ln_scale + w->L * n,
+              m->w[MI_LNF_W]);
+  size_t at[2];
+  if (!mi__finite_f(y, w->P, D, D, at))
+    return mi__fail(MI_ERR_NUMERIC, "attribution: a path of order %zu overflowed float32 "
+                    "(position %zu)", order, w->positions ? w->positions[at[0]] : at[0]);
+  return emit(w, source, source_layer, order);
+}
+
 /*
- * Reports the path whose vector is stack[order] (its heads in w->path), then
- * every extension of it by one head of a layer ≥ from, depth first.
+ * Layer l's values at depth `order`: of every key/value head, computed once
+ * for all the heads that extend the path there.
  */
-static mi_status walk_from(walk *w, mi_path_source source, size_t source_layer, size_t order,
-                           size_t from) {
+static mi_status layer_values(walk *w, size_t order, size_t l) {
   const mi_model *m = w->model;
   const mi_config *c = &m->config;
-  size_t n = w->n, D = c->d_model, dh = c->d_head, H = c->n_heads, G = c->n_kv_heads;
-  float *v = w->stack + order * n * D;
-  frozen_norm(w->y + w->pending * w->P * D, v, w->positions, w->P, D,
-              w->ln_scale + w->L * n, m->w[MI_LNF_W]);
-  mi_status status = emit(w, source, source_layer, order);
+  size_t n = w->n, D = c->d_model, dh = c->d_head, G = c->n_kv_heads;
+  float *values = w->values + order * n * G * dh;
+  frozen_norm(w->u, w->stack + order * n * D, NULL, n, D, w->ln_scale + l * n,
+              layer_vec(m, MI_LN1_W, l));
+  mi__matrix U = mi__matrix_rowmajor(w->u, n, D);
+  mi_status status = MI_OK;
+  for (size_t g = 0; g < G && status == MI_OK; g++) {
+    mi__matrix Vg = {values + g * dh, n, dh, (ptrdiff_t)(G * dh), 1};
+    status = mi__sgemm(1.0f, U, mi__matrix_rowmajor(m->w[MI_W_V] + (l * G + g) * D * dh, D, dh),
+                       0.0f, Vg);
+  }
+  return status;
+}
+
+/* stack[order + 1] ← what head (l, h) makes of stack[order]: P·V·W_O. */
+static mi_status head_child(walk *w, size_t order, size_t l, size_t h) {
+  const mi_model *m = w->model;
+  const mi_config *c = &m->config;
+  size_t n = w->n, D = c->d_model, dh = c->d_head, G = c->n_kv_heads, i = l * c->n_heads + h;
+  float *values = w->values + order * n * G * dh, *child = w->stack + (order + 1) * n * D;
+  mi__matrix Vg = {values + mi__kv_head(m, h) * dh, n, dh, (ptrdiff_t)(G * dh), 1};
+  mi__matrix Z = mi__matrix_rowmajor(w->z, n, dh);
+  mi_status status = mi__sgemm(1.0f, mi__matrix_rowmajor((float *)w->patterns + i * n * n, n, n),
+                               Vg, 0.0f, Z);
+  if (status == MI_OK)
+    status = mi__sgemm(1.0f, Z, mi__matrix_rowmajor(m->w[MI_W_O] + i * dh * D, dh, D), 0.0f,
+                       mi__matrix_rowmajor(child, n, D));
+  return status;
+}
+
+/*
+ * Reports the path whose vector is stack[base] (its heads in w->path), then
+ * every extension of it by heads of layers ≥ from, depth first. The
+ * explicit stack (w->frames, one a depth) keeps a deep model off the C
+ * stack.
+ */
+static mi_status walk_from(walk *w, mi_path_source source, size_t source_layer, size_t base,
+                           size_t from) {
+  size_t H = w->model->config.n_heads, order = base;
+  mi_status status = visit(w, source, source_layer, order);
   if (status != MI_OK || w->stopped || order >= w->max_order)
     return status;
-  float *values = w->values + order * n * G * dh, *child = v + n * D;
-  mi__matrix U = mi__matrix_rowmajor(w->u, n, D), Z = mi__matrix_rowmajor(w->z, n, dh);
-  for (size_t l = from; l < w->L; l++) {
-    /* The values of every key/value head, once for all the heads that extend. */
-    frozen_norm(w->u, v, NULL, n, D, w->ln_scale + l * n, layer_vec(m, MI_LN1_W, l));
-    for (size_t g = 0; g < G && status == MI_OK; g++) {
-      mi__matrix Vg = {values + g * dh, n, dh, (ptrdiff_t)(G * dh), 1};
-      status = mi__sgemm(1.0f, U,
-                         mi__matrix_rowmajor(m->w[MI_W_V] + (l * G + g) * D * dh, D, dh),
-                         0.0f, Vg);
-    }
-    for (size_t h = 0; h < H && status == MI_OK && !w->stopped; h++) {
-      size_t i = l * H + h;
-      mi__matrix Vg = {values + mi__kv_head(m, h) * dh, n, dh, (ptrdiff_t)(G * dh), 1};
-      status = mi__sgemm(1.0f, mi__matrix_rowmajor((float *)w->patterns + i * n * n, n, n),
-                         Vg, 0.0f, Z);
-      if (status == MI_OK)
-        status = mi__sgemm(1.0f, Z, mi__matrix_rowmajor(m->w[MI_W_O] + i * dh * D, dh, D),
-                           0.0f, mi__matrix_rowmajor(child, n, D));
-      if (status != MI_OK)
+  w->frames[order] = (walk_frame){from, 0};
+  while (status == MI_OK && !w->stopped) {
+    walk_frame *f = &w->frames[order];
+    if (f->layer >= w->L) {
+      if (order == base)
         break;
-      w->path[order] = l;
-      w->path[w->L + order] = h;
-      status = walk_from(w, source, source_layer, order + 1, l + 1);
+      order--;
+      continue;
     }
-    if (status != MI_OK || w->stopped)
-      return status;
+    if (f->head == H) {
+      f->layer++;
+      f->head = 0;
+      continue;
+    }
+    size_t l = f->layer, h = f->head++;
+    if (h == 0 && (status = layer_values(w, order, l)) != MI_OK)
+      break;
+    status = head_child(w, order, l, h);
+    if (status != MI_OK)
+      break;
+    w->path[order] = l;
+    w->path[w->L + order] = h;
+    status = visit(w, source, source_layer, ++order);
+    if (status == MI_OK && order < w->max_order)
+      w->frames[order] = (walk_frame){l + 1, 0};
+    else
+      order--;
   }
-  return MI_OK;
+  return status;
 }
 
 /* Fills the n rows of v (n × D) with one row vector (double, rounded once). */
@@ -640,6 +711,7 @@ mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *t
   size_t o_columns = reserve(&p, opt.logit_tokens ? P : 0, 2, D, sizeof(float));
   size_t o_column_bias = reserve(&p, P, 2, 1, sizeof(double));
   size_t o_path = reserve(&p, 2, L, 1, sizeof(size_t));
+  size_t o_frames = reserve(&p, L + 1, 1, 1, sizeof(walk_frame));
   size_t o_y = reserve(&p, capacity, P, D, sizeof(float));
   size_t o_logits = reserve(&p, full ? capacity : 0, P, c->d_vocab, sizeof(float));
   size_t o_token = reserve(&p, 2 * capacity, P, 1, sizeof(double));
@@ -660,7 +732,8 @@ mi_status mi_model_attribute(size_t *out, const mi_model *model, const size_t *t
       .stack = (float *)(base + o_stack), .values = (float *)(base + o_values),
       .u = (float *)(base + o_u), .z = (float *)(base + o_z),
       .columns = (float *)(base + o_columns), .column_bias = (double *)(base + o_column_bias),
-      .path = (size_t *)(base + o_path), .capacity = capacity, .y = (float *)(base + o_y),
+      .path = (size_t *)(base + o_path), .frames = (walk_frame *)(base + o_frames),
+      .capacity = capacity, .y = (float *)(base + o_y),
       .logits = full ? (float *)(base + o_logits) : NULL,
       .token_logit = (double *)(base + o_token),
       .parts = (mi_attribution_part *)(base + o_parts), .labels = (size_t *)(base + o_labels),

@@ -114,9 +114,6 @@ void mi__model_set_layout(mi_model *model, mi_layout layout);
 /* Frees a model's token strings; NULL is a no-op. */
 void mi__vocab_free(struct mi__vocab *vocab);
 
-/* FNV-1a of len bytes; the hash every byte-string table of libmi uses. */
-uint64_t mi__hash_bytes(const void *data, size_t len);
-
 /*
  * GPT-2's bytes_to_unicode, inverted: the byte each of the 324 code points
  * of its alphabet stands for, -1 for the others (see vocab.c).
@@ -131,9 +128,6 @@ void mi__byte_level_inverse(int16_t inverse[MI__BYTE_LEVEL_CODE_POINTS]);
  */
 size_t mi__byte_level_decode(char *out, const char *raw, size_t len,
                              const int16_t inverse[MI__BYTE_LEVEL_CODE_POINTS]);
-
-/* Reads a whole regular file into a malloc'd buffer (one spare byte). */
-mi_status mi__read_file(char **out, size_t *size, const char *path);
 
 /* How a vocabulary file is read; mi__vocab_format_of resolves DETECT. */
 typedef enum { MI__VOCAB_DETECT, MI__VOCAB_JSON, MI__VOCAB_LINES } mi__vocab_format;
@@ -221,6 +215,21 @@ mi_status mi__circuit_adopt(mi_circuit **out, const struct mi__matrix *A, float 
 /* The same with share_a's A (its storage shared, counted) and an adopted B. */
 mi_status mi__circuit_adopt_b(mi_circuit **out, const mi_circuit *share_a,
                               const struct mi__matrix *B, float *owned_b);
+
+/* ---- hashing (hash.c) ------------------------------------------------------ */
+
+/* SipHash-1-3 of `len` bytes under a key drawn once per process; the hash
+ * every byte-string table of libmi uses (vocabulary, tokenizer). */
+uint64_t mi__hash_bytes(const void *data, size_t len);
+
+/* ---- non-finite screens (finite.c) ---------------------------------------- */
+
+/*
+ * Whether every element m[i * ld + j] (i < rows, j < cols) is finite; when
+ * not, the first NaN or Inf's (row, col) goes to at[0], at[1].
+ */
+bool mi__finite_f(const float *m, size_t rows, size_t cols, size_t ld, size_t *at);
+bool mi__finite_d(const double *m, size_t rows, size_t cols, size_t ld, size_t *at);
 
 /* ---- versioned structs (structs.c) ------------------------------------------ */
 

@@ -121,16 +121,15 @@ static mi_status check_arch_value(const char *value) {
 }
 
 mi_status mi__blis_begin(void) {
-  if (atomic_load(&blis_started))
-    return MI_OK;
-  const char *value = getenv("BLIS_ARCH_TYPE");
-  if (value != NULL) {
-    mi_status status = check_arch_value(value);
+  if (!atomic_load(&blis_started)) {
+    const char *value = getenv("BLIS_ARCH_TYPE");
+    mi_status status = value != NULL ? check_arch_value(value) : MI_OK;
     if (status != MI_OK)
       return status;
+    atomic_store(&blis_started, true);
   }
-  atomic_store(&blis_started, true);
-  return MI_OK;
+  /* BLIS aborts when its pools cannot grow: libmi grows them first. */
+  return mi__blis_reserve(mi__thread_count());
 }
 
 mi_status mi_blis_select_fast_kernels(void) {

@@ -55,6 +55,15 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
 mi_status mi__blis_begin(void);
 
 /*
+ * Makes sure BLIS's packing pools hold a block for each of `threads` GEMM
+ * threads at once, allocating what is missing (blis_memory.c), so that
+ * BLIS never needs to allocate, and abort, inside a GEMM. More threads
+ * than that (several callers' queries at once) may still make BLIS grow
+ * its pools itself. MI_ERR_OUT_OF_MEMORY when a block cannot be had.
+ */
+mi_status mi__blis_reserve(size_t threads);
+
+/*
  * Runs worker(jobs + t·size) for each of `count` jobs: jobs 1.. on threads of
  * their own, job 0 on the calling thread, and returns when all are done. A
  * job whose thread cannot start (or beyond MI__MAX_THREADS) runs on the
@@ -130,6 +139,10 @@ typedef struct mi__select {
  * kernel set and A.cols fits one of its KC blocks, else BLIS tiles through
  * mi__stream; both give the same indices, values and counts. Threads as
  * mi__stream; extra memory: B packed once (≤ 48 MiB, else the BLIS way).
+ * A product whose bound max_i ‖A_i‖₁ · max|B| does not keep it below
+ * float32's overflow goes the BLIS way with every tile screened, and an
+ * infinity or NaN in one is MI_ERR_NUMERIC, without a message: the caller
+ * names its query.
  */
 mi_status mi__select_rows(mi__matrix A, mi__matrix B, size_t i0, size_t i1,
                           const mi__select *s);
@@ -158,9 +171,9 @@ mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y);
  * For rows i0..i1 of a square circuit, the largest float not above its
  * diagonal entry (computed in double from the factors), into out[i - i0]:
  * an entry x ranks above the diagonal exactly when x > out[i - i0]
- * (copying.c; NaN when the diagonal is).
+ * (copying.c). MI_ERR_NUMERIC when a diagonal entry overflows float32.
  */
 struct mi_circuit;
-void mi__diag_thresholds(float *out, const struct mi_circuit *circuit, size_t i0, size_t i1);
+mi_status mi__diag_thresholds(float *out, const struct mi_circuit *circuit, size_t i0, size_t i1);
 
 #endif

@@ -14,6 +14,8 @@
  */
 #include "kernel.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,9 +110,21 @@ static float sign_of(const mi__select *s) {
 
 /* ---- the plain way: BLIS tiles ------------------------------------------------ */
 
+/* A scan the plain way, and whether its tiles may hold an overflow. */
+typedef struct plain_scan {
+  const mi__select *s;
+  bool screen;
+} plain_scan;
+
 static mi_status plain_tile(const float *tile, size_t ld, size_t row0, size_t rows,
                             size_t col0, size_t cols, void *user) {
-  const mi__select *s = user;
+  const plain_scan *p = user;
+  const mi__select *s = p->s;
+  size_t at[2];
+  /* A NaN compares false with everything: it would leave a heap's order
+   * arbitrary and never count as greater. */
+  if (p->screen && !mi__finite_f(tile, rows, cols, ld, at))
+    return MI_ERR_NUMERIC;
   for (size_t i = 0; i < rows; i++) {
     const float *x = tile + i * ld;
     size_t line = row0 + i - s->i0;
@@ -409,6 +423,31 @@ static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, si
   return MI_OK;
 }
 
+/* ---- overflow ---------------------------------------------------------------- */
+
+/*
+ * Whether no entry of rows i0..i1 of A·B can overflow float32: |(AB)_ij| ≤
+ * ‖A_i‖₁ · max|B|, and the partial sums of an FMA chain stay within that
+ * bound times (1 + r·2⁻²⁴), so half of FLT_MAX leaves room. False also for
+ * non-finite factors (a factor computed from huge weights may hold an
+ * infinity). Costs O((i1 − i0 + m)·r), against the product's O((i1 − i0)·r·m).
+ */
+static bool product_bounded(mi__matrix A, mi__matrix B, size_t i0, size_t i1) {
+  double b = 0.0, a = 0.0;
+  for (size_t t = 0; t < B.rows; t++)
+    for (size_t j = 0; j < B.cols; j++) {
+      double v = fabs((double)B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)j * B.cs]);
+      b = v > b || v != v ? v : b; /* a NaN sticks */
+    }
+  for (size_t i = i0; i < i1; i++) {
+    double sum = 0.0;
+    for (size_t t = 0; t < A.cols; t++)
+      sum += fabs((double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs]);
+    a = sum > a || sum != sum ? sum : a;
+  }
+  return a * b <= 0.5 * FLT_MAX; /* false for NaN and infinity */
+}
+
 /* ---- choosing the way ----------------------------------------------------------- */
 
 /* MI__SELECT_AUTO until mi__select_use chooses. */
@@ -469,13 +508,16 @@ mi_status mi__select_rows(mi__matrix A, mi__matrix B, size_t i0, size_t i1,
   if (s->kind == MI__SELECT_RANK)
     for (size_t i = 0; i < i1 - i0; i++)
       s->count[i] = 0;
-  mi__select_impl impl = choose(A.cols, B.cols);
+  /* Only a product that may overflow pays for screening its tiles, and the
+   * fused kernels, which never store a tile, leave it to the plain way. */
+  plain_scan plain = {s, !product_bounded(A, B, i0, i1)};
+  mi__select_impl impl = plain.screen ? MI__SELECT_PLAIN : choose(A.cols, B.cols);
   switch (impl) {
 #if HAVE_X86
   case MI__SELECT_AVX512: status = fused_select((fused){tile_avx512, 64}, A, B, i0, i1, s); break;
   case MI__SELECT_AVX2: status = fused_select((fused){tile_avx2, 16}, A, B, i0, i1, s); break;
 #endif
-  default: status = mi__stream(A, B, i0, i1, plain_tile, (void *)s); break;
+  default: status = mi__stream(A, B, i0, i1, plain_tile, &plain); break;
   }
   if (status != MI_OK || s->kind == MI__SELECT_RANK)
     return status;

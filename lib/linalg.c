@@ -16,6 +16,36 @@ static mi_status check_lapack_size(size_t n, const char *what) {
   return mi__blis_begin();
 }
 
+/*
+ * Screens a LAPACK input (rows × cols at m[i * ld + j]). A NaN or infinity
+ * would make LAPACK call its xerbla, which prints, or scale by it and write
+ * out of bounds (dgeev); weights are finite, so one here is an overflow.
+ */
+static mi_status screen(const char *routine, const double *m, size_t rows, size_t cols,
+                        size_t ld) {
+  size_t at[2];
+  if (mi__finite_d(m, rows, cols, ld, at))
+    return MI_OK;
+  return mi__fail(MI_ERR_NUMERIC, "%s: element [%zu, %zu] of its %zu x %zu input is not "
+                  "finite (a product of the weights overflowed float32)", routine, at[0],
+                  at[1], rows, cols);
+}
+
+/* What a LAPACKE routine's info says; `failed` describes info > 0. */
+static mi_status lapack_status(lapack_int info, const char *routine, size_t rows, size_t cols,
+                               const char *failed) {
+  if (info == 0)
+    return MI_OK;
+  if (info == LAPACK_WORK_MEMORY_ERROR || info == LAPACK_TRANSPOSE_MEMORY_ERROR)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: no memory for the work space of a %zu x %zu "
+                    "matrix", routine, rows, cols);
+  if (info < 0)
+    return mi__fail(MI_ERR_NUMERIC, "%s refused its argument %d (a %zu x %zu matrix)", routine,
+                    (int)-info, rows, cols);
+  return mi__fail(MI_ERR_NUMERIC, "%s on a %zu x %zu matrix: %s (info %d)", routine, rows,
+                  cols, failed, (int)info);
+}
+
 /* Orders eigenvalues by decreasing modulus, then by decreasing real part,
  * then positive imaginary part first, so that a conjugate pair stays
  * together in a fixed order. */
@@ -35,13 +65,14 @@ mi_status mi__eigenvalues(double *re, double *im, double *M, size_t r) {
   mi_status status = check_lapack_size(r, "eigenvalues");
   if (status != MI_OK || r == 0)
     return status;
+  status = screen("LAPACKE_dgeev", M, r, r, r);
+  if (status != MI_OK)
+    return status;
   lapack_int info = LAPACKE_dgeev(LAPACK_ROW_MAJOR, 'N', 'N', (lapack_int)r, M,
                                   (lapack_int)r, re, im, NULL, 1, NULL, 1);
-  if (info < 0)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "dgeev: LAPACKE error %d (work space)", (int)info);
-  if (info > 0)
-    return mi__fail(MI_ERR_NUMERIC, "dgeev did not converge (%d eigenvalues left)",
-                    (int)info);
+  status = lapack_status(info, "LAPACKE_dgeev", r, r, "the QR algorithm did not converge");
+  if (status != MI_OK)
+    return status;
   eigenvalue *e = malloc(r * sizeof *e);
   if (e == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "eigenvalues: %zu pairs", r);
@@ -61,15 +92,14 @@ mi_status mi__singular_values(double *out, double *M, size_t rows, size_t cols) 
   size_t k = rows < cols ? rows : cols;
   if (status != MI_OK || k == 0)
     return status;
+  status = screen("LAPACKE_dgesdd", M, rows, cols, cols);
+  if (status != MI_OK)
+    return status;
   /* Row-major LAPACKE checks ldu and ldvt even when they are not used. */
   lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'N', (lapack_int)rows,
                                    (lapack_int)cols, M, (lapack_int)cols, out, NULL,
                                    (lapack_int)cols, NULL, (lapack_int)cols);
-  if (info < 0)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "dgesdd: LAPACKE error %d (work space)", (int)info);
-  if (info > 0)
-    return mi__fail(MI_ERR_NUMERIC, "dgesdd did not converge");
-  return MI_OK;
+  return lapack_status(info, "LAPACKE_dgesdd", rows, cols, "the SVD did not converge");
 }
 
 mi_status mi__qr_factor(double *R, mi__matrix F) {
@@ -90,17 +120,19 @@ mi_status mi__qr_factor(double *R, mi__matrix F) {
   for (size_t j = 0; j < r; j++)
     for (size_t i = 0; i < n; i++)
       a[j * n + i] = F.data[(ptrdiff_t)i * F.rs + (ptrdiff_t)j * F.cs];
-  lapack_int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (lapack_int)n, (lapack_int)r, a,
-                                   (lapack_int)n, tau);
-  if (info == 0)
+  status = screen("LAPACKE_dgeqrf", a, r, n, n); /* column-major: r columns of n */
+  lapack_int info = status != MI_OK ? 0
+                    : LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (lapack_int)n, (lapack_int)r, a,
+                                     (lapack_int)n, tau);
+  if (status == MI_OK)
+    status = lapack_status(info, "LAPACKE_dgeqrf", n, r, "failed");
+  if (status == MI_OK)
     for (size_t i = 0; i < k; i++)
       for (size_t j = 0; j < r; j++)
         R[i * r + j] = j >= i ? a[j * n + i] : 0.0;
   free(a);
   free(tau);
-  if (info != 0)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "dgeqrf: LAPACKE error %d", (int)info);
-  return MI_OK;
+  return status;
 }
 
 mi_status mi__qr_r(float *R, double *a, double *tau, size_t rows, size_t c) {
@@ -108,14 +140,14 @@ mi_status mi__qr_r(float *R, double *a, double *tau, size_t rows, size_t c) {
   mi_status status = check_lapack_size(rows > c ? rows : c, "QR");
   if (status != MI_OK)
     return status;
+  status = screen("LAPACKE_dgeqrf", a, c, rows, rows); /* column-major */
+  if (status != MI_OK)
+    return status;
   lapack_int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (lapack_int)rows, (lapack_int)c, a,
                                    (lapack_int)rows, tau);
-  if (info == LAPACK_WORK_MEMORY_ERROR)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "LAPACKE_dgeqrf: no memory for a %zu x %zu QR",
-                    rows, c);
-  if (info != 0)
-    return mi__fail(info < 0 ? MI_ERR_INVALID_ARGUMENT : MI_ERR_NUMERIC,
-                    "LAPACKE_dgeqrf on a %zu x %zu matrix returned %d", rows, c, (int)info);
+  status = lapack_status(info, "LAPACKE_dgeqrf", rows, c, "failed");
+  if (status != MI_OK)
+    return status;
   for (size_t i = 0; i < r; i++)
     for (size_t j = 0; j < c; j++)
       R[i * c + j] = j >= i ? (float)a[j * rows + i] : 0.0f;
@@ -126,11 +158,14 @@ mi_status mi__gram_root(double *F, double *G, double *w, size_t r) {
   mi_status status = check_lapack_size(r, "Gram root");
   if (status != MI_OK)
     return status;
+  status = screen("LAPACKE_dsyev", G, r, r, r);
+  if (status != MI_OK)
+    return status;
   lapack_int info = LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)r, G,
                                   (lapack_int)r, w);
-  if (info != 0)
-    return mi__fail(info < 0 ? MI_ERR_OUT_OF_MEMORY : MI_ERR_NUMERIC,
-                    "LAPACKE_dsyev on a %zu x %zu Gram returned %d", r, r, (int)info);
+  status = lapack_status(info, "LAPACKE_dsyev", r, r, "the eigensolver did not converge");
+  if (status != MI_OK)
+    return status;
   for (size_t k = 0; k < r; k++) {
     double s = w[k] > 0.0 ? sqrt(w[k]) : 0.0;
     for (size_t i = 0; i < r; i++)

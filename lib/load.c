@@ -4,6 +4,8 @@
  * libmi reads is refused with what it looks like.
  */
 #define _POSIX_C_SOURCE 200809L
+/* MAP_ANONYMOUS and MADV_HUGEPAGE. */
+#define _DEFAULT_SOURCE
 #include "loader.h"
 
 #include <dirent.h>
@@ -118,17 +120,33 @@ static mi_status load_file(mi_model **out, int fd, const struct stat *st, const 
   }
   if ((uintmax_t)st->st_size > SIZE_MAX) {
     close(fd);
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "'%s' is too large to map", path);
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "'%s' is too large to read", path);
   }
+  /*
+   * Read into memory the process owns rather than map the file: a file
+   * truncated while it loads is then MI_ERR_TRUNCATED, never SIGBUS.
+   * Anonymous pages, huge ones where the kernel allows, since a model is
+   * hundreds of megabytes and 4 KiB faults would cost more than the copy.
+   */
   size_t size = (size_t)st->st_size;
-  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_errno = errno;
+  void *bytes = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (bytes == MAP_FAILED) {
+    int err = errno;
+    close(fd);
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes to read '%s': %s", size,
+                    path, mi__errno_text(err));
+  }
+#ifdef MADV_HUGEPAGE
+  madvise(bytes, size, MADV_HUGEPAGE); /* advice only: its failure changes nothing */
+#endif
+  mi_status status = mi__pread_all(bytes, fd, size, path);
   close(fd);
-  if (map == MAP_FAILED)
-    return mi__fail(map_errno == ENOMEM ? MI_ERR_OUT_OF_MEMORY : MI_ERR_IO,
-                    "cannot map '%s': %s", path, mi__errno_text(map_errno));
-  mi_status status = mi__load_bytes(out, map, size, hints, opts);
-  munmap(map, size);
+  if (status != MI_OK) {
+    munmap(bytes, size);
+    return status;
+  }
+  status = mi__load_bytes(out, bytes, size, hints, opts);
+  munmap(bytes, size);
   if (status != MI_OK) {
     /* Say which file, keeping the reader's detail. */
     char detail[512];

@@ -152,11 +152,29 @@ void mi__config_free(mi__config *config);
 
 /*
  * The whole of the regular file `path` into *out (malloc'd, NUL-terminated,
- * *size bytes before the NUL). Opened with O_NONBLOCK, so a FIFO or device
- * is refused rather than waited on. MI_ERR_IO (ENOENT shows as *missing
- * when `missing` is not NULL, with *out NULL and MI_OK), MI_ERR_OUT_OF_MEMORY.
+ * *size bytes before the NUL), as mi__open_regular and mi__pread_all read
+ * it: MI_ERR_IO (ENOENT shows as *missing when `missing` is not NULL, with
+ * *out NULL and MI_OK), MI_ERR_TRUNCATED, MI_ERR_OUT_OF_MEMORY.
  */
 mi_status mi__file_read(char **out, size_t *size, bool *missing, const char *path);
+
+/*
+ * Opens the regular file `path` for reading without blocking (a FIFO or
+ * device is refused at once, never waited on) into *fd, its size into *size.
+ * MI_ERR_IO naming the path (ENOENT shows as *missing, with *fd -1 and
+ * MI_OK, when `missing` is not NULL); MI_ERR_OUT_OF_MEMORY for a size beyond
+ * size_t.
+ */
+mi_status mi__open_regular(int *fd, size_t *size, bool *missing, const char *path);
+
+/*
+ * Reads bytes 0..size of `fd` into buf with pread, retrying after EINTR and
+ * short reads: the process owns what it read, so a file that shrinks or
+ * changes meanwhile cannot fault it (a mapping would raise SIGBUS). A file
+ * that ends early is MI_ERR_TRUNCATED naming `path` and the offset; a read
+ * error MI_ERR_IO.
+ */
+mi_status mi__pread_all(void *buf, int fd, size_t size, const char *path);
 
 /* strerror(err), thread-safe (a per-thread buffer, valid until the next call). */
 const char *mi__errno_text(int err);

@@ -255,6 +255,9 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
   if (model->processed)
     return mi__fail(MI_ERR_STATE, "%s: the model was already processed; weights are final",
                     mi__weight_name(which));
+  if (atomic_load(&model->extra_refs) > 0)
+    return mi__fail(MI_ERR_STATE, "%s: the model has live circuits, some reading its weights "
+                    "in place; free them before changing a weight", mi__weight_name(which));
   size_t item = dtype_size(dtype);
   if (item == 0)
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)dtype);
@@ -267,12 +270,33 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
     return mi__fail(MI_ERR_INVALID_ARGUMENT,
                     "%s: row stride %zu and column stride %zu overlap a %zu x %zu matrix",
                     mi__weight_name(which), row_stride, col_stride, g.rows, g.cols);
+  /* One pass converts and checks: a float64 beyond float32's range becomes
+   * an infinity here, so converted values are what is checked. */
   const unsigned char *bytes = data;
+  bool finite = true;
   for (size_t i = 0; i < g.rows; i++)
-    for (size_t j = 0; j < g.cols; j++)
-      slot[i * g.cols + j] =
-          read_element(bytes + (i * row_stride + j * col_stride) * item, dtype);
-  return MI_OK;
+    for (size_t j = 0; j < g.cols; j++) {
+      float f = read_element(bytes + (i * row_stride + j * col_stride) * item, dtype);
+      finite &= isfinite(f) != 0;
+      slot[i * g.cols + j] = f;
+    }
+  if (finite)
+    return MI_OK;
+  size_t at[2] = {0, 0};
+  mi__finite_f(slot, g.rows, g.cols, g.cols, at);
+  float bad = slot[at[0] * g.cols + at[1]];
+  /* The model keeps finite weights only: the slot goes back to its start. */
+  float initial = which == MI_LN1_W || which == MI_LNF_W ? 1.0f : 0.0f;
+  for (size_t i = 0; i < g.rows * g.cols; i++)
+    slot[i] = initial;
+  double source = 0.0;
+  if (dtype == MI_DTYPE_F64)
+    memcpy(&source, bytes + (at[0] * row_stride + at[1] * col_stride) * item, sizeof source);
+  bool overflow = dtype == MI_DTYPE_F64 && isfinite(source);
+  return mi__fail(MI_ERR_NONFINITE, "%s (layer %zu, head %zu): element [%zu, %zu] is %s%s; "
+                  "libmi refuses NaN and infinite weights", mi__weight_name(which), layer,
+                  head, at[0], at[1], isnan(bad) ? "NaN" : bad > 0 ? "+inf" : "-inf",
+                  overflow ? " (a float64 beyond float32's range)" : "");
 }
 
 mi_status mi_model_set_weight(mi_model *model, mi_weight which, size_t layer, size_t head,
@@ -493,6 +517,26 @@ static mi_status keep_positional_side(mi_model *model) {
   return MI_OK;
 }
 
+/*
+ * Folding multiplies finite weights, which can overflow float32: a model
+ * whose processed weights are not all finite is refused (its queries would
+ * fail anyway, each with MI_ERR_NUMERIC).
+ */
+static mi_status check_processed(const mi_model *model) {
+  for (int i = 0; i < MI_WEIGHT_COUNT; i++) {
+    if (model->w[i] == NULL)
+      continue;
+    mi__weight_geometry g = mi__weight_geometry_of(&model->config, (mi_weight)i);
+    size_t at[2];
+    if (!mi__finite_f(model->w[i], g.copies * g.rows, g.cols, g.cols, at))
+      return mi__fail(MI_ERR_NUMERIC, "processing overflowed float32: %s copy %zu, element "
+                      "[%zu, %zu] is no longer finite (a weight times its LayerNorm scale, "
+                      "or a centred value, beyond 3.4e38); free the model",
+                      mi__weight_name((mi_weight)i), at[0] / g.rows, at[0] % g.rows, at[1]);
+  }
+  return MI_OK;
+}
+
 mi_status mi_model_process(mi_model *model, unsigned steps) {
   MI_CHECK_ARG(model);
   if (steps & ~(unsigned)MI_PROCESS_TRANSFORMERLENS)
@@ -500,6 +544,9 @@ mi_status mi_model_process(mi_model *model, unsigned steps) {
   if (model->processed)
     return mi__fail(MI_ERR_STATE, "the model was already processed (steps 0x%x)",
                     model->processing);
+  if (atomic_load(&model->extra_refs) > 0)
+    return mi__fail(MI_ERR_STATE, "the model has live circuits, some reading its weights in "
+                    "place; free them before processing it");
   const unsigned both_ln = MI_PART_LN | MI_PART_LN_FINAL;
   if ((steps & MI_PROCESS_CENTER_WRITING) && (model->config.parts & both_ln) != both_ln)
     return mi__fail(MI_ERR_UNSUPPORTED,
@@ -530,7 +577,7 @@ mi_status mi_model_process(mi_model *model, unsigned steps) {
   }
   model->processing = steps;
   model->processed = true;
-  return MI_OK;
+  return check_processed(model);
 }
 
 /* ---- accessors ------------------------------------------------------------ */

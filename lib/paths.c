@@ -123,8 +123,14 @@ mi_status mi_model_composition_scores(double *out, size_t count, const mi_model 
       for (size_t h1 = 0; h1 < H && status == MI_OK; h1++)
         for (size_t h2 = 0; h2 < H; h2++) {
           double den = left_sq[l1 * H + h1] * right_sq[l2 * H + h2];
-          out[((l1 * H + h1) * L + l2) * H + h2] =
-              den > 0.0 ? sqrt(block_sq(block, Hr, h1, h2, r) / den) : 0.0;
+          double num = block_sq(block, Hr, h1, h2, r);
+          if (!isfinite(num) || !isfinite(den)) {
+            status = mi__fail(MI_ERR_NUMERIC, "composition score of head (%zu, %zu) into "
+                              "(%zu, %zu): a product of their weights overflowed float32",
+                              l1, h1, l2, h2);
+            break;
+          }
+          out[((l1 * H + h1) * L + l2) * H + h2] = den > 0.0 ? sqrt(num / den) : 0.0;
         }
     }
   }
@@ -402,12 +408,19 @@ typedef struct path_level {
   float *K, *E, *N;
 } path_level;
 
+/* Where the walk stands at one depth: its node's first child layer, the next
+ * child (l0·H + j is its head), the node's F rows. */
+typedef struct path_frame {
+  size_t l0, j, rows;
+} path_frame;
+
 typedef struct path_walk {
   const mi_model *model;
   size_t L, H, D, dh, max_order;
   float *wv;      /* D × L·H·dh: every head's W_V side by side */
   float *z;       /* D × L·H·dh: every head's W_V·S */
   path_level *level; /* max_order levels */
+  path_frame *frames; /* max_order of them */
   double *g, *root, *w; /* dh × dh Gram, its root, dh eigenvalues */
   float *scratch;   /* path_factors' chain and step, with MI_PATHS_CIRCUITS */
   mi_circuit *held; /* the last path circuit: its A is W_E W_V of head `first` */
@@ -425,6 +438,7 @@ static void walk_free(path_walk *w) {
   if (w->level != NULL)
     free(w->level[0].K);
   free(w->level);
+  free(w->frames);
   free(w->g);
   free(w->scratch);
   mi_circuit_free(w->held);
@@ -447,6 +461,7 @@ static mi_status walk_alloc(path_walk *w, const mi_config *c, size_t top, bool c
   w->wv = malloc(wide * sizeof *w->wv);
   w->z = malloc(wide * sizeof *w->z);
   w->level = calloc(top ? top : 1, sizeof *w->level);
+  w->frames = malloc((top ? top : 1) * sizeof *w->frames);
   float *f = malloc(total * sizeof *f);
   w->g = malloc((2 * big * big + big) * sizeof *w->g);
   w->layers = malloc(2 * (top ? top : 1) * sizeof *w->layers);
@@ -455,7 +470,7 @@ static mi_status walk_alloc(path_walk *w, const mi_config *c, size_t top, bool c
   else
     free(f);
   if (w->wv == NULL || w->z == NULL || w->level == NULL || f == NULL || w->g == NULL ||
-      w->layers == NULL)
+      w->layers == NULL || w->frames == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "path walk scratch for %zu heads",
                     c->n_layers * c->n_heads);
   if (circuits) {
@@ -508,7 +523,9 @@ static mi_status walk_prepare(path_walk *w, double *direct_sq) {
       w->g[i] = ge[i];
     }
     *direct_sq = sum > 0.0 ? sum : 0.0;
-    status = mi__gram_root(w->root, w->g, w->w, D);
+    status = isfinite(sum) ? mi__gram_root(w->root, w->g, w->w, D)
+                           : mi__fail(MI_ERR_NUMERIC, "paths: the direct path's norm "
+                                      "overflowed float32 (W_Eᵀ W_E or W_U W_Uᵀ)");
   }
   if (status == MI_OK && w->max_order > 0)
     for (size_t i = 0; i < D * D; i++)
@@ -592,24 +609,43 @@ static mi_status walk_emit(path_walk *w, size_t order, double norm_sq) {
 }
 
 /*
- * The children of the node at `depth` (its K = F·W_O is level[depth].K,
- * `rows` × D): every head of layers l0.., each followed by its own children.
+ * Opens the node at `depth` (its K = F·W_O is level[depth].K, `rows` × D),
+ * whose children are every head of layers l0..: their blocks against the
+ * stacked W_V·S (N) and, when they have children of their own, W_V (E).
  */
-static mi_status walk_node(path_walk *w, size_t depth, size_t rows, size_t l0) {
-  size_t D = w->D, dh = w->dh, H = w->H, ld = w->L * H * dh, c0 = l0 * H * dh;
-  size_t cols = ld - c0;
+static mi_status node_open(path_walk *w, size_t depth, size_t rows, size_t l0) {
+  size_t D = w->D, ld = w->L * w->H * w->dh, c0 = l0 * w->H * w->dh, cols = ld - c0;
+  w->frames[depth] = (path_frame){l0, 0, rows};
   if (cols == 0)
     return MI_OK;
   path_level *lv = &w->level[depth];
-  bool deeper = depth + 1 < w->max_order;
   mi__matrix K = mi__matrix_rowmajor(lv->K, rows, D);
   mi_status status = mi__sgemm(1.0f, K, (mi__matrix){w->z + c0, D, cols, (ptrdiff_t)ld, 1},
                                0.0f, mi__matrix_rowmajor(lv->N, rows, cols));
-  if (status == MI_OK && deeper)
+  if (status == MI_OK && depth + 1 < w->max_order)
     status = mi__sgemm(1.0f, K, (mi__matrix){w->wv + c0, D, cols, (ptrdiff_t)ld, 1}, 0.0f,
                        mi__matrix_rowmajor(lv->E, rows, cols));
-  for (size_t j = 0; j < cols / dh && status == MI_OK && !w->stopped; j++) {
-    size_t l = l0 + j / H, h = j % H;
+  return status;
+}
+
+/*
+ * Every path below the root, depth first, with an explicit stack of frames
+ * (one a depth, at most n_layers): a deep model must not exhaust the C stack.
+ */
+static mi_status walk_nodes(path_walk *w) {
+  size_t D = w->D, dh = w->dh, H = w->H, ld = w->L * H * dh, depth = 0;
+  mi_status status = node_open(w, 0, D, 0);
+  while (status == MI_OK && !w->stopped) {
+    path_frame *f = &w->frames[depth];
+    size_t cols = ld - f->l0 * H * dh, rows = f->rows;
+    if (f->j >= cols / dh) {
+      if (depth == 0)
+        break;
+      depth--;
+      continue;
+    }
+    path_level *lv = &w->level[depth];
+    size_t j = f->j++, l = f->l0 + j / H, h = j % H;
     double sq = 0.0;
     for (size_t a = 0; a < rows; a++)
       for (size_t b = 0; b < dh; b++) {
@@ -618,8 +654,11 @@ static mi_status walk_node(path_walk *w, size_t depth, size_t rows, size_t l0) {
       }
     w->layers[depth] = l;
     w->heads[depth] = h;
-    status = walk_emit(w, depth + 1, sq);
-    if (status != MI_OK || w->stopped || !deeper || l + 1 == w->L)
+    status = isfinite(sq) ? walk_emit(w, depth + 1, sq)
+                          : mi__fail(MI_ERR_NUMERIC, "paths: the norm of a path of order "
+                                     "%zu ending at head (%zu, %zu) overflowed float32",
+                                     depth + 1, l, h);
+    if (status != MI_OK || w->stopped || depth + 1 >= w->max_order || l + 1 == w->L)
       continue;
     /* The child's Gram EᵀE (dh × dh) and a dh × dh root of it, times W_O. */
     for (size_t a = 0; a < dh; a++)
@@ -639,7 +678,7 @@ static mi_status walk_node(path_walk *w, size_t depth, size_t rows, size_t l0) {
                        mi__matrix_rowmajor((float *)output_weight(w->model, l, h), dh, D),
                        0.0f, mi__matrix_rowmajor(w->level[depth + 1].K, dh, D));
     if (status == MI_OK)
-      status = walk_node(w, depth + 1, dh, l + 1);
+      status = node_open(w, ++depth, dh, l + 1);
   }
   return status;
 }
@@ -664,7 +703,7 @@ static mi_status walk_paths(size_t *out, const mi_model *model, size_t max_order
   if (status == MI_OK)
     status = walk_emit(&w, 0, direct_sq);
   if (status == MI_OK && top > 0 && !w.stopped)
-    status = walk_node(&w, 0, c->d_model, 0);
+    status = walk_nodes(&w);
   if (out != NULL)
     *out = w.count;
   walk_free(&w);

@@ -186,9 +186,9 @@ mi_status mi_circuit_row_summary(mi_row_summary *out, const mi_circuit *circuit,
       (o.col_index && !col_val) || !stats || !spread || !jobs)
     status = mi__fail(MI_ERR_OUT_OF_MEMORY, "row summary: a block of %zu x %zu floats and "
                       "ranks of %zu rows", block_rows, m, r);
+  if (status == MI_OK && o.diag_rank)
+    status = mi__diag_thresholds(threshold, circuit, i0, i1);
   if (status == MI_OK) {
-    if (o.diag_rank)
-      mi__diag_thresholds(threshold, circuit, i0, i1);
     if (o.topk_index)
       ranks_clear(o.topk_index, topk_val, r * o.k);
     if (o.col_index)

@@ -12,7 +12,7 @@
  * that lives for the call, so a shared tokenizer is never written).
  */
 #define _POSIX_C_SOURCE 200809L
-#include "internal.h"
+#include "loader.h"
 #include "unicode_tables.h"
 
 #include <jansson.h>
@@ -662,9 +662,9 @@ typedef struct tokenizer_files {
 
 static mi_status read_files(tokenizer_files *f, const char *vocab_path, const char *merges_path) {
   *f = (tokenizer_files){0};
-  mi_status status = mi__read_file(&f->vocab, &f->vocab_size, vocab_path);
+  mi_status status = mi__file_read(&f->vocab, &f->vocab_size, NULL, vocab_path);
   if (status == MI_OK && merges_path)
-    status = mi__read_file(&f->merges, &f->merges_size, merges_path);
+    status = mi__file_read(&f->merges, &f->merges_size, NULL, merges_path);
   if (status == MI_OK)
     f->format = mi__vocab_format_of(vocab_path, f->vocab, f->vocab_size, &f->skip);
   return status;
@@ -673,7 +673,7 @@ static mi_status read_files(tokenizer_files *f, const char *vocab_path, const ch
 /* Puts the file names in front of the parser's message. */
 static mi_status name_files(mi_status status, const char *vocab_path, const char *merges_path) {
   if (status == MI_OK || status == MI_ERR_IO)
-    return status; /* mi__read_file named the file */
+    return status; /* mi__file_read named the file */
   char detail[400];
   snprintf(detail, sizeof detail, "%s", mi_last_error());
   return mi__fail(status, "%s%s%s: %s", vocab_path, merges_path ? " + " : "",

@@ -7,7 +7,7 @@
  * never changed again, so any number of threads may read it.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "internal.h"
+#include "loader.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -141,14 +141,6 @@ static mi_status add_token(builder *b, long long id, const char *raw, size_t len
   b->count++;
   b->bytes += len;
   return MI_OK;
-}
-
-uint64_t mi__hash_bytes(const void *data, size_t len) {
-  const unsigned char *s = data;
-  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ s[i]) * 0x100000001b3ull;
-  return h;
 }
 
 /* The string of a slot's (id, form). */
@@ -458,41 +450,13 @@ mi_status mi_model_load_vocab_memory(mi_model *model, const void *data, size_t s
   return load_vocab(model, data, size, NULL);
 }
 
-/* Reads a whole file into a malloc'd buffer. */
-mi_status mi__read_file(char **out, size_t *size, const char *path) {
-  *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return mi__fail(MI_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-  mi_status status = MI_OK;
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0)
-    status = mi__fail(MI_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
-  else if (!S_ISREG(st.st_mode))
-    status = mi__fail(MI_ERR_IO, "'%s' is not a regular file", path);
-  size_t end = status == MI_OK ? (size_t)st.st_size : 0;
-  char *data = NULL;
-  if (status == MI_OK && (data = malloc(end + 1)) == NULL)
-    status = mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for '%s'", end, path);
-  if (status == MI_OK && fread(data, 1, end, f) != end)
-    status = mi__fail(MI_ERR_IO, "cannot read '%s': %s", path,
-                      ferror(f) ? strerror(errno) : "shorter than its size");
-  fclose(f);
-  if (status != MI_OK) {
-    free(data);
-    return status;
-  }
-  *out = data;
-  *size = end;
-  return MI_OK;
-}
-
 mi_status mi_model_load_vocab(mi_model *model, const char *path) {
   MI_CHECK_ARG(model);
   MI_CHECK_ARG(path);
   char *data = NULL;
   size_t size = 0;
-  mi_status status = mi__read_file(&data, &size, path);
+  /* Opened without blocking and refused unless regular: a FIFO never waits. */
+  mi_status status = mi__file_read(&data, &size, NULL, path);
   if (status != MI_OK)
     return status;
   status = load_vocab(model, data, size, path);

@@ -4,7 +4,7 @@
  * the defaults, TransformerLens's processing, and with n_heads = 2 so that
  * GPT-2 archives (which carry no head count) reach the name map too.
  */
-#include <mi.h>
+#include "fuzz_query.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -22,8 +22,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       options.n_heads = 2;
     mi_model *model;
     /* libFuzzer may pass NULL for an empty input; the reader refuses NULL. */
-    if (mi_model_load_memory(&model, size ? data : empty, size, &options) == MI_OK)
+    if (mi_model_load_memory(&model, size ? data : empty, size, &options) == MI_OK) {
+      fuzz_query(model);
       mi_model_free(model);
+    }
   }
   return 0;
 }

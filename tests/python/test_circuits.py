@@ -14,7 +14,7 @@ import re
 import unittest
 
 import mi
-from mi._arrays import numpy
+from mi.arrays import numpy
 from mi._native import PROTOTYPES
 from reference import (add_row, eigenvalues_from_traces, frobenius, matmul, random_model,
                        scale, tolist, transpose)

@@ -8,7 +8,7 @@ import os
 import unittest
 
 import mi
-from mi._arrays import numpy
+from mi.arrays import numpy
 
 
 def small_model(**kw):

@@ -4,19 +4,10 @@ import ctypes
 import ctypes.util
 import os
 
+from .errors import MiError, error_for  # noqa: F401 (MiError: older imports)
+
 SONAME = "libmi.so.0"
 ABI_MAJOR = 0
-
-
-class MiError(Exception):
-    """A libmi call failed. ``status`` is the mi_status value, ``name`` its
-    text (mi_status_str) and the message is mi_last_error() of that call."""
-
-    def __init__(self, status, name, detail):
-        super().__init__(f"{name}: {detail}" if detail else name)
-        self.status = status
-        self.name = name
-        self.detail = detail
 
 
 def _find_library():
@@ -202,7 +193,7 @@ def _check_status(status, func, args):
     if status != 0:
         name = lib.mi_status_str(status).decode()
         detail = lib.mi_last_error().decode(errors="replace")
-        raise MiError(status, name, detail)
+        raise error_for(status, name, detail)
     return status
 
 

@@ -5,9 +5,8 @@ import weakref
 from typing import List, NamedTuple, Optional, Tuple
 
 from ._native import EigenSummary as _EigenSummary, lib
-from ._arrays import OutArray, float32_matrix, numpy
-
-_TOPK_COLUMNS, _TOPK_SMALLEST = 1, 2
+from .arrays import OutArray, float32_matrix, numpy
+from .enums import TOPK_COLUMNS as _TOPK_COLUMNS, TOPK_SMALLEST as _TOPK_SMALLEST
 
 
 class EigenSummary(NamedTuple):

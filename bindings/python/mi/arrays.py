@@ -13,7 +13,7 @@ if not os.environ.get("MI_PYTHON_NO_NUMPY"):  # the tests use it to cover both p
     except ImportError:  # numpy is optional
         numpy = None
 
-F32, F64 = 0, 1  # mi_dtype values
+from .enums import DTYPE_F32 as F32, DTYPE_F64 as F64
 _TYPESTRS = {"<f4": F32, "<f8": F64}
 _FORMATS = {"f": F32, "d": F64}
 _ITEMSIZE = {F32: 4, F64: 8}

@@ -6,9 +6,7 @@ import weakref
 from typing import List, Optional, Sequence, Union
 
 from ._native import lib
-
-#: mi_tokenizer_encode's MI_TOKENIZE_PREPEND_BOS.
-PREPEND_BOS = 1
+from .enums import TOKENIZE_PREPEND_BOS as PREPEND_BOS
 
 Text = Union[str, bytes, bytearray, memoryview]
 

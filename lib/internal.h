@@ -111,8 +111,11 @@ void mi__model_set_layout(mi_model *model, mi_layout layout);
 
 /* ---- vocabulary (vocab.c) ----------------------------------------------- */
 
-/* Frees a model's token strings; NULL is a no-op. */
+/* Frees a model's token strings (drops one share of them); NULL is a no-op. */
 void mi__vocab_free(struct mi__vocab *vocab);
+
+/* One more owner of `vocab` (a model copy); returns it. NULL stays NULL. */
+struct mi__vocab *mi__vocab_share(struct mi__vocab *vocab);
 
 /* FNV-1a of len bytes; the hash every byte-string table of libmi uses. */
 uint64_t mi__hash_bytes(const void *data, size_t len);

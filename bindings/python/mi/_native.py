@@ -111,6 +111,12 @@ class ForwardExtras(ctypes.Structure):
         ("patterns_count", ctypes.c_size_t),
         ("resid", c_float_p),
         ("resid_count", ctypes.c_size_t),
+        ("head_scale", c_float_p),
+        ("head_scale_count", ctypes.c_size_t),
+        ("head_bias", c_float_p),
+        ("head_bias_count", ctypes.c_size_t),
+        ("head_out", c_float_p),
+        ("head_out_count", ctypes.c_size_t),
     ]
 
 
@@ -222,6 +228,7 @@ PROTOTYPES = [
     ("mi_config_init", [ctypes.POINTER(Config), _Size], None, False),
     ("mi_model_create", [ctypes.POINTER(_void_p), ctypes.POINTER(Config)], _STATUS, True),
     ("mi_model_free", [_void_p], None, False),
+    ("mi_model_copy", [ctypes.POINTER(_void_p), _void_p], _STATUS, True),
     ("mi_model_set_weight", [_void_p, ctypes.c_int, _Size, _Size,
                              ctypes.c_int, _void_p, _Size], _STATUS, True),
     ("mi_model_process", [_void_p, ctypes.c_uint], _STATUS, True),

@@ -209,12 +209,13 @@ _STATUS = ctypes.c_int
 class _Size(ctypes.c_size_t):
     """A size_t argument. ctypes would wrap a negative int modulo 2**64, so C
     would fill a huge count into a buffer Python sized from the raw value:
-    refuse anything outside [0, 2**64) before the call instead."""
+    refuse anything outside [0, 2**64) before the call instead. (The public
+    methods check their integers first, so this is the last line only.)"""
 
     @classmethod
     def from_param(cls, value):
         if isinstance(value, int) and not 0 <= value < 1 << 64:
-            raise ValueError(f"{value} is not a valid size (0 <= n < 2**64)")
+            raise OverflowError(f"{value} is not a valid size (0 <= n < 2**64)")
         return ctypes.c_size_t.from_param(value)
 
 _void_p = ctypes.c_void_p
@@ -241,7 +242,7 @@ PROTOTYPES = [
     ("mi_load_options_init", [ctypes.POINTER(LoadOptions), _Size], None, False),
     ("mi_model_load", [ctypes.POINTER(_void_p), ctypes.c_char_p,
                        ctypes.POINTER(LoadOptions)], _STATUS, True),
-    ("mi_model_load_memory", [ctypes.POINTER(_void_p), ctypes.c_char_p, _Size,
+    ("mi_model_load_memory", [ctypes.POINTER(_void_p), _void_p, _Size,
                               ctypes.POINTER(LoadOptions)], _STATUS, True),
     ("mi_model_load_vocab", [_void_p, ctypes.c_char_p], _STATUS, True),
     ("mi_model_token_bytes", [ctypes.POINTER(ctypes.c_void_p), c_size_p, _void_p,

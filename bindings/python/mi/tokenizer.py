@@ -6,6 +6,8 @@ import weakref
 from typing import List, Optional, Sequence, Union
 
 from ._native import lib
+from .arrays import index
+from .lifetime import Guard, reads
 from .enums import TOKENIZE_PREPEND_BOS as PREPEND_BOS
 
 Text = Union[str, bytes, bytearray, memoryview]
@@ -42,8 +44,9 @@ class Tokenizer:
     ``close()`` or a ``with`` block; the finaliser frees it otherwise."""
 
     def __init__(self, handle: int):
-        self._handle = ctypes.c_void_p(handle)
-        self._finalizer = weakref.finalize(self, lib.mi_tokenizer_free, ctypes.c_void_p(handle))
+        self._guard = Guard(handle, lambda h: lib.mi_tokenizer_free(ctypes.c_void_p(h)),
+                            "tokenizer")
+        self._finalizer = weakref.finalize(self, self._guard.close)
 
     @classmethod
     def load(cls, vocab, merges=None) -> "Tokenizer":
@@ -65,14 +68,14 @@ class Tokenizer:
         return cls(handle.value)
 
     def _h(self) -> ctypes.c_void_p:
-        if not self._handle.value:
+        handle = self._guard.handle
+        if not handle:
             raise ValueError("the tokenizer is closed")
-        return self._handle
+        return ctypes.c_void_p(handle)
 
     def close(self) -> None:
-        """Frees the tokenizer now (idempotent)."""
-        self._finalizer()
-        self._handle = ctypes.c_void_p()
+        """Frees the tokenizer (idempotent) once no call on it is running."""
+        self._guard.close()
 
     def __enter__(self) -> "Tokenizer":
         return self
@@ -80,16 +83,18 @@ class Tokenizer:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @reads
     def encode(self, text: Text, prepend_bos: bool = False) -> List[int]:
         """The token ids of ``text`` (str, or bytes that need not be UTF-8);
         with ``prepend_bos`` the beginning-of-sequence token first."""
         return encode(self._h(), text, prepend_bos)
 
+    @reads
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes token ``token_id`` stands for."""
         pointer, length = ctypes.c_void_p(), ctypes.c_size_t()
         lib.mi_tokenizer_token_bytes(ctypes.byref(pointer), ctypes.byref(length), self._h(),
-                                     token_id)
+                                     index(token_id, self.vocab_size, "token id"))
         return ctypes.string_at(pointer.value, length.value) if length.value else b""
 
     def decode(self, ids: Sequence[int]) -> bytes:
@@ -98,6 +103,7 @@ class Tokenizer:
         return b"".join(self.token_bytes(i) for i in ids)
 
     @property
+    @reads
     def bos(self) -> int:
         """The beginning-of-sequence token's id (MiError when there is none)."""
         out = ctypes.c_size_t()
@@ -105,6 +111,7 @@ class Tokenizer:
         return out.value
 
     @property
+    @reads
     def vocab_size(self) -> int:
         """One past the largest token id."""
         out = ctypes.c_size_t()

@@ -274,7 +274,7 @@ class LifetimeTest(unittest.TestCase):
                 with self.assertRaisesRegex(IndexError, "row 7 out of range"):
                     c.entry(7, 0)
                 self.assertEqual(c.entry(-1, 0), c.entry(6, 0))
-                with self.assertRaises(mi.MiError):
+                with self.assertRaisesRegex(ValueError, "k = 8, but a line has 7"):
                     c.topk(8)
 
     @unittest.skipIf(numpy is None, "needs numpy")

@@ -48,7 +48,7 @@ class PromptTest(NamedTuple):
     top: List[Tuple[int, str, float, float]]  #: (id, string, logit, probability), best first
 
 
-def test_prompt(model, prompt, answer, top_k=10, prepend_bos=False, print_details=True,
+def test_prompt(prompt, answer, model, top_k=10, prepend_bos=False, print_details=True,
                 file=None) -> PromptTest:
     """TransformerLens's ``utils.test_prompt(prompt, answer, model)``: the
     answer's rank, logit and probability after ``prompt`` and the ``top_k``

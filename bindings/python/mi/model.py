@@ -1048,7 +1048,7 @@ class Model:
         text that is one token, or an id) after the prompt's last token, and
         the ``top_k`` predictions there. Returns a :class:`PromptTest`."""
         from .experiments import test_prompt
-        return test_prompt(self, prompt, answer, top_k, prepend_bos, print_details, file)
+        return test_prompt(prompt, answer, self, top_k, prepend_bos, print_details, file)
 
     @reads
     def attribute(self, tokens, positions: Optional[Sequence[int]] = None,

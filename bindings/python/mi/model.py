@@ -20,7 +20,7 @@ from .enums import (ATTRIBUTE_FULL_LOGITS, COMPOSITIONS, EMBEDDINGS, LAYOUTS, LO
                     WEIGHTS)
 from .lifetime import Guard, reads, writes
 from .results import Forward, HeadReport, Part, Path, SkipTrigram
-from .tokenizer import Text, encode as _encode
+from .tokenizer import Text, encode as _encode, file_bytes
 
 _PER_HEAD = {"W_Q", "W_O", "b_Q"}
 _PER_KV_HEAD = {"W_K", "W_V", "b_K", "b_V"}
@@ -387,7 +387,7 @@ class Model:
     @writes
     def load_vocab_bytes(self, data: bytes) -> None:
         """Loads token strings from a vocabulary file's contents."""
-        data = bytes(data)
+        data = file_bytes(data, "vocabulary")
         lib.mi_model_load_vocab_memory(self._h(), data, len(data))
 
     @writes
@@ -402,8 +402,8 @@ class Model:
     @writes
     def load_tokenizer_bytes(self, vocab: bytes, merges: Optional[bytes] = None) -> None:
         """:meth:`load_tokenizer` from the files' contents."""
-        vocab = bytes(vocab)
-        merges = None if merges is None else bytes(merges)
+        vocab = file_bytes(vocab, "vocab")
+        merges = None if merges is None else file_bytes(merges, "merges")
         lib.mi_model_load_tokenizer_memory(self._h(), vocab, len(vocab), merges,
                                            0 if merges is None else len(merges))
 

@@ -3,6 +3,7 @@
 import ctypes
 
 from ._native import lib
+from .arrays import size
 
 
 def version() -> str:
@@ -26,7 +27,7 @@ def kernel_set() -> str:
 
 def set_num_threads(n: int) -> None:
     """Threads for each later libmi BLIS call (0: BLIS's own setting)."""
-    lib.mi_set_num_threads(n)
+    lib.mi_set_num_threads(size(n, "threads"))
 
 
 def get_num_threads() -> int:

@@ -37,6 +37,9 @@ def config_dict(cfg) -> dict:
             cfg = json.load(f)
         if not isinstance(cfg, dict):
             raise ValueError(f"{cfg}: a config.json must hold a JSON object")
+    if isinstance(cfg, (int, float, bytes, bytearray, list, tuple)):
+        raise TypeError(f"cfg: a dict, a config.json path or a config object, not "
+                        f"{type(cfg).__name__}")
     if isinstance(cfg, dict):
         get = cfg.get
     else:

@@ -24,6 +24,14 @@ def text_bytes(text: Text) -> bytes:
     raise TypeError(f"expected text (str or bytes), got {type(text).__name__}")
 
 
+def file_bytes(data, what) -> bytes:
+    """A file's contents given as bytes or a buffer (never an int, which
+    bytes() would take as a length)."""
+    if data is None or isinstance(data, (int, str)):
+        raise TypeError(f"{what}: the file's bytes, not {type(data).__name__}")
+    return bytes(data)
+
+
 def encode(handle, text: Text, prepend_bos: bool) -> List[int]:
     """mi_tokenizer_encode into a buffer that always suffices (len + 1)."""
     data = text_bytes(text)
@@ -60,8 +68,8 @@ class Tokenizer:
     @classmethod
     def from_bytes(cls, vocab: bytes, merges: Optional[bytes] = None) -> "Tokenizer":
         """The same from the files' contents (mi_tokenizer_load_memory)."""
-        vocab = bytes(vocab)
-        merges = None if merges is None else bytes(merges)
+        vocab = file_bytes(vocab, "vocab")
+        merges = None if merges is None else file_bytes(merges, "merges")
         handle = ctypes.c_void_p()
         lib.mi_tokenizer_load_memory(ctypes.byref(handle), vocab, len(vocab), merges,
                                      0 if merges is None else len(merges))

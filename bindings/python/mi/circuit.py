@@ -83,7 +83,7 @@ class Circuit:
 
     @property
     def shape(self) -> Tuple[int, int]:
-        """(rows, columns)."""
+        """(rows, columns): [n, m]."""
         return self._shape3()[:2]
 
     @property
@@ -203,8 +203,8 @@ class Circuit:
 
     @reads
     def eigenvalues(self, count: Optional[int] = None):
-        """The ``count`` eigenvalues of largest modulus of a square circuit
-        (default min(n, rank)), as complex numbers: a numpy complex128 array,
+        """The ``count`` eigenvalues [count] of largest modulus of a square
+        circuit (default min(n, rank)), as complex numbers: a numpy complex128 array,
         or a list of ``complex`` without numpy. Conjugate pairs are adjacent."""
         n, _, r = self._shape3()
         count = min(n, r) if count is None else size(count, "count")

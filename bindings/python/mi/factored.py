@@ -56,11 +56,12 @@ class FactoredMatrix:
 
     @property
     def shape(self):
-        """(..., m, n)."""
+        """[..., m, n]: the leading axes, then the matrix's own two."""
         return self.A.shape[:-1] + self.B.shape[-1:]
 
     @property
     def ndim(self):
+        """len(shape)."""
         return len(self.shape)
 
     @property
@@ -69,6 +70,7 @@ class FactoredMatrix:
         return self.A.shape[-1]
 
     def __len__(self):
+        """The first axis's length."""
         return self.shape[0]
 
     def __repr__(self):

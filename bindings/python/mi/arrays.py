@@ -359,15 +359,20 @@ def host_array(obj, name):
 
 # ---- input: integers ---------------------------------------------------------
 
-def index(value, count, what):
-    """An index into ``count`` things: an int (negative counts from the
-    end); TypeError for a non-integer, IndexError out of range."""
+def _integer(value, what):
+    """operator.index(value), refusing bool and non-integers (TypeError)."""
     if isinstance(value, bool):
         raise TypeError(f"{what} must be an integer, not bool")
     try:
-        i = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise TypeError(f"{what} must be an integer, not {type(value).__name__}") from None
+
+
+def index(value, count, what):
+    """An index into ``count`` things: an int (negative counts from the
+    end); TypeError for a non-integer, IndexError out of range."""
+    i = _integer(value, what)
     j = i + count if i < 0 else i
     if not 0 <= j < count:
         raise IndexError(f"{what} {i} out of range ({count})")
@@ -377,12 +382,7 @@ def index(value, count, what):
 def size(value, what):
     """A count or size for a size_t: an int in [0, 2**64); TypeError,
     ValueError (negative) or OverflowError."""
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an integer, not bool")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an integer, not {type(value).__name__}") from None
+    n = _integer(value, what)
     if n < 0:
         raise ValueError(f"{what} must be ≥ 0, got {n}")
     if n >= SIZE_LIMIT:
@@ -445,14 +445,7 @@ class SizeArray:
 
 
 def _int(name):
-    def convert(x):
-        if isinstance(x, bool):
-            raise TypeError(f"{name}: expected integers, got a bool")
-        try:
-            return operator.index(x)
-        except TypeError:
-            raise TypeError(f"{name}: expected integers, got a {type(x).__name__}") from None
-    return convert
+    return lambda x: _integer(x, f"{name}: expected integers; an element")
 
 
 def int_array(obj, name, limit, wrap=False, ndims=(1, 2)):

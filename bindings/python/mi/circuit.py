@@ -52,10 +52,7 @@ class Circuit:
         return cls(out.value)
 
     def _h(self) -> ctypes.c_void_p:
-        handle = self._guard.handle
-        if not handle:
-            raise ValueError("the circuit is closed")
-        return ctypes.c_void_p(handle)
+        return self._guard.pointer()
 
     def close(self) -> None:
         """Frees the circuit (idempotent) once no call on it is running; its

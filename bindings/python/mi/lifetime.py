@@ -14,6 +14,7 @@ walked. Each handle therefore counts the calls using it, per thread:
   :class:`MiStateError` instead of waiting for itself.
 """
 
+import ctypes
 import functools
 import threading
 
@@ -44,6 +45,11 @@ class Guard:
     def _check_open(self):
         if not self.handle:
             raise ValueError(f"the {self._what} is closed")
+
+    def pointer(self):
+        """The handle as a ctypes pointer; ValueError once closed."""
+        self._check_open()
+        return ctypes.c_void_p(self.handle)
 
     def enter_read(self):
         me = threading.get_ident()

@@ -347,10 +347,7 @@ class Model:
     # ---- the handle ------------------------------------------------------------
 
     def _h(self) -> ctypes.c_void_p:
-        handle = self._guard.handle
-        if not handle:
-            raise ValueError("the model is closed")
-        return ctypes.c_void_p(handle)
+        return self._guard.pointer()
 
     def close(self) -> None:
         """Lets go of the model (idempotent) once no call on it is running:
@@ -653,18 +650,17 @@ class Model:
             lib.mi_model_get_weight(pointer, cols, self._h(), which, layer, head)
         return out.result()
 
-    W_E = property(lambda self: self.stacked("W_E"), doc="W_E [V, D].")
-    W_pos = property(lambda self: self.stacked("W_pos"), doc="W_pos [n_ctx, D].")
-    W_Q = property(lambda self: self.stacked("W_Q"), doc="W_Q [L, H, D, d].")
-    W_K = property(lambda self: self.stacked("W_K"), doc="W_K [L, H, D, d] (kv heads repeated).")
-    W_V = property(lambda self: self.stacked("W_V"), doc="W_V [L, H, D, d] (kv heads repeated).")
-    W_O = property(lambda self: self.stacked("W_O"), doc="W_O [L, H, d, D].")
-    b_Q = property(lambda self: self.stacked("b_Q"), doc="b_Q [L, H, d] (zeros when absent).")
-    b_K = property(lambda self: self.stacked("b_K"), doc="b_K [L, H, d] (zeros when absent).")
-    b_V = property(lambda self: self.stacked("b_V"), doc="b_V [L, H, d] (zeros when absent).")
-    b_O = property(lambda self: self.stacked("b_O"), doc="b_O [L, D] (zeros when absent).")
-    W_U = property(lambda self: self.stacked("W_U"), doc="W_U [D, V].")
-    b_U = property(lambda self: self.stacked("b_U"), doc="b_U [V] (zeros when absent).")
+    def _stacked(name, shape):
+        return property(lambda self: self.stacked(name), doc=f"{name} {shape} (see stacked).")
+
+    W_E, W_pos, W_U = _stacked("W_E", "[V, D]"), _stacked("W_pos", "[n_ctx, D]"), \
+        _stacked("W_U", "[D, V]")
+    W_Q, W_O = _stacked("W_Q", "[L, H, D, d]"), _stacked("W_O", "[L, H, d, D]")
+    W_K, W_V = _stacked("W_K", "[L, H, D, d]"), _stacked("W_V", "[L, H, D, d]")
+    b_Q, b_K, b_V = _stacked("b_Q", "[L, H, d]"), _stacked("b_K", "[L, H, d]"), \
+        _stacked("b_V", "[L, H, d]")
+    b_O, b_U = _stacked("b_O", "[L, D]"), _stacked("b_U", "[V]")
+    del _stacked
 
     @property
     def OV(self):

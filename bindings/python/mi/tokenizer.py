@@ -76,10 +76,7 @@ class Tokenizer:
         return cls(handle.value)
 
     def _h(self) -> ctypes.c_void_p:
-        handle = self._guard.handle
-        if not handle:
-            raise ValueError("the tokenizer is closed")
-        return ctypes.c_void_p(handle)
+        return self._guard.pointer()
 
     def close(self) -> None:
         """Frees the tokenizer (idempotent) once no call on it is running."""

@@ -32,6 +32,7 @@ def table_rows():
 
 class ReadmeTableTest(unittest.TestCase):
     def setUp(self):
+        self.cwd = os.getcwd()
         os.chdir(ROOT)  # the table's paths are relative to the source tree
         from test_state_dict import TL_CFG, read_safetensors
         self.model = mi.Model.load("examples/models/induction-2l")
@@ -44,6 +45,7 @@ class ReadmeTableTest(unittest.TestCase):
     def tearDown(self):
         mi.set_output(None)
         self.model.close()
+        os.chdir(self.cwd)
 
     def run_span(self, code):
         with redirect_stdout(io.StringIO()):

@@ -255,36 +255,63 @@ static mi_status pick_weights(char **out, int fd, const char *folder) {
 }
 
 /*
+ * Whether `path` is a regular file: MI_OK; ENOENT in *missing (MI_OK too);
+ * anything else (a FIFO, whose open would wait, a directory) fails naming it.
+ */
+static mi_status regular_file(bool *missing, const char *path) {
+  struct stat st;
+  int err = stat(path, &st) == 0 ? 0 : errno;
+  *missing = err == ENOENT;
+  if (*missing)
+    return MI_OK;
+  if (err != 0)
+    return mi__fail(MI_ERR_IO, "cannot stat '%s': %s", path, mi__errno_text(err));
+  if (!S_ISREG(st.st_mode))
+    return mi__fail(MI_ERR_IO, "'%s' is not a readable regular file", path);
+  return MI_OK;
+}
+
+/*
  * The folder's vocabulary, the first of vocab_names it holds, into the
- * model. One that cannot be read fails the load: never a model that
- * silently prints ids where the folder promised strings.
+ * model; a vocab.json with a merges.txt beside it (a GPT-2 folder) brings
+ * its tokenizer too. One that cannot be read fails the load: never a model
+ * that silently prints ids where the folder promised strings.
  */
 static mi_status load_folder_vocab(mi_model *model, const char *folder) {
-  for (size_t i = 0; i < sizeof vocab_names / sizeof vocab_names[0]; i++) {
-    char *path = mi__path_join(folder, vocab_names[i]);
-    if (path == NULL)
-      return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate a path in '%s'", folder);
-    struct stat st;
-    int found = stat(path, &st) == 0 ? 0 : errno;
-    if (found == ENOENT) {
-      free(path);
-      continue;
-    }
-    /* Checked here: mi_model_load_vocab would wait on a FIFO's open. */
-    mi_status status =
-        found != 0           ? mi__fail(MI_ERR_IO, "cannot stat '%s': %s", path,
-                                        mi__errno_text(found))
-        : S_ISREG(st.st_mode) ? mi_model_load_vocab(model, path)
-                              : mi__fail(MI_ERR_IO, "'%s' is not a readable regular file", path);
+  char *path = NULL, *merges = NULL;
+  bool missing = true;
+  mi_status status = MI_OK;
+  size_t i = 0;
+  for (; i < sizeof vocab_names / sizeof vocab_names[0]; i++) {
     free(path);
-    if (status != MI_OK) {
-      char detail[512];
-      snprintf(detail, sizeof detail, "%s", mi_last_error());
-      mi__fail(status, "%s (MI_LOAD_NO_VOCAB loads the model without it)", detail);
-    }
-    return status;
+    if ((path = mi__path_join(folder, vocab_names[i])) == NULL)
+      return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate a path in '%s'", folder);
+    status = regular_file(&missing, path);
+    if (status != MI_OK || !missing)
+      break;
   }
-  return MI_OK;
+  if (status == MI_OK && !missing && strcmp(vocab_names[i], "vocab.json") == 0) {
+    bool no_merges = true;
+    if ((merges = mi__path_join(folder, "merges.txt")) == NULL)
+      status = mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate a path in '%s'", folder);
+    else
+      status = regular_file(&no_merges, merges);
+    if (no_merges) {
+      free(merges);
+      merges = NULL;
+    }
+  }
+  if (status == MI_OK && !missing)
+    status = merges != NULL ? mi_model_load_tokenizer(model, path, merges)
+                            : mi_model_load_vocab(model, path);
+  free(path);
+  free(merges);
+  if (status != MI_OK) {
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", mi_last_error());
+    mi__fail(status, "%s (MI_LOAD_NO_VOCAB loads the model without it)", detail);
+  }
+  return status;
 }
 
 /* A model folder: config.json, the weights, a vocabulary. `fd` is taken over. */

@@ -3,7 +3,7 @@
  * token QK and OV circuits streamed in blocks of rows, each entry z-scored
  * within its row, each source's best outputs and destinations paired.
  */
-#include "kernel.h"
+#include "trigrams.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -18,9 +18,7 @@ void mi_skip_trigram_options_init(mi_skip_trigram_options *out, size_t struct_si
   mi__struct_init(out, struct_size, &defaults, sizeof defaults);
 }
 
-/* Keeps the k best (index, value) of a line, best first: a strictly larger
- * value goes ahead, so of equal values the first seen (lower index) stays. */
-static void keep_best(size_t *idx, double *val, size_t k, size_t i, double v) {
+void mi__keep_best(size_t *idx, double *val, size_t k, size_t i, double v) {
   if (!(v > val[k - 1]))
     return;
   size_t t = k - 1;
@@ -33,12 +31,7 @@ static void keep_best(size_t *idx, double *val, size_t k, size_t i, double v) {
   idx[t] = i;
 }
 
-/*
- * Row mean and 1/standard deviation of n floats, in one pass, in double
- * (float entries of one row: no cancellation that matters for a z-score).
- * False for a row with no spread, where no z-score exists.
- */
-static bool row_stats(const float *row, size_t n, double *mean, double *inv_sd) {
+bool mi__row_stats(const float *row, size_t n, double *mean, double *inv_sd, double *sd) {
   double s = 0, s2 = 0;
   for (size_t j = 0; j < n; j++) {
     s += row[j];
@@ -46,20 +39,15 @@ static bool row_stats(const float *row, size_t n, double *mean, double *inv_sd) 
   }
   *mean = s / (double)n;
   double var = s2 / (double)n - *mean * *mean;
+  if (sd)
+    *sd = var > 0 ? sqrt(var) : isnan(var) ? var : 0.0;
   if (!(var > 0))
     return false;
   *inv_sd = 1 / sqrt(var);
   return true;
 }
 
-/* Per-source ranks of one circuit: k best (index, z) for each of n sources. */
-typedef struct ranks {
-  size_t k;
-  size_t *best;
-  double *z;
-} ranks;
-
-static void ranks_reset(ranks *r, size_t n) {
+static void ranks_reset(mi__ranks *r, size_t n) {
   for (size_t i = 0; i < n * r->k; i++)
     r->z[i] = -INFINITY, r->best[i] = SIZE_MAX;
 }
@@ -70,7 +58,7 @@ typedef struct block_scan {
   size_t n, i0, rows;
   double *mean, *inv_sd; /* per block row */
   bool *spread;          /* per block row: row_stats succeeded */
-  ranks *r;
+  mi__ranks *r;
 } block_scan;
 
 /* One thread's share: rows r0..r1 of the block (or columns, for QK ranks). */
@@ -88,11 +76,11 @@ static void *ov_worker(void *arg) {
     const float *row = b->block + r * n;
     size_t s = b->i0 + r;
     double mean, inv_sd;
-    if (!row_stats(row, n, &mean, &inv_sd))
+    if (!mi__row_stats(row, n, &mean, &inv_sd, NULL))
       continue;
     for (size_t o = 0; o < n; o++)
       if (o != s)
-        keep_best(b->r->best + s * k, b->r->z + s * k, k, o, (row[o] - mean) * inv_sd);
+        mi__keep_best(b->r->best + s * k, b->r->z + s * k, k, o, (row[o] - mean) * inv_sd);
   }
   return NULL;
 }
@@ -102,7 +90,7 @@ static void *stats_worker(void *arg) {
   const scan_job *j = arg;
   const block_scan *b = j->b;
   for (size_t r = j->from; r < j->to; r++)
-    b->spread[r] = row_stats(b->block + r * b->n, b->n, &b->mean[r], &b->inv_sd[r]);
+    b->spread[r] = mi__row_stats(b->block + r * b->n, b->n, &b->mean[r], &b->inv_sd[r], NULL);
   return NULL;
 }
 
@@ -123,7 +111,7 @@ static void *qk_worker(void *arg) {
     size_t d = b->i0 + r;
     for (size_t s = j->from; s < j->to; s++)
       if (s != d)
-        keep_best(b->r->best + s * k, b->r->z + s * k, k, d,
+        mi__keep_best(b->r->best + s * k, b->r->z + s * k, k, d,
                   (row[s] - b->mean[r]) * b->inv_sd[r]);
   }
   return NULL;
@@ -139,20 +127,13 @@ static void run_split(void *(*worker)(void *), const block_scan *b, size_t lengt
   mi__run_threads(worker, jobs, sizeof jobs[0], threads);
 }
 
-/* The best `cap` triples, kept as a heap whose root is the worst kept. */
-typedef struct best_triples {
-  mi_skip_trigram *items;
-  size_t *seq; /* arrival order, for ties */
-  size_t count, cap, arrived;
-} best_triples;
-
 /* Whether a (score, seq) is worse than b: lower score, or later on a tie. */
-static bool worse(const best_triples *t, size_t a, size_t b) {
+static bool worse(const mi__triples *t, size_t a, size_t b) {
   double x = t->items[a].score, y = t->items[b].score;
   return x < y || (x == y && t->seq[a] > t->seq[b]);
 }
 
-static void swap_at(best_triples *t, size_t a, size_t b) {
+static void swap_at(mi__triples *t, size_t a, size_t b) {
   mi_skip_trigram item = t->items[a];
   t->items[a] = t->items[b];
   t->items[b] = item;
@@ -161,7 +142,7 @@ static void swap_at(best_triples *t, size_t a, size_t b) {
   t->seq[b] = s;
 }
 
-static void sift_down(best_triples *t, size_t i, size_t count) {
+static void sift_down(mi__triples *t, size_t i, size_t count) {
   for (;;) {
     size_t w = i, l = 2 * i + 1, r = l + 1;
     if (l < count && worse(t, l, w))
@@ -175,7 +156,7 @@ static void sift_down(best_triples *t, size_t i, size_t count) {
   }
 }
 
-static void keep_triple(best_triples *t, const mi_skip_trigram *item) {
+static void keep_triple(mi__triples *t, const mi_skip_trigram *item) {
   size_t seq = t->arrived++;
   if (t->count == t->cap) {
     /* A later arrival beats the worst kept only with a strictly higher score. */
@@ -195,8 +176,7 @@ static void keep_triple(best_triples *t, const mi_skip_trigram *item) {
   }
 }
 
-/* Heap sort in place: the worst goes last, so the items end best first. */
-static void sort_best_first(best_triples *t) {
+void mi__triples_sort(mi__triples *t) {
   for (size_t end = t->count; end > 1; end--) {
     swap_at(t, 0, end - 1);
     sift_down(t, 0, end - 1);
@@ -210,8 +190,8 @@ typedef struct search {
   double *mean, *inv_sd;
   bool *spread;
   scan_job *jobs;
-  ranks ov, qk;
-  best_triples top;
+  mi__ranks ov, qk;
+  mi__triples top;
 } search;
 
 static void search_free(search *s) {
@@ -273,7 +253,7 @@ static mi_status search_alloc(search *s, const mi_model *model, size_t capacity,
 }
 
 /* Ranks from one circuit, block by block; `qk` says which kind. */
-static mi_status sweep(search *s, ranks *r, const mi_circuit *circuit, bool qk,
+static mi_status sweep(search *s, mi__ranks *r, const mi_circuit *circuit, bool qk,
                        const mi_skip_trigram_options *opt) {
   size_t n = s->n;
   ranks_reset(r, n);
@@ -295,10 +275,9 @@ static mi_status sweep(search *s, ranks *r, const mi_circuit *circuit, bool qk,
   return MI_OK;
 }
 
-/* The triples of head (l, h) from its ranks, offered to the best list. */
-static void pair_up(search *s, size_t l, size_t h) {
-  const ranks *ov = &s->ov, *qk = &s->qk;
-  for (size_t src = 0; src < s->n; src++)
+void mi__triples_offer(mi__triples *top, const mi__ranks *ov, const mi__ranks *qk, size_t n,
+                       size_t l, size_t h) {
+  for (size_t src = 0; src < n; src++)
     for (size_t a = 0; a < ov->k; a++)
       for (size_t b = 0; b < qk->k; b++) {
         size_t oi = src * ov->k + a, qi = src * qk->k + b;
@@ -310,7 +289,7 @@ static void pair_up(search *s, size_t l, size_t h) {
          * 1-layer model the top 24 hold 13 of 16 planted trigrams with min,
          * 11 with the sum). */
         t.score = t.qk_z < t.ov_z ? t.qk_z : t.ov_z;
-        keep_triple(&s->top, &t);
+        keep_triple(top, &t);
       }
 }
 
@@ -330,7 +309,7 @@ static mi_status search_heads(search *s, const mi_model *model,
       mi_circuit_free(qk);
       if (status != MI_OK)
         return status;
-      pair_up(s, l, h);
+      mi__triples_offer(&s->top, &s->ov, &s->qk, s->n, l, h);
     }
   return MI_OK;
 }
@@ -369,7 +348,7 @@ mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count, size_t
   if (status == MI_OK)
     status = search_heads(&s, model, &opt);
   if (status == MI_OK) {
-    sort_best_first(&s.top);
+    mi__triples_sort(&s.top);
     size_t size = stride < sizeof(mi_skip_trigram) ? stride : sizeof(mi_skip_trigram);
     for (size_t i = 0; i < s.top.count; i++) {
       mi_skip_trigram *dst = (mi_skip_trigram *)((char *)out + i * stride);

@@ -64,7 +64,6 @@ class FolderTest(unittest.TestCase):
                                    "n_embd": D, "n_positions": 5, "vocab_size": V,
                                    "layer_norm_epsilon": 1e-5, "attn_only": True})
         self.write("vocab.json", {"a": 0, "\u0120b": 1, "\u010a": 2})
-        self.write("merges.txt", "#version: 0.2\n")
         with mi.Model.load(self.folder, process=None) as m:
             self.assertEqual(m.layout, "gpt2")
             self.assertEqual((m.config["n_heads"], m.config["d_head"]), (H, dh))
@@ -84,6 +83,28 @@ class FolderTest(unittest.TestCase):
         with self.assertRaises(mi.MiError) as caught:
             mi.Model.load(os.path.join(self.folder, "model.safetensors"))
         self.assertIn("config.json: n_heads 3 does not divide d_model 4", str(caught.exception))
+
+    def test_gpt2_folder_brings_its_tokenizer(self):
+        """vocab.json + merges.txt, as a Hugging Face GPT-2 folder has them:
+        text in gives GPT-2's ids (" world" is 995, not "world" 6894)."""
+        gpt2 = os.path.join(os.path.dirname(__file__), "..", "data", "gpt2")
+        for source, name in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
+            with open(os.path.join(gpt2, source), "rb") as f, \
+                    open(os.path.join(self.folder, name), "wb") as g:
+                g.write(f.read())
+        vocab = 50257
+        write_safetensors(os.path.join(self.folder, "model.safetensors"),
+                          {**gpt2_tensors(), "wte.weight": ([vocab, D], [0.0] * (vocab * D))})
+        self.write("config.json", {"model_type": "gpt2", "n_head": H, "n_layer": L,
+                                   "n_embd": D, "n_positions": 5, "vocab_size": vocab,
+                                   "attn_only": True})
+        with mi.Model.load(self.folder) as m:
+            self.assertEqual(list(m.tokenize("Hello world")), [15496, 995])
+        # A merges.txt the vocabulary cannot carry fails the load, naming both files.
+        self.write("merges.txt", "#version: 0.2\nzq\u0120 xy\n")
+        with self.assertRaises(mi.MiError) as caught:
+            mi.Model.load(self.folder)
+        self.assertIn("merges.txt", str(caught.exception))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ The package, one module a concept: ``model`` (:class:`Model`), ``circuit``
 return), ``arrays`` (arrays in and out, torch interop), ``lifetime``
 (handles never freed under a running call), ``runtime`` (version, BLIS
 kernels and threads), ``errors`` (one exception class per status),
-``enums`` (every number shared with mi.h), ``plot`` (matplotlib).
+``enums`` (every number shared with mi.h), ``plot`` (matplotlib), ``html``
+(the HTML report), ``_sweep`` (sweep results files).
 """
 
 from ._native import lib
@@ -42,13 +43,16 @@ from .errors import (MiDtypeError, MiError, MiFormatError, MiIndexError, MiInval
 from .experiments import PromptTest, test_prompt
 from .factored import FactoredMatrix
 from .model import Model
-from .results import Forward, HeadReport, Part, Path, SkipTrigram
+from ._sweep import load_sweep, row_summary
+from .enums import ROLES
+from .results import Forward, HeadReport, HeadRole, Part, Path, RolePartner, SkipTrigram
 from .runtime import get_num_threads, kernel_set, select_fast_kernels, set_num_threads, version
 from .tokenizer import Tokenizer
 
 __all__ = ["Model", "Tokenizer", "Circuit", "FactoredMatrix", "PromptTest", "test_prompt",
            "set_output", "get_output", "MiError", "EigenSummary", "HeadReport", "Path",
-           "Part", "SkipTrigram",
+           "Part", "SkipTrigram", "HeadRole", "RolePartner", "ROLES", "load_sweep",
+           "row_summary",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
            "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL", "EMBEDDINGS", "COMPOSITIONS",
            "MiInvalidArgumentError", "MiOutOfMemoryError", "MiIOError", "MiFormatError",

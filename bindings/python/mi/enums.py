@@ -50,3 +50,6 @@ ATTRIBUTE_FULL_LOGITS = 1
 
 #: MI_TOKENIZE_PREPEND_BOS.
 TOKENIZE_PREPEND_BOS = 1
+
+#: mi_role names by value (MI_ROLE_NONE ... MI_ROLE_COPYING; mi_role_name).
+ROLES = ["none", "previous-token", "duplicate-token", "induction", "copying"]

@@ -16,10 +16,10 @@ from ._native import Config, LoadOptions, MiError, SIZE_MAX, lib
 from .arrays import OutArray, host_array, index, int_array, numpy, size
 from .circuit import Circuit, EigenSummary
 from .enums import (ATTRIBUTE_FULL_LOGITS, COMPOSITIONS, EMBEDDINGS, LAYOUTS, LOAD_NO_CONFIG,
-                    LOAD_NO_VOCAB, PARTS, POSITIONAL, PROCESS, QK_BIAS, QK_SCALE, SOURCES,
-                    WEIGHTS)
+                    LOAD_NO_VOCAB, PARTS, POSITIONAL, PROCESS, QK_BIAS, QK_SCALE, ROLES,
+                    SOURCES, WEIGHTS)
 from .lifetime import Guard, reads, writes
-from .results import Forward, HeadReport, Part, Path, SkipTrigram
+from .results import Forward, HeadReport, HeadRole, Part, Path, RolePartner, SkipTrigram
 from .tokenizer import Text, encode as _encode, file_bytes
 
 _PER_HEAD = {"W_Q", "W_O", "b_Q"}
@@ -100,6 +100,38 @@ def _steps(process) -> int:
 
 def _is_text(x) -> bool:
     return isinstance(x, (str, bytes, bytearray))
+
+
+def _set_fields(struct, values, what, skip=1):
+    """Sets fields of a ctypes options struct by name, each checked: size_t
+    and uint64 fields through size(), doubles through float(); TypeError for
+    a name the struct lacks (the first ``skip`` fields are not settable)."""
+    fields = dict(struct._fields_[skip:])
+    for name, value in values.items():
+        kind = fields.get(name)
+        if kind is None or kind not in (ctypes.c_size_t, ctypes.c_uint64, ctypes.c_double,
+                                        ctypes.c_int, ctypes.c_uint):
+            raise TypeError(f"unknown {what} {name!r}; one of "
+                            f"{[f for f, t in fields.items() if not hasattr(t, 'contents')]}")
+        if kind is ctypes.c_double:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{what} {name} must be a number, not {type(value).__name__}")
+            setattr(struct, name, float(value))
+        elif kind in (ctypes.c_size_t, ctypes.c_uint64):
+            setattr(struct, name, size(value, name))
+        else:  # int and unsigned flags
+            n = size(int(value) if isinstance(value, bool) else value, name)
+            if n >= 1 << 31:
+                raise OverflowError(f"{name} {n} does not fit an int")
+            setattr(struct, name, n)
+
+
+def _role_options(thresholds: dict):
+    """mi_role_options with the defaults, then the given thresholds by name."""
+    options = _native.RoleOptions()
+    lib.mi_role_options_init(ctypes.byref(options), ctypes.sizeof(options))
+    _set_fields(options, thresholds, "threshold", skip=2)
+    return options
 
 
 class Model:
@@ -766,6 +798,79 @@ class Model:
         return [HeadReport(r.layer, r.head, EigenSummary._of(r.ov), EigenSummary._of(r.qk),
                            r.prev_token_share, r.prev_token_attention,
                            r.duplicate_token_attention, r.induction_attention) for r in lines]
+
+    @reads
+    def head_roles(self, report: Optional[dict] = None, **thresholds):
+        """Every head's role by libmi's stated rule (mi_model_head_roles) and
+        the induction heads' K-composition partners: ``(roles, partners)``.
+        ``thresholds``: mi_role_options fields (min_attention=0.5,
+        min_attention_lift=3, min_prev_share_lift=2, min_copying_score=0.5,
+        min_copying_lift=50, min_k_composition_z=3); ``report``:
+        mi_report_options fields (behaviour_sequences, ...)."""
+        options = _role_options(thresholds)
+        rep = _native.ReportOptions()
+        lib.mi_report_options_init(ctypes.byref(rep), ctypes.sizeof(rep))
+        if report is not None and not isinstance(report, dict):
+            raise TypeError(f"report: a dict of mi_report_options fields, not "
+                            f"{type(report).__name__}")
+        _set_fields(rep, report or {}, "report option")
+        options.report = ctypes.pointer(rep)
+        c = self.config
+        heads = c["n_layers"] * c["n_heads"]
+        lines = (_native.HeadRoles * heads)()
+        lines[0].struct_size = ctypes.sizeof(_native.HeadRoles)
+        partners = (_native.RolePartner * (heads * heads + 1))()
+        partners[0].struct_size = ctypes.sizeof(_native.RolePartner)
+        found = ctypes.c_size_t()
+        lib.mi_model_head_roles(lines, heads, partners, heads * heads + 1, ctypes.byref(found),
+                                self._h(), ctypes.byref(options))
+        roles = [HeadRole(
+            r.layer, r.head, ROLES[r.role],
+            frozenset(ROLES[k] for k in range(1, len(ROLES)) if r.passed & (1 << k)),
+            r.ov_copying_score, r.ov_top1, r.ov_top1_chance, r.qk_same_token,
+            r.prev_token_share, r.prev_token_share_chance, r.prev_token_attention,
+            r.prev_token_uniform, r.duplicate_token_attention, r.duplicate_token_uniform,
+            r.induction_attention, r.induction_uniform,
+            None if r.k_layer == SIZE_MAX else (r.k_layer, r.k_head, r.k_score, r.k_z),
+            (r.k_chance, r.k_chance_sd)) for r in lines]
+        listed = [RolePartner((lines[p.reader].layer, lines[p.reader].head), p.layer, p.head,
+                              p.score, p.z) for p in partners[:found.value]]
+        return roles, listed
+
+    @reads
+    def skip_trigram_floor(self) -> float:
+        """The skip-trigram noise floor sqrt(2 ln(L·H·d_vocab²)) (mi_model_skip_trigram_floor)."""
+        out = ctypes.c_double()
+        lib.mi_model_skip_trigram_floor(ctypes.byref(out), self._h())
+        return out.value
+
+    @reads
+    def html_report(self, tokens: Optional[Sequence[int]] = None, trigrams: int = 24,
+                    max_order: int = 2, top_parts: int = 12, title: Optional[str] = None,
+                    **thresholds) -> str:
+        """The self-contained HTML page of mi_model_html_report, as text (mi.html.report
+        writes and shows it). ``tokens``: the prompt's ids, or None."""
+        options = _native.HtmlOptions()
+        lib.mi_html_options_init(ctypes.byref(options), ctypes.sizeof(options))
+        keep = None
+        if tokens is not None:
+            keep = int_array(tokens, "tokens", self.config["d_vocab"], ndims=(1,))
+            options.tokens, options.n_tokens = keep.pointer, keep.count
+        options.trigrams = size(trigrams, "trigrams")
+        options.max_order = size(max_order, "max_order")
+        options.top_parts = size(top_parts, "top_parts")
+        if title is not None:
+            if not isinstance(title, str):
+                raise TypeError(f"title: a str, not {type(title).__name__}")
+            options.title = title.encode()
+        roles = _role_options(thresholds)
+        options.roles = ctypes.pointer(roles)
+        chunks = []
+        writer = _native.WRITE_FN(lambda data, size, user: chunks.append(
+            ctypes.string_at(data, size)) or 0)
+        lib.mi_model_html_report(self._h(), ctypes.byref(options), writer, None)
+        del keep
+        return b"".join(chunks).decode()
 
     @reads
     def skip_trigrams(self, count: int = 24, bias: bool = True, scale: bool = True,

@@ -83,3 +83,34 @@ class Forward(NamedTuple):
     logits: list
     patterns: Optional[list]
     resid: Optional[list]
+
+
+class HeadRole(NamedTuple):
+    """One head's role and its evidence (mi_head_roles); see Model.head_roles."""
+    layer: int
+    head: int
+    role: str                   #: one of ROLES
+    passed: frozenset           #: every role whose test the head passed
+    ov_copying_score: float
+    ov_top1: float
+    ov_top1_chance: float       #: 1 / d_vocab
+    qk_same_token: float
+    prev_token_share: float
+    prev_token_share_chance: float
+    prev_token_attention: float
+    prev_token_uniform: float   #: the same score of uniform causal attention
+    duplicate_token_attention: float
+    duplicate_token_uniform: float
+    induction_attention: float
+    induction_uniform: float
+    k_composition: Optional[Tuple[int, int, float, float]]  #: strongest earlier (layer, head, score, z)
+    k_chance: Tuple[float, float]  #: composition baseline (mean, sd)
+
+
+class RolePartner(NamedTuple):
+    """A previous-token head (layer, head) an induction head (reader) K-composes with."""
+    reader: Tuple[int, int]
+    layer: int
+    head: int
+    score: float
+    z: float

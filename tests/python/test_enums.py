@@ -62,6 +62,10 @@ class EnumTest(unittest.TestCase):
         self.check({v: k for k, v in enums.LAYOUTS.items()}, "MI_LAYOUT_")
         self.check(enums.EMBEDDINGS, "MI_EMBED_")
         self.check({v: k for k, v in enums.SOURCES.items()}, "MI_SOURCE_")
+        roles = ["MI_ROLE_NONE", "MI_ROLE_PREV_TOKEN", "MI_ROLE_DUPLICATE_TOKEN",
+                 "MI_ROLE_INDUCTION", "MI_ROLE_COPYING"]
+        self.assertEqual([self.c[n] for n in roles], list(range(len(enums.ROLES))))
+        self.assertEqual(self.c["MI_ROLE_COUNT"], len(enums.ROLES))
         for name, value in enums.COMPOSITIONS.items():
             self.assertEqual(self.c["MI_COMPOSE_" + name], value)
         pairs = {"DTYPE_F32": "MI_DTYPE_F32", "DTYPE_F64": "MI_DTYPE_F64",

@@ -296,6 +296,23 @@ MI_API mi_status mi_model_create(mi_model **out, const mi_config *config);
 MI_API void mi_model_free(mi_model *model);
 
 /**
+ * A copy of a model that can be changed without touching the original: its
+ * own weights (as they are now: processed ones stay processed, and
+ * mi_model_processing and mi_model_layout report what the original's do),
+ * a shortformer model's positional terms, and the original's vocabulary and
+ * tokenizer, which never change once loaded and so are shared (reference
+ * counted; loading another into either model replaces only that model's).
+ * The copy holds no circuits, so `mi_model_set_weight` works on it
+ * (TransformerLens's "copy, zero a head, compare").
+ *
+ * @param out    receives the copy (owned; free with mi_model_free), NULL on failure
+ * @param model  in: the model (read only: threads may share it meanwhile)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY (the
+ *         copy needs as much memory as the model's weights).
+ */
+MI_API mi_status mi_model_copy(mi_model **out, const mi_model *model);
+
+/**
  * Copies one weight into the model from caller memory (the caller may free
  * its buffer afterwards). The weight is a rows × cols matrix (a vector is
  * 1 × n) read at `data[i * row_stride + j]`, with shapes:
@@ -316,7 +333,15 @@ MI_API void mi_model_free(mi_model *model);
  *
  * Indices a weight is not indexed by must be 0.
  *
- * @param model       in/out: a model not yet processed
+ * A processed model (mi_model_process, or any loaded model) takes the new
+ * value as it is, in the processed form: nothing is folded or centred into
+ * it, so edit a model after processing with the values it should compute
+ * with (mi_model_get_weight shows the current ones). A processed shortformer
+ * model keeps positional terms computed from its weights before processing
+ * (MI_POSITIONAL_SHORTFORMER) and refuses new W_pos, W_Q and W_K.
+ *
+ * @param model       in/out: the model; no circuit of it may be alive (see
+ *                    mi_model_copy), and no other thread may use it meanwhile
  * @param which       the weight
  * @param layer,head  which copy (see the table)
  * @param dtype       any mi_dtype: F32, F64, F16 (IEEE binary16) or BF16
@@ -327,14 +352,15 @@ MI_API void mi_model_free(mi_model *model);
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown weight or dtype,
  *         row_stride < cols); MI_ERR_INDEX (layer/head out of range or
  *         non-zero where unused); MI_ERR_UNSUPPORTED (the config lacks that
- *         optional part); MI_ERR_STATE (the model was already processed,
- *         or circuits of it are alive: some circuits read W_E and W_U in
- *         place, others hold products computed when they were made, so a
- *         changed weight would reach some and not others; free them first);
- *         MI_ERR_NONFINITE (an element is NaN or infinite after conversion
- *         to float32, named with its row and column: the copy (layer, head)
- *         of the weight is then reset to its initial value, 0, or 1 for
- *         LayerNorm scales, so the model holds finite weights only).
+ *         optional part); MI_ERR_STATE (a circuit of the model is alive: some
+ *         circuits read W_E and W_U in place, others hold products computed
+ *         when they were made, so a changed weight would reach some and not
+ *         others, free them first; or W_pos, W_Q, W_K of a processed
+ *         shortformer model, see above); MI_ERR_NONFINITE (an element is NaN
+ *         or infinite after conversion to float32, named with its row and
+ *         column: the copy (layer, head) of the weight is then reset to its
+ *         initial value, 0, or 1 for LayerNorm scales, so the model holds
+ *         finite weights only).
  */
 MI_API mi_status mi_model_set_weight(mi_model *model, mi_weight which,
                                      size_t layer, size_t head, mi_dtype dtype,
@@ -524,6 +550,12 @@ MI_API mi_status mi_model_get_weight(float *out, size_t ld, const mi_model *mode
  * of one size must agree. The sizes are checked against the tensors (n_ctx
  * against W_pos's rows, d_vocab against W_E's), attn_only against whether
  * MLP weights are there (MI_PART_MLP).
+ *
+ * A safetensors file's __metadata__ may hold a config.json's whole text as
+ * the string "config" (the Python bindings' Model.from_state_dict writes
+ * one); it is read like a config.json beside the file, with
+ * `__metadata__ "config"` as its name in messages, and is checked against
+ * the other sources in the same way.
  *
  * Precedence: there is none. The caller's options, config.json and the
  * file's __metadata__ each fill in what the others leave unsaid; where two
@@ -1553,6 +1585,34 @@ typedef struct mi_forward_extras {
   float *resid;
   /** Floats available at `resid`. */
   size_t resid_count;
+  /**
+   * NULL, or n_layers × n_heads scales, head (l, h) at `l·n_heads + h`: each
+   * head's output (its attention-weighted values times W_O, what it adds to
+   * the stream) is multiplied by its scale before it is added. 0 removes the
+   * head (zero ablation), 1 keeps it; NULL keeps every head. Each must be
+   * finite. Later layers, their patterns and the logits see the change.
+   */
+  const float *head_scale;
+  /** Floats available at `head_scale`. */
+  size_t head_scale_count;
+  /**
+   * NULL, or n_layers × n_heads vectors of d_model, head (l, h)'s at
+   * `(l·n_heads + h)·d_model`: added at every position to what the head adds
+   * (after its scale). With scale 0 and the head's mean output over
+   * reference inputs (see head_out) this is mean ablation.
+   */
+  const float *head_bias;
+  /** Floats available at `head_bias`. */
+  size_t head_bias_count;
+  /**
+   * NULL, or each head's output: n_layers × n_heads × n × d_model floats,
+   * head (l, h) at position t at `((l·n_heads + h)·n + t)·d_model`, as it
+   * enters the stream (after head_scale and head_bias; b_O, added once a
+   * layer, is not in it): TransformerLens's `hook_result`.
+   */
+  float *head_out;
+  /** Floats available at `head_out`. */
+  size_t head_out_count;
 } mi_forward_extras;
 
 /**
@@ -1587,9 +1647,12 @@ MI_API void mi_forward_extras_init(mi_forward_extras *out, size_t struct_size);
  * @param model   in: the model (borrowed; read only, so threads may share it)
  * @param tokens  in: n token ids, each < d_vocab
  * @param n       tokens, ≥ 1 and ≤ n_ctx when n_ctx > 0
- * @param extras  in: NULL, or optional buffers for patterns and residual streams
+ * @param extras  in: NULL, or optional buffers for patterns, residual
+ *                streams and head outputs, and head scales and biases
+ *                (ablation: see mi_forward_extras)
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, model or tokens; n = 0;
- *         ld < d_vocab; (n − 1)·ld overflows; extras.struct_size below sizeof(size_t) or too large);
+ *         ld < d_vocab; (n − 1)·ld overflows; extras.struct_size below
+ *         sizeof(size_t) or too large; a head_scale that is not finite);
  *         MI_ERR_UNSUPPORTED (the model has MLPs, MI_PART_MLP);
  *         MI_ERR_SHAPE (n > n_ctx; an extras buffer smaller than its shape);
  *         MI_ERR_INDEX (a token ≥ d_vocab); MI_ERR_OUT_OF_MEMORY (scratch of

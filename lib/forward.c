@@ -167,14 +167,40 @@ static const float *layer_vec(const mi_model *model, mi_weight which, size_t l) 
 }
 
 /*
+ * Head i (= l·H + h) adds Z·W_O to the stream X: times its head_scale, plus
+ * its head_bias, and copied to its block of head_out, as `heads` (NULL:
+ * none of them) asks. A zero scale skips the product.
+ */
+static mi_status add_head(mi__matrix X, mi__matrix Z, mi__matrix W_O,
+                          const mi_forward_extras *heads, size_t i) {
+  size_t n = X.rows, D = X.cols;
+  float scale = heads && heads->head_scale ? heads->head_scale[i] : 1.0f;
+  const float *bias = heads && heads->head_bias ? heads->head_bias + i * D : NULL;
+  float *out = heads && heads->head_out ? heads->head_out + i * n * D : NULL;
+  mi__matrix O = out ? mi__matrix_rowmajor(out, n, D) : X;
+  mi_status status = MI_OK;
+  if (out != NULL)
+    memset(out, 0, n * D * sizeof *out);
+  if (scale != 0.0f)
+    status = mi__sgemm(scale, Z, W_O, 1.0f, O);
+  if (bias != NULL)
+    add_rows(O.data, n, D, D, bias);
+  if (out != NULL)
+    add_terms(X.data, n, D, D, out);
+  return status;
+}
+
+/*
  * The forward pass proper, on checked input. Every output may be NULL:
  * logits (n × d_vocab at leading dimension ld), patterns (L × H × n × n),
  * resid ((L + 1) × n × D) and ln_scale ((L + 1) × n, the LayerNorm scales
  * before each layer and before the unembedding; 1 where there is none).
+ * `heads`: NULL, or checked extras whose head_* fields edit and report
+ * each head's output.
  */
-static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t n,
-                             float *logits, size_t ld, float *patterns, float *resid,
-                             double *ln_scale) {
+static mi_status run_forward_heads(const mi_model *model, const size_t *tokens, size_t n,
+                                   float *logits, size_t ld, float *patterns, float *resid,
+                                   double *ln_scale, const mi_forward_extras *heads) {
   const mi_config *c = &model->config;
   size_t D = c->d_model, dh = c->d_head, H = c->n_heads, G = c->n_kv_heads;
   size_t nD = n * D, nn = n * n; /* the products below reserve them checked */
@@ -257,8 +283,8 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
       status = mi__sgemm(1.0f, P, Vg, 0.0f, Z);
       /* Heads add into the stream; they all read xn, so the order is free. */
       if (status == MI_OK)
-        status = mi__sgemm(1.0f, Z, mi__matrix_rowmajor(model->w[MI_W_O] + i * dh * D, dh, D),
-                           1.0f, X);
+        status = add_head(X, Z, mi__matrix_rowmajor(model->w[MI_W_O] + i * dh * D, dh, D),
+                          heads, i);
     }
     if (status == MI_OK && model->w[MI_B_O])
       add_rows(x, n, D, D, model->w[MI_B_O] + l * D);
@@ -288,6 +314,13 @@ static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t
   return status;
 }
 
+/* The plain forward pass, every head as the model has it. */
+static mi_status run_forward(const mi_model *model, const size_t *tokens, size_t n,
+                             float *logits, size_t ld, float *patterns, float *resid,
+                             double *ln_scale) {
+  return run_forward_heads(model, tokens, n, logits, ld, patterns, resid, ln_scale, NULL);
+}
+
 /* Checks that an optional caller buffer, when given, holds `need` floats. */
 static mi_status check_buffer(const float *p, size_t have, size_t need, bool overflow,
                               const char *name, const char *shape) {
@@ -299,6 +332,27 @@ static mi_status check_buffer(const float *p, size_t have, size_t need, bool ove
     return mi__fail(MI_ERR_SHAPE, "extras.%s holds %zu floats; %s needs %zu", name, have,
                     shape, need);
   return MI_OK;
+}
+
+/* The head_* buffers of extras, when given, against their shapes; scales finite. */
+static mi_status check_heads(const mi_forward_extras *x, const mi_model *model, size_t n) {
+  const mi_config *c = &model->config;
+  size_t heads = c->n_layers * c->n_heads, need_b = 0, need_o = 0; /* L·H fits: W_Q */
+  bool over_b = !mi__mul_size(&need_b, heads, c->d_model);
+  bool over_o = !mul3(&need_o, heads, n, c->d_model);
+  mi_status status = check_buffer(x->head_scale, x->head_scale_count, heads, false,
+                                  "head_scale", "n_layers x n_heads");
+  if (status == MI_OK)
+    status = check_buffer(x->head_bias, x->head_bias_count, need_b, over_b, "head_bias",
+                          "n_layers x n_heads x d_model");
+  if (status == MI_OK)
+    status = check_buffer(x->head_out, x->head_out_count, need_o, over_o, "head_out",
+                          "n_layers x n_heads x n x d_model");
+  for (size_t i = 0; status == MI_OK && x->head_scale && i < heads; i++)
+    if (!isfinite(x->head_scale[i]))
+      status = mi__fail(MI_ERR_INVALID_ARGUMENT, "extras.head_scale of head (%zu, %zu) is "
+                        "not finite", i / c->n_heads, i % c->n_heads);
+  return status;
 }
 
 mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const size_t *tokens,
@@ -329,9 +383,11 @@ mi_status mi_model_forward(float *out, size_t ld, const mi_model *model, const s
   if (status == MI_OK)
     status = check_buffer(x.resid, x.resid_count, need_r, over_r, "resid",
                           "(n_layers + 1) x n x d_model");
+  if (status == MI_OK)
+    status = check_heads(&x, model, n);
   if (status != MI_OK)
     return status;
-  return run_forward(model, tokens, n, out, ld, x.patterns, x.resid, NULL);
+  return run_forward_heads(model, tokens, n, out, ld, x.patterns, x.resid, NULL, &x);
 }
 
 mi_status mi__forward_patterns(float *patterns, const mi_model *model, const size_t *tokens,

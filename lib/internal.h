@@ -111,8 +111,11 @@ void mi__model_set_layout(mi_model *model, mi_layout layout);
 
 /* ---- vocabulary (vocab.c) ----------------------------------------------- */
 
-/* Frees a model's token strings; NULL is a no-op. */
+/* Frees a model's token strings (drops one share of them); NULL is a no-op. */
 void mi__vocab_free(struct mi__vocab *vocab);
+
+/* One more owner of `vocab` (a model copy); returns it. NULL stays NULL. */
+struct mi__vocab *mi__vocab_share(struct mi__vocab *vocab);
 
 /*
  * GPT-2's bytes_to_unicode, inverted: the byte each of the 324 code points

@@ -187,6 +187,56 @@ mi_status mi_model_create(mi_model **out, const mi_config *config) {
   return MI_OK;
 }
 
+/* A copy of `count` floats at src into *out (NULL src: NULL). */
+static mi_status copy_floats(float **out, const float *src, size_t count, const char *what) {
+  *out = NULL;
+  if (src == NULL)
+    return MI_OK;
+  if (count > SIZE_MAX / sizeof(float))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "copy: %s of %zu floats overflows", what, count);
+  *out = malloc(count ? count * sizeof(float) : 1);
+  if (*out == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "copy: cannot allocate %s (%zu floats)", what,
+                    count);
+  memcpy(*out, src, count * sizeof(float));
+  return MI_OK;
+}
+
+mi_status mi_model_copy(mi_model **out, const mi_model *model) {
+  MI_CHECK_ARG(out);
+  *out = NULL;
+  MI_CHECK_ARG(model);
+  mi_model *copy = calloc(1, sizeof *copy);
+  if (copy == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate a model");
+  const mi_config *c = &model->config;
+  copy->config = *c;
+  copy->processing = model->processing;
+  copy->processed = model->processed;
+  copy->layout = model->layout;
+  mi_status status = MI_OK;
+  for (int i = 0; i < MI_WEIGHT_COUNT && status == MI_OK; i++) {
+    mi__weight_geometry g = mi__weight_geometry_of(c, (mi_weight)i);
+    /* Each weight's product fitted when the model allocated it. */
+    status = copy_floats(&copy->w[i], model->w[i], g.copies * g.rows * g.cols,
+                         mi__weight_name((mi_weight)i));
+  }
+  size_t per_head = c->n_ctx * c->d_head; /* sizes the original allocated */
+  if (status == MI_OK)
+    status = copy_floats(&copy->pos_q, model->pos_q, c->n_layers * c->n_heads * per_head,
+                         "W_pos W_Q");
+  if (status == MI_OK)
+    status = copy_floats(&copy->pos_k, model->pos_k, c->n_layers * c->n_kv_heads * per_head,
+                         "W_pos W_K");
+  if (status != MI_OK) {
+    mi_model_free(copy);
+    return status;
+  }
+  copy->vocab = mi__vocab_share(model->vocab);
+  *out = copy;
+  return MI_OK;
+}
+
 mi_status mi__weight_slot(float **out, const mi_model *model, mi_weight which,
                           size_t layer, size_t head) {
   if ((unsigned)which >= MI_WEIGHT_COUNT)
@@ -252,8 +302,11 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
                                        size_t row_stride, size_t col_stride) {
   MI_CHECK_ARG(model);
   MI_CHECK_ARG(data);
-  if (model->processed)
-    return mi__fail(MI_ERR_STATE, "%s: the model was already processed; weights are final",
+  /* A processed shortformer model keeps W_pos·W_Q and W_pos·W_K of the
+   * weights before processing, which a new W_pos, W_Q or W_K would contradict. */
+  if (model->pos_q != NULL && (which == MI_W_POS || which == MI_W_Q || which == MI_W_K))
+    return mi__fail(MI_ERR_STATE, "%s: this processed shortformer model keeps its positional "
+                    "terms from the weights before processing; they cannot change now",
                     mi__weight_name(which));
   if (atomic_load(&model->extra_refs) > 0)
     return mi__fail(MI_ERR_STATE, "%s: the model has live circuits, some reading its weights "

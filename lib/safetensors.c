@@ -264,17 +264,27 @@ mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_
   st_file f = {0};
   mi__model_hints hints = *given;
   mi__model_hints from_metadata;
+  mi__config embedded = {0};
   mi__tensor *views = NULL;
   mi_status status = mi__st_parse(&f, bytes, size);
   if (status == MI_OK)
     status = metadata_hints(&from_metadata, &f);
   if (status == MI_OK)
     status = mi__hints_merge(&hints, &from_metadata);
+  /* A config.json's text under "config" (what the Python bindings write for
+   * a state dict in memory) is read as a config.json is. */
+  const char *config = f.metadata ? json_string_value(json_object_get(f.metadata, "config"))
+                                  : NULL;
+  if (status == MI_OK && config != NULL)
+    status = mi__config_parse(&embedded, config, strlen(config), "__metadata__ \"config\"");
+  if (status == MI_OK && config != NULL)
+    status = mi__hints_merge(&hints, &embedded.hints);
   if (status == MI_OK)
     status = tensor_views(&views, &f);
   if (status == MI_OK)
     status = mi__model_from_tensors(out, views, f.n_tensors, &hints, options);
   free(views);
+  mi__config_free(&embedded);
   mi__st_close(&f);
   return status;
 }

@@ -37,11 +37,24 @@ struct mi__vocab {
   /* Open addressing; a slot holds 2·id + form + 1 (form 0: text, 1: raw). */
   size_t *slots;
   size_t mask;
+  /* Models sharing it besides the first (mi_model_copy): it never changes
+   * once loaded, so copies read one table; the last owner frees it. */
+  atomic_size_t extra_refs;
 };
+
+struct mi__vocab *mi__vocab_share(struct mi__vocab *vocab) {
+  if (vocab != NULL)
+    atomic_fetch_add(&vocab->extra_refs, 1);
+  return vocab;
+}
 
 void mi__vocab_free(struct mi__vocab *vocab) {
   if (vocab == NULL)
     return;
+  size_t refs = atomic_load(&vocab->extra_refs);
+  while (refs > 0)
+    if (atomic_compare_exchange_weak(&vocab->extra_refs, &refs, refs - 1))
+      return;
   free(vocab->entries);
   free(vocab->arena);
   free(vocab->slots);

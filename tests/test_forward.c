@@ -236,6 +236,99 @@ START_TEST(patterns_and_streams_match_each_layer) {
 }
 END_TEST
 
+/*
+ * Head ablation in the forward pass (mi_forward_extras.head_scale,
+ * head_bias) against the dense reference on an edited copy: scaling head
+ * (l, h)'s output by s is W_O[l, h] ← s·W_O[l, h], and adding a vector v to
+ * it at every position is b_O[l] ← b_O[l] + v. The head outputs, summed over
+ * a layer's heads with its b_O, must be the reference's stream difference
+ * across that layer, and a head scaled by 0 outputs exactly its bias.
+ * Tolerance 1e-5 of the scale, as for the plain logits.
+ */
+static const int ABLATION_CONFIGS[] = {0, 3, 5, 7}; /* those with b_O */
+
+START_TEST(head_ablation_matches_an_edited_copy) {
+  mi_config c = forward_config(ABLATION_CONFIGS[_i]);
+  mi_model *model = tu_random_model(&c, 90 + _i), *edited;
+  TU_OK(mi_model_get_config(&c, model));
+  size_t n = N_TOKENS, L = c.n_layers, H = c.n_heads, D = c.d_model, dh = c.d_head;
+  size_t V = c.d_vocab;
+  float *scale = malloc(L * H * sizeof *scale), *bias = malloc(L * H * D * sizeof *bias);
+  tu_rng rng = tu_rng_seed(17 + _i);
+  for (size_t i = 0; i < L * H; i++)
+    scale[i] = i % 3 == 1 ? 0.0f : (float)(3 * tu_uniform(&rng) - 1);
+  for (size_t i = 0; i < L * H * D; i++)
+    bias[i] = i / D % 2 ? 0.0f : (float)tu_normal(&rng);
+  TU_OK(mi_model_copy(&edited, model));
+  float *w = malloc(dh * D * sizeof *w), *b = malloc(D * sizeof *b);
+  for (size_t l = 0; l < L; l++) {
+    TU_OK(mi_model_get_weight(b, D, edited, MI_B_O, l, 0));
+    for (size_t h = 0; h < H; h++) {
+      TU_OK(mi_model_get_weight(w, D, edited, MI_W_O, l, h));
+      for (size_t i = 0; i < dh * D; i++)
+        w[i] *= scale[l * H + h];
+      TU_OK(mi_model_set_weight(edited, MI_W_O, l, h, MI_DTYPE_F32, w, D));
+      for (size_t i = 0; i < D; i++)
+        b[i] += bias[(l * H + h) * D + i];
+    }
+    TU_OK(mi_model_set_weight(edited, MI_B_O, l, 0, MI_DTYPE_F32, b, D));
+  }
+  double *want = malloc(n * V * sizeof *want), *got = malloc(n * V * sizeof *got);
+  double *streams = malloc((L + 1) * n * D * sizeof *streams);
+  tu_reference_forward(want, NULL, streams, edited, TOKENS, n);
+  mi_forward_extras x;
+  mi_forward_extras_init(&x, sizeof x);
+  x.head_scale = scale, x.head_scale_count = L * H;
+  x.head_bias = bias, x.head_bias_count = L * H * D;
+  x.head_out_count = L * H * n * D;
+  x.head_out = malloc(x.head_out_count * sizeof *x.head_out);
+  float *logits = malloc(n * V * sizeof *logits);
+  TU_OK(mi_model_forward(logits, V, model, TOKENS, n, &x));
+  for (size_t i = 0; i < n * V; i++)
+    got[i] = logits[i];
+  double s = tu_max_abs(want, n * V);
+  ck_assert_double_le(tu_max_abs_diff(got, want, n * V), 1e-5 * s);
+  double *orig = malloc(n * V * sizeof *orig);
+  tu_reference_logits(orig, model, TOKENS, n);
+  ck_assert_double_gt(tu_max_abs_diff(orig, want, n * V), 1e-2 * s); /* it did change */
+  for (size_t l = 0; l < L; l++) {
+    double *bO = tu_weight(model, MI_B_O, l, 0, &(size_t){0}, &(size_t){0});
+    double ds = tu_max_abs(streams + (l + 1) * n * D, n * D);
+    for (size_t t = 0; t < n; t++)
+      for (size_t i = 0; i < D; i++) {
+        double sum = bO[i];
+        for (size_t h = 0; h < H; h++)
+          sum += x.head_out[((l * H + h) * n + t) * D + i];
+        double step = streams[((l + 1) * n + t) * D + i] - streams[(l * n + t) * D + i];
+        ck_assert_double_eq_tol(sum, step, 1e-5 * ds);
+      }
+    for (size_t h = 0; h < H; h++)
+      if (scale[l * H + h] == 0.0f)
+        for (size_t t = 0; t < n; t++)
+          ck_assert_mem_eq(x.head_out + ((l * H + h) * n + t) * D, bias + (l * H + h) * D,
+                           D * sizeof(float));
+    free(bO);
+  }
+  /* Buffers are checked against their shapes; scales must be finite. */
+  x.head_scale_count = L * H - 1;
+  TU_FAILS(MI_ERR_SHAPE, mi_model_forward(logits, V, model, TOKENS, n, &x));
+  ck_assert_msg(strstr(mi_last_error(), "head_scale") != NULL, "%s", mi_last_error());
+  x.head_scale_count = L * H;
+  x.head_bias_count = L * H * D - 1;
+  TU_FAILS(MI_ERR_SHAPE, mi_model_forward(logits, V, model, TOKENS, n, &x));
+  x.head_bias_count = L * H * D;
+  x.head_out_count = L * H * n * D - 1;
+  TU_FAILS(MI_ERR_SHAPE, mi_model_forward(logits, V, model, TOKENS, n, &x));
+  x.head_out_count = L * H * n * D;
+  scale[L * H - 1] = NAN;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_forward(logits, V, model, TOKENS, n, &x));
+  free(scale); free(bias); free(w); free(b); free(want); free(got); free(orig);
+  free(streams); free(x.head_out); free(logits);
+  mi_model_free(edited);
+  mi_model_free(model);
+}
+END_TEST
+
 /* A model without W_pos and n_ctx = 0 takes sequences of any length. */
 START_TEST(unlimited_context_without_positions) {
   mi_config c = tu_config(1, 2, 6, 3, 7, 0, MI_PART_LN);
@@ -735,6 +828,8 @@ static Suite *forward_suite(void) {
   TCase *pass = tcase_create("pass");
   tcase_add_loop_test(pass, logits_match_the_reference, 0, N_CONFIGS);
   tcase_add_loop_test(pass, patterns_and_streams_match_each_layer, 0, N_CONFIGS);
+  tcase_add_loop_test(pass, head_ablation_matches_an_edited_copy, 0,
+                      sizeof ABLATION_CONFIGS / sizeof ABLATION_CONFIGS[0]);
   tcase_add_test(pass, unlimited_context_without_positions);
   tcase_add_test(pass, bad_inputs_are_refused);
   suite_add_tcase(s, pass);

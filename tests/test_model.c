@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,8 +133,115 @@ START_TEST(bad_weight_arguments) {
   TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_process(model, 1u << 9));
   TU_OK(mi_model_process(model, MI_PROCESS_FOLD_LN));
   TU_FAILS(MI_ERR_STATE, mi_model_process(model, MI_PROCESS_FOLD_LN));
+  /* A processed model takes a weight as given, in processed form. */
+  for (size_t i = 0; i < 18; i++)
+    buf[i] = (float)i - 4.5f;
+  TU_OK(mi_model_set_weight(model, MI_W_Q, 1, 2, MI_DTYPE_F32, buf, 3));
+  float back[18];
+  TU_OK(mi_model_get_weight(back, 3, model, MI_W_Q, 1, 2));
+  ck_assert_mem_eq(back, buf, sizeof back);
+  /* A live circuit may read the weights in place: no change then. */
+  mi_circuit *ov;
+  TU_OK(mi_circuit_ov(&ov, model, 0, 0));
   TU_FAILS(MI_ERR_STATE, mi_model_set_weight(model, MI_W_Q, 0, 0, MI_DTYPE_F32, buf, 3));
+  ck_assert_msg(strstr(mi_last_error(), "circuits") != NULL, "%s", mi_last_error());
+  mi_circuit_free(ov);
+  TU_OK(mi_model_set_weight(model, MI_W_Q, 0, 0, MI_DTYPE_F32, buf, 3));
   mi_model_free(model);
+}
+END_TEST
+
+/* Every copy of every weight of a and b, exactly equal (or both absent). */
+static void assert_same_weights(const mi_model *a, const mi_model *b) {
+  mi_config c;
+  mi_config_init(&c, sizeof c);
+  TU_OK(mi_model_get_config(&c, a));
+  for (int i = 0; i < MI_WEIGHT_COUNT; i++) {
+    size_t rows, cols, rb, cb;
+    bool has_a = mi_model_weight_shape(&rows, &cols, a, (mi_weight)i) == MI_OK;
+    bool has_b = mi_model_weight_shape(&rb, &cb, b, (mi_weight)i) == MI_OK;
+    ck_assert_msg(has_a == has_b, "weight %d present in one model only", i);
+    if (!has_a)
+      continue;
+    float *wa = malloc(rows * cols * sizeof *wa), *wb = malloc(rows * cols * sizeof *wb);
+    for (size_t l = 0; l < c.n_layers; l++)
+      for (size_t h = 0; h < c.n_heads; h++)
+        if (mi_model_get_weight(wa, cols, a, (mi_weight)i, l, h) == MI_OK) {
+          TU_OK(mi_model_get_weight(wb, cols, b, (mi_weight)i, l, h));
+          ck_assert_mem_eq(wa, wb, rows * cols * sizeof *wa);
+        }
+    free(wa);
+    free(wb);
+  }
+}
+
+START_TEST(copies_are_independent) {
+  mi_config c = tu_config(2, 3, 8, 4, 11, 8, ALL_PARTS);
+  mi_model *model = tu_random_model(&c, 21), *copy;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_copy(NULL, model));
+  copy = (mi_model *)1;
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_model_copy(&copy, NULL));
+  ck_assert_ptr_null(copy);
+  const char vocab[] = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
+  TU_OK(mi_model_load_vocab_memory(model, vocab, sizeof vocab - 1));
+  TU_OK(mi_model_process(model, MI_PROCESS_TRANSFORMERLENS));
+  TU_OK(mi_model_copy(&copy, model));
+  ck_assert_uint_eq(mi_model_processing(copy), mi_model_processing(model));
+  ck_assert_int_eq(mi_model_layout(copy), mi_model_layout(model));
+  assert_same_weights(model, copy);
+  /* Editing the copy leaves the original as it was. */
+  size_t r, k;
+  double *before = tu_weight(model, MI_W_O, 1, 2, &r, &k);
+  float zeros[4 * 8] = {0};
+  TU_OK(mi_model_set_weight(copy, MI_W_O, 1, 2, MI_DTYPE_F32, zeros, 8));
+  double *after = tu_weight(model, MI_W_O, 1, 2, &r, &k);
+  ck_assert_mem_eq(before, after, 4 * 8 * sizeof *before);
+  double *edited = tu_weight(copy, MI_W_O, 1, 2, &r, &k);
+  ck_assert_double_eq(tu_max_abs(edited, 4 * 8), 0.0);
+  ck_assert_double_gt(tu_max_abs(before, 4 * 8), 0.0);
+  free(before);
+  free(after);
+  free(edited);
+  /* The vocabulary is shared: it outlives the original, and a new one
+   * loaded into the copy does not reach the original. */
+  const char *text;
+  mi_model *second;
+  TU_OK(mi_model_copy(&second, model));
+  mi_model_free(model);
+  TU_OK(mi_model_token_str(&text, copy, 3));
+  ck_assert_str_eq(text, "d");
+  const char other[] = "A\nB\nC\nD\n";
+  TU_OK(mi_model_load_vocab_memory(copy, other, sizeof other - 1));
+  TU_OK(mi_model_token_str(&text, copy, 3));
+  ck_assert_str_eq(text, "D");
+  TU_OK(mi_model_token_str(&text, second, 3));
+  ck_assert_str_eq(text, "d");
+  mi_model_free(copy);
+  mi_model_free(second);
+}
+END_TEST
+
+START_TEST(processed_shortformer_copies_keep_positions_fixed) {
+  mi_config c = tu_config(1, 2, 8, 4, 11, 8, ALL_PARTS);
+  c.positional = MI_POSITIONAL_SHORTFORMER;
+  mi_model *model = tu_random_model(&c, 22), *copy;
+  TU_OK(mi_model_process(model, MI_PROCESS_FOLD_LN));
+  TU_OK(mi_model_copy(&copy, model));
+  float w[8 * 11] = {0};
+  TU_FAILS(MI_ERR_STATE, mi_model_set_weight(copy, MI_W_Q, 0, 0, MI_DTYPE_F32, w, 4));
+  TU_FAILS(MI_ERR_STATE, mi_model_set_weight(copy, MI_W_POS, 0, 0, MI_DTYPE_F32, w, 8));
+  TU_OK(mi_model_set_weight(copy, MI_W_V, 0, 0, MI_DTYPE_F32, w, 4));
+  /* The copy's positional terms are its own, and the original's. */
+  const size_t tokens[] = {1, 4, 9, 4, 1};
+  float a[5 * 11], b[5 * 11];
+  TU_OK(mi_model_forward(a, 11, model, tokens, 5, NULL));
+  mi_model *again;
+  TU_OK(mi_model_copy(&again, model));
+  mi_model_free(model);
+  TU_OK(mi_model_forward(b, 11, again, tokens, 5, NULL));
+  ck_assert_mem_eq(a, b, sizeof a);
+  mi_model_free(again);
+  mi_model_free(copy);
 }
 END_TEST
 
@@ -320,6 +428,8 @@ static Suite *model_suite(void) {
   tcase_add_test(api, bad_configs_are_refused);
   tcase_add_test(api, weights_round_trip_with_strides);
   tcase_add_test(api, bad_weight_arguments);
+  tcase_add_test(api, copies_are_independent);
+  tcase_add_test(api, processed_shortformer_copies_keep_positions_fixed);
   suite_add_tcase(s, api);
   TCase *processing = tcase_create("processing");
   tcase_add_loop_test(processing, folding_keeps_the_logits, 0, 4);

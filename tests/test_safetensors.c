@@ -562,6 +562,13 @@ static const bad_file BAD[] = {
      .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":\"99999999999999999999999\"},", "")},
     {"__metadata__ value not a string", MI_ERR_FORMAT, "__metadata__",
      .header = GPT2_HEADER("\"__metadata__\":{\"n_head\":2},", "")},
+    {"__metadata__ config not JSON", MI_ERR_FORMAT, "__metadata__ \"config\"",
+     .extra = "\"__metadata__\":{\"config\":\"{nope\"}"},
+    {"__metadata__ config disagreeing with the tensors", MI_ERR_SHAPE, "d_vocab",
+     .extra = "\"__metadata__\":{\"config\":\"{\\\"d_vocab\\\": 5}\"}"},
+    {"__metadata__ config disagreeing with __metadata__", MI_ERR_INVALID_ARGUMENT,
+     "__metadata__ \"config\"",
+     .extra = "\"__metadata__\":{\"n_heads\":\"2\",\"config\":\"{\\\"n_heads\\\": 1}\"}"},
     {"__metadata__ not an object", MI_ERR_FORMAT, "__metadata__",
      .header = GPT2_HEADER("\"__metadata__\":\"n_head=2\",", "")},
 };
@@ -614,6 +621,25 @@ START_TEST(the_base_of_the_bad_files_loads) {
                  strlen(GPT2_HEADER("\"__metadata__\":{\"n_head\":\"2\"},", "")), 304, &size);
   TU_OK(mi_model_load_memory(&model, bytes, size, NULL));
   ck_assert_int_eq(mi_model_layout(model), MI_LAYOUT_GPT2);
+  mi_model_free(model);
+  free(bytes);
+}
+END_TEST
+
+/* A config.json's text in __metadata__ "config" says what a config.json says. */
+START_TEST(metadata_config_is_read_as_config_json) {
+  bad_file with = {.what = "config", .status = MI_OK, .says = "",
+                   .extra = "\"__metadata__\":{\"config\":\"{\\\"eps\\\": 0.125, "
+                            "\\\"n_heads\\\": 2, \\\"unknown\\\": [1]}\"}"};
+  size_t size;
+  unsigned char *bytes = bad_bytes(&with, &size);
+  mi_model *model;
+  TU_OK(mi_model_load_memory(&model, bytes, size, NULL));
+  mi_config c;
+  mi_config_init(&c, sizeof c);
+  TU_OK(mi_model_get_config(&c, model));
+  ck_assert_double_eq(c.ln_eps, 0.125);
+  ck_assert_uint_eq(c.n_heads, 2);
   mi_model_free(model);
   free(bytes);
 }
@@ -842,6 +868,7 @@ static Suite *safetensors_suite(void) {
   TCase *bad = tcase_create("hostile files");
   tcase_set_timeout(bad, 30);
   tcase_add_test(bad, the_base_of_the_bad_files_loads);
+  tcase_add_test(bad, metadata_config_is_read_as_config_json);
   tcase_add_loop_test(bad, bad_files_fail_with_their_status, 0,
                       (int)(sizeof BAD / sizeof BAD[0]));
   suite_add_tcase(s, bad);

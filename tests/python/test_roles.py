@@ -147,7 +147,7 @@ class HtmlTest(unittest.TestCase):
         self.assertEqual([h["role"] for h in data["heads"]].count("induction"),
                          len(card["found"]["induction_heads"]))
         self.assertIn("<iframe srcdoc=", page._repr_html_())
-        with self.assertRaises(mi.MiError):
+        with self.assertRaisesRegex(IndexError, "out of range"):  # checked in Python
             model2, _ = load("induction-2l")
             with model2:
                 model2.html_report([10 ** 6])

@@ -4,19 +4,10 @@ import ctypes
 import ctypes.util
 import os
 
+from .errors import MiError, error_for  # noqa: F401 (MiError: older imports)
+
 SONAME = "libmi.so.0"
 ABI_MAJOR = 0
-
-
-class MiError(Exception):
-    """A libmi call failed. ``status`` is the mi_status value, ``name`` its
-    text (mi_status_str) and the message is mi_last_error() of that call."""
-
-    def __init__(self, status, name, detail):
-        super().__init__(f"{name}: {detail}" if detail else name)
-        self.status = status
-        self.name = name
-        self.detail = detail
 
 
 def _find_library():
@@ -120,6 +111,12 @@ class ForwardExtras(ctypes.Structure):
         ("patterns_count", ctypes.c_size_t),
         ("resid", c_float_p),
         ("resid_count", ctypes.c_size_t),
+        ("head_scale", c_float_p),
+        ("head_scale_count", ctypes.c_size_t),
+        ("head_bias", c_float_p),
+        ("head_bias_count", ctypes.c_size_t),
+        ("head_out", c_float_p),
+        ("head_out_count", ctypes.c_size_t),
     ]
 
 
@@ -327,7 +324,7 @@ def _check_status(status, func, args):
     if status != 0:
         name = lib.mi_status_str(status).decode()
         detail = lib.mi_last_error().decode(errors="replace")
-        raise MiError(status, name, detail)
+        raise error_for(status, name, detail)
     return status
 
 
@@ -337,12 +334,13 @@ _STATUS = ctypes.c_int
 class _Size(ctypes.c_size_t):
     """A size_t argument. ctypes would wrap a negative int modulo 2**64, so C
     would fill a huge count into a buffer Python sized from the raw value:
-    refuse anything outside [0, 2**64) before the call instead."""
+    refuse anything outside [0, 2**64) before the call instead. (The public
+    methods check their integers first, so this is the last line only.)"""
 
     @classmethod
     def from_param(cls, value):
         if isinstance(value, int) and not 0 <= value < 1 << 64:
-            raise ValueError(f"{value} is not a valid size (0 <= n < 2**64)")
+            raise OverflowError(f"{value} is not a valid size (0 <= n < 2**64)")
         return ctypes.c_size_t.from_param(value)
 
 _void_p = ctypes.c_void_p
@@ -356,6 +354,7 @@ PROTOTYPES = [
     ("mi_config_init", [ctypes.POINTER(Config), _Size], None, False),
     ("mi_model_create", [ctypes.POINTER(_void_p), ctypes.POINTER(Config)], _STATUS, True),
     ("mi_model_free", [_void_p], None, False),
+    ("mi_model_copy", [ctypes.POINTER(_void_p), _void_p], _STATUS, True),
     ("mi_model_set_weight", [_void_p, ctypes.c_int, _Size, _Size,
                              ctypes.c_int, _void_p, _Size], _STATUS, True),
     ("mi_model_process", [_void_p, ctypes.c_uint], _STATUS, True),
@@ -368,7 +367,7 @@ PROTOTYPES = [
     ("mi_load_options_init", [ctypes.POINTER(LoadOptions), _Size], None, False),
     ("mi_model_load", [ctypes.POINTER(_void_p), ctypes.c_char_p,
                        ctypes.POINTER(LoadOptions)], _STATUS, True),
-    ("mi_model_load_memory", [ctypes.POINTER(_void_p), ctypes.c_char_p, _Size,
+    ("mi_model_load_memory", [ctypes.POINTER(_void_p), _void_p, _Size,
                               ctypes.POINTER(LoadOptions)], _STATUS, True),
     ("mi_model_load_vocab", [_void_p, ctypes.c_char_p], _STATUS, True),
     ("mi_model_token_bytes", [ctypes.POINTER(ctypes.c_void_p), c_size_p, _void_p,

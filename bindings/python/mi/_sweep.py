@@ -3,7 +3,7 @@
 import ctypes
 
 from . import _native
-from ._arrays import numpy
+from .arrays import numpy
 from ._native import lib
 
 _FORMATS = {"I32": "i", "F32": "f", "F64": "d"}

@@ -6,9 +6,9 @@ import weakref
 from typing import List, Optional, Sequence, Union
 
 from ._native import lib
-
-#: mi_tokenizer_encode's MI_TOKENIZE_PREPEND_BOS.
-PREPEND_BOS = 1
+from .arrays import index
+from .lifetime import Guard, reads
+from .enums import TOKENIZE_PREPEND_BOS as PREPEND_BOS
 
 Text = Union[str, bytes, bytearray, memoryview]
 
@@ -22,6 +22,14 @@ def text_bytes(text: Text) -> bytes:
     if isinstance(text, (bytes, bytearray, memoryview)):
         return bytes(text)
     raise TypeError(f"expected text (str or bytes), got {type(text).__name__}")
+
+
+def file_bytes(data, what) -> bytes:
+    """A file's contents given as bytes or a buffer (never an int, which
+    bytes() would take as a length)."""
+    if data is None or isinstance(data, (int, str)):
+        raise TypeError(f"{what}: the file's bytes, not {type(data).__name__}")
+    return bytes(data)
 
 
 def encode(handle, text: Text, prepend_bos: bool) -> List[int]:
@@ -44,8 +52,9 @@ class Tokenizer:
     ``close()`` or a ``with`` block; the finaliser frees it otherwise."""
 
     def __init__(self, handle: int):
-        self._handle = ctypes.c_void_p(handle)
-        self._finalizer = weakref.finalize(self, lib.mi_tokenizer_free, ctypes.c_void_p(handle))
+        self._guard = Guard(handle, lambda h: lib.mi_tokenizer_free(ctypes.c_void_p(h)),
+                            "tokenizer")
+        self._finalizer = weakref.finalize(self, self._guard.close)
 
     @classmethod
     def load(cls, vocab, merges=None) -> "Tokenizer":
@@ -59,22 +68,19 @@ class Tokenizer:
     @classmethod
     def from_bytes(cls, vocab: bytes, merges: Optional[bytes] = None) -> "Tokenizer":
         """The same from the files' contents (mi_tokenizer_load_memory)."""
-        vocab = bytes(vocab)
-        merges = None if merges is None else bytes(merges)
+        vocab = file_bytes(vocab, "vocab")
+        merges = None if merges is None else file_bytes(merges, "merges")
         handle = ctypes.c_void_p()
         lib.mi_tokenizer_load_memory(ctypes.byref(handle), vocab, len(vocab), merges,
                                      0 if merges is None else len(merges))
         return cls(handle.value)
 
     def _h(self) -> ctypes.c_void_p:
-        if not self._handle.value:
-            raise ValueError("the tokenizer is closed")
-        return self._handle
+        return self._guard.pointer()
 
     def close(self) -> None:
-        """Frees the tokenizer now (idempotent)."""
-        self._finalizer()
-        self._handle = ctypes.c_void_p()
+        """Frees the tokenizer (idempotent) once no call on it is running."""
+        self._guard.close()
 
     def __enter__(self) -> "Tokenizer":
         return self
@@ -82,16 +88,18 @@ class Tokenizer:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @reads
     def encode(self, text: Text, prepend_bos: bool = False) -> List[int]:
         """The token ids of ``text`` (str, or bytes that need not be UTF-8);
         with ``prepend_bos`` the beginning-of-sequence token first."""
         return encode(self._h(), text, prepend_bos)
 
+    @reads
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes token ``token_id`` stands for."""
         pointer, length = ctypes.c_void_p(), ctypes.c_size_t()
         lib.mi_tokenizer_token_bytes(ctypes.byref(pointer), ctypes.byref(length), self._h(),
-                                     token_id)
+                                     index(token_id, self.vocab_size, "token id"))
         return ctypes.string_at(pointer.value, length.value) if length.value else b""
 
     def decode(self, ids: Sequence[int]) -> bytes:
@@ -100,6 +108,7 @@ class Tokenizer:
         return b"".join(self.token_bytes(i) for i in ids)
 
     @property
+    @reads
     def bos(self) -> int:
         """The beginning-of-sequence token's id (MiError when there is none)."""
         out = ctypes.c_size_t()
@@ -107,6 +116,7 @@ class Tokenizer:
         return out.value
 
     @property
+    @reads
     def vocab_size(self) -> int:
         """One past the largest token id."""
         out = ctypes.c_size_t()

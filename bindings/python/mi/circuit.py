@@ -5,9 +5,9 @@ import weakref
 from typing import List, NamedTuple, Optional, Tuple
 
 from ._native import EigenSummary as _EigenSummary, lib
-from ._arrays import OutArray, float32_matrix, numpy
-
-_TOPK_COLUMNS, _TOPK_SMALLEST = 1, 2
+from .arrays import OutArray, check_materialise, float32_matrix, index, numpy, size, span
+from .lifetime import Guard, reads
+from .enums import TOPK_COLUMNS as _TOPK_COLUMNS, TOPK_SMALLEST as _TOPK_SMALLEST
 
 
 class EigenSummary(NamedTuple):
@@ -29,9 +29,9 @@ class Circuit:
     block; a finaliser frees it otherwise."""
 
     def __init__(self, handle: int, borrowed: bool = False):
-        self._ptr = handle
-        self._finalizer = None if borrowed else weakref.finalize(
-            self, lib.mi_circuit_free, ctypes.c_void_p(handle))
+        free = (lambda h: None) if borrowed else (lambda h: lib.mi_circuit_free(ctypes.c_void_p(h)))
+        self._guard = Guard(handle, free, "circuit")
+        self._finalizer = None if borrowed else weakref.finalize(self, self._guard.close)
 
     @staticmethod
     def _make(fn, *args) -> "Circuit":
@@ -42,9 +42,9 @@ class Circuit:
     @classmethod
     def from_factors(cls, A, B) -> "Circuit":
         """The circuit A·B from caller factors (copied): A is n × r, B is r × m
-        (anything :func:`mi.Model.set_weight` takes; converted to float32)."""
-        pa, n, r, lda, keep_a = float32_matrix(A)
-        pb, r2, m, ldb, keep_b = float32_matrix(B)
+        (numpy, torch, buffers or nested lists; converted to float32)."""
+        pa, n, r, lda, keep_a = float32_matrix(A, "A")
+        pb, r2, m, ldb, keep_b = float32_matrix(B, "B")
         if r2 != r:
             raise ValueError(f"A has {r} columns but B has {r2} rows")
         out = ctypes.c_void_p()
@@ -52,16 +52,13 @@ class Circuit:
         return cls(out.value)
 
     def _h(self) -> ctypes.c_void_p:
-        if not self._ptr:
-            raise ValueError("the circuit is closed")
-        return ctypes.c_void_p(self._ptr)
+        return self._guard.pointer()
 
     def close(self) -> None:
-        """Frees the circuit now (idempotent); its model goes too if this
-        held the last reference."""
-        if self._finalizer is not None:
-            self._finalizer()
-        self._ptr = 0
+        """Frees the circuit (idempotent) once no call on it is running; its
+        model goes too if this held the last reference. From inside a call
+        on it (a callback) it raises MiStateError."""
+        self._guard.close()
 
     def __enter__(self) -> "Circuit":
         return self
@@ -70,11 +67,12 @@ class Circuit:
         self.close()
 
     def __repr__(self) -> str:
-        if not self._ptr:
+        if self._guard.closed:
             return "<mi.Circuit closed>"
         n, m = self.shape
         return f"<mi.Circuit {n}x{m} rank {self.rank}>"
 
+    @reads
     def _shape3(self) -> Tuple[int, int, int]:
         n, m, r = ctypes.c_size_t(), ctypes.c_size_t(), ctypes.c_size_t()
         lib.mi_circuit_shape(ctypes.byref(n), ctypes.byref(m), ctypes.byref(r), self._h())
@@ -82,7 +80,7 @@ class Circuit:
 
     @property
     def shape(self) -> Tuple[int, int]:
-        """(rows, columns)."""
+        """(rows, columns): [n, m]."""
         return self._shape3()[:2]
 
     @property
@@ -90,30 +88,36 @@ class Circuit:
         """The factor rank r (an upper bound on the matrix's rank)."""
         return self._shape3()[2]
 
+    @reads
     def entry(self, i: int, j: int) -> float:
         """M[i][j], a dot product of two factor rows in double."""
+        n, m = self.shape
         out = ctypes.c_double()
-        lib.mi_circuit_entry(ctypes.byref(out), self._h(), i, j)
+        lib.mi_circuit_entry(ctypes.byref(out), self._h(), index(i, n, "row"),
+                             index(j, m, "column"))
         return out.value
 
+    @reads
     def rows(self, i0: int, i1: Optional[int] = None):
         """Rows i0 … i1 − 1 (default: row i0 only) as an (i1 − i0) × m float32
         matrix, written by libmi straight into the numpy array."""
-        i1 = i0 + 1 if i1 is None else i1
-        _, m = self.shape
-        out = OutArray((max(i1 - i0, 0), m), ctypes.c_float)
+        n, m = self.shape
+        i0, i1 = span(i0, i1 if i1 is not None else index(i0, n, "row") + 1, n, "rows")
+        out = OutArray((i1 - i0, m), ctypes.c_float)
         lib.mi_circuit_rows(out.pointer, m, self._h(), i0, i1)
         return out.result()
 
+    @reads
     def cols(self, j0: int, j1: Optional[int] = None):
         """Columns j0 … j1 − 1 (default: column j0 only) as an n × (j1 − j0) matrix."""
-        j1 = j0 + 1 if j1 is None else j1
-        n, _ = self.shape
-        width = max(j1 - j0, 0)
+        n, m = self.shape
+        j0, j1 = span(j0, j1 if j1 is not None else index(j0, m, "column") + 1, m, "cols")
+        width = j1 - j0
         out = OutArray((n, width), ctypes.c_float)
         lib.mi_circuit_cols(out.pointer, max(width, 1), self._h(), j0, j1)
         return out.result()
 
+    @reads
     def dense(self):
         """The whole n × m matrix (float32). For token circuits of a large
         vocabulary prefer the streaming queries."""
@@ -122,6 +126,7 @@ class Circuit:
         lib.mi_circuit_dense(out.pointer, m, self._h())
         return out.result()
 
+    @reads
     def topk(self, k: int, axis: int = 1, largest: bool = True, start: int = 0,
              stop: Optional[int] = None):
         """The k best entries of each line, best first, as ``(indices, values)``,
@@ -132,8 +137,11 @@ class Circuit:
         if axis not in (0, 1):
             raise ValueError(f"axis must be 0 or 1, not {axis!r}")
         n, m = self.shape
-        stop = (n if axis == 1 else m) if stop is None else stop
-        lines = max(stop - start, 0)
+        start, stop = span(start, stop, n if axis == 1 else m, "topk lines")
+        k = size(k, "k")
+        if not 1 <= k <= (m if axis == 1 else n):
+            raise ValueError(f"topk: k = {k}, but a line has {m if axis == 1 else n} entries")
+        lines = stop - start
         flags = (_TOPK_COLUMNS if axis == 0 else 0) | (0 if largest else _TOPK_SMALLEST)
         index = OutArray((lines, k), ctypes.c_size_t)
         value = OutArray((lines, k), ctypes.c_float)
@@ -141,6 +149,17 @@ class Circuit:
                             start, stop)
         return index.result(), value.result()
 
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(circuit): the dense matrix when it has at most
+        mi.arrays.MATERIALISE_LIMIT entries; ValueError naming the size
+        otherwise."""
+        if numpy is None:
+            raise ImportError("np.asarray(circuit) needs numpy")
+        check_materialise(self.shape, "the circuit")
+        dense = self.dense()
+        return dense if dtype is None else dense.astype(dtype)
+
+    @reads
     def transpose(self) -> "Circuit":
         """Mᵀ = Bᵀ Aᵀ, sharing the factors (row form ↔ the paper's column form)."""
         return Circuit._make(lib.mi_circuit_transpose, self._h())
@@ -150,36 +169,42 @@ class Circuit:
         """The transpose (a new circuit; see :meth:`transpose`)."""
         return self.transpose()
 
+    @reads
     def compose(self, other: "Circuit") -> "Circuit":
         """The product self · other, still factored."""
         if not isinstance(other, Circuit):
-            raise TypeError("compose needs a Circuit")
+            raise TypeError(f"compose needs a Circuit, not {type(other).__name__}")
         return Circuit._make(lib.mi_circuit_compose, self._h(), other._h())
 
     def __matmul__(self, other: "Circuit") -> "Circuit":
+        if not isinstance(other, Circuit):
+            return NotImplemented
         return self.compose(other)
 
+    @reads
     def frobenius_norm(self) -> float:
         """‖AB‖_F from the two r × r Gram matrices, in double."""
         out = ctypes.c_double()
         lib.mi_circuit_frobenius_norm(ctypes.byref(out), self._h())
         return out.value
 
+    @reads
     def singular_values(self, count: Optional[int] = None):
         """The ``count`` largest singular values, decreasing (default:
         min(n, m, rank), the ones that can be non-zero)."""
         n, m, r = self._shape3()
-        count = min(n, m, r) if count is None else count
+        count = min(n, m, r) if count is None else size(count, "count")
         out = OutArray((count,), ctypes.c_double)
         lib.mi_circuit_singular_values(out.pointer, count, self._h())
         return out.result()
 
+    @reads
     def eigenvalues(self, count: Optional[int] = None):
-        """The ``count`` eigenvalues of largest modulus of a square circuit
-        (default min(n, rank)), as complex numbers: a numpy complex128 array,
+        """The ``count`` eigenvalues [count] of largest modulus of a square
+        circuit (default min(n, rank)), as complex numbers: a numpy complex128 array,
         or a list of ``complex`` without numpy. Conjugate pairs are adjacent."""
         n, _, r = self._shape3()
-        count = min(n, r) if count is None else count
+        count = min(n, r) if count is None else size(count, "count")
         re = OutArray((count,), ctypes.c_double)
         im = OutArray((count,), ctypes.c_double)
         lib.mi_circuit_eigenvalues(re.pointer, im.pointer, count, self._h())
@@ -187,6 +212,7 @@ class Circuit:
             return re.array + 1j * im.array
         return [complex(a, b) for a, b in zip(re.result(), im.result())]
 
+    @reads
     def eigen_summary(self) -> EigenSummary:
         """Copying score, positive-real share and non-zero count of the eigenvalues."""
         out = _EigenSummary()
@@ -198,6 +224,7 @@ class Circuit:
         """Σλ / Σ|λ| over the non-zero eigenvalues: near 1 for a copying head's OV circuit."""
         return self.eigen_summary().copying_score
 
+    @reads
     def prev_token_share(self) -> float:
         """For a positional QK circuit: the share of query positions whose best
         causal key is the previous position."""
@@ -205,15 +232,17 @@ class Circuit:
         lib.mi_circuit_prev_token_share(ctypes.byref(out), self._h())
         return out.value
 
+    @reads
     def diag_rank(self, start: int = 0, stop: Optional[int] = None):
         """For rows start … stop − 1 of a square circuit, how many entries of
         the row exceed its diagonal entry (0: the diagonal wins)."""
         n, _ = self.shape
-        stop = n if stop is None else stop
-        out = OutArray((max(stop - start, 0),), ctypes.c_size_t)
+        start, stop = span(start, stop, n, "diag_rank rows")
+        out = OutArray((stop - start,), ctypes.c_size_t)
         lib.mi_circuit_diag_rank(out.pointer, self._h(), start, stop)
         return out.result()
 
+    @reads
     def copying_accuracy(self) -> Tuple[float, float]:
         """(top-1, top-5): the share of rows whose diagonal entry ranks first,
         and within the first five, in its row."""

@@ -47,6 +47,9 @@ class EnumTest(unittest.TestCase):
     def test_statuses(self):
         for name, value in enums.STATUS.items():
             self.assertEqual(self.c["MI_OK" if name == "ok" else "MI_ERR_" + name.upper()], value)
+        # Every status of mi.h has a name here, so each gets its exception class.
+        self.assertEqual(sorted(v for k, v in self.c.items() if k.startswith("MI_ERR_")),
+                         sorted(v for k, v in enums.STATUS.items() if k != "ok"))
 
     def test_weights_in_enum_order(self):
         c_names = ["MI_W_E", "MI_W_POS", "MI_W_Q", "MI_W_K", "MI_W_V", "MI_W_O", "MI_B_Q",

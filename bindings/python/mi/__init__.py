@@ -38,8 +38,9 @@ from .arrays import get_output, set_output
 from .circuit import Circuit, EigenSummary
 from .enums import COMPOSITIONS, EMBEDDINGS, PARTS, POSITIONAL, PROCESS, WEIGHTS
 from .errors import (MiDtypeError, MiError, MiFormatError, MiIndexError, MiInvalidArgumentError,
-                     MiIOError, MiMissingTensorError, MiNumericError, MiOutOfMemoryError,
-                     MiShapeError, MiStateError, MiTruncatedError, MiUnsupportedError)
+                     MiIOError, MiMissingTensorError, MiNonFiniteError, MiNumericError,
+                     MiOutOfMemoryError, MiShapeError, MiStateError, MiTruncatedError,
+                     MiUnsupportedError)
 from .experiments import PromptTest, test_prompt
 from .factored import FactoredMatrix
 from .model import Model
@@ -57,5 +58,6 @@ __all__ = ["Model", "Tokenizer", "Circuit", "FactoredMatrix", "PromptTest", "tes
            "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL", "EMBEDDINGS", "COMPOSITIONS",
            "MiInvalidArgumentError", "MiOutOfMemoryError", "MiIOError", "MiFormatError",
            "MiShapeError", "MiUnsupportedError", "MiIndexError", "MiDtypeError",
-           "MiMissingTensorError", "MiTruncatedError", "MiStateError", "MiNumericError"]
+           "MiMissingTensorError", "MiTruncatedError", "MiStateError", "MiNumericError",
+           "MiNonFiniteError"]
 __version__ = lib.mi_version_string().decode()

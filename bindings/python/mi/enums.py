@@ -5,7 +5,8 @@ spellings; the comments give the C ones."""
 #: mi_status values (MI_OK, MI_ERR_*) by their Python names.
 STATUS = {"ok": 0, "invalid_argument": -1, "out_of_memory": -2, "io": -3, "format": -4,
           "shape": -5, "unsupported": -6, "index": -7, "dtype": -8, "missing_tensor": -9,
-          "truncated": -10, "state": -11, "numeric": -12}
+          "truncated": -10, "state": -11, "numeric": -12,
+          "nonfinite": -13}
 
 #: mi_weight names (MI_W_E ... MI_LNF_B), in enum order: the list index is the value.
 WEIGHTS = ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O",

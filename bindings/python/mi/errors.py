@@ -67,13 +67,17 @@ class MiNumericError(MiError, ArithmeticError):
     """MI_ERR_NUMERIC: a LAPACK routine failed."""
 
 
+class MiNonFiniteError(MiError, ValueError):
+    """MI_ERR_NONFINITE: a weight or factor is NaN or infinite."""
+
+
 _CLASSES = {STATUS["invalid_argument"]: MiInvalidArgumentError,
             STATUS["out_of_memory"]: MiOutOfMemoryError, STATUS["io"]: MiIOError,
             STATUS["format"]: MiFormatError, STATUS["shape"]: MiShapeError,
             STATUS["unsupported"]: MiUnsupportedError, STATUS["index"]: MiIndexError,
             STATUS["dtype"]: MiDtypeError, STATUS["missing_tensor"]: MiMissingTensorError,
             STATUS["truncated"]: MiTruncatedError, STATUS["state"]: MiStateError,
-            STATUS["numeric"]: MiNumericError}
+            STATUS["numeric"]: MiNumericError, STATUS["nonfinite"]: MiNonFiniteError}
 
 
 def error_for(status: int, name: str, detail: str) -> MiError:

@@ -181,6 +181,12 @@ static void init_rntm(rntm_t *rntm) {
     bli_rntm_set_num_threads((dim_t)n, rntm);
 }
 
+/* A single-threaded BLIS run-time (libmi's own threads run around it). */
+static void serial_rntm(rntm_t *rntm) {
+  bli_rntm_init_from_global(rntm);
+  bli_rntm_set_num_threads(1, rntm);
+}
+
 /* One thread's part of a GEMM. */
 typedef struct gemm_job {
   float alpha, beta;
@@ -290,8 +296,7 @@ typedef struct stream_job {
 static mi_status stream_rows(stream_job *job) {
   stream_shared *sh = job->sh;
   rntm_t rntm;
-  bli_rntm_init_from_global(&rntm);
-  bli_rntm_set_num_threads(1, &rntm);
+  serial_rntm(&rntm);
   float one = 1.0f, zero = 0.0f;
   const mi__matrix *A = &sh->A, *B = &sh->B;
   size_t tiles = (sh->i1 - sh->i0 + MI__TILE_ROWS - 1) / MI__TILE_ROWS;
@@ -397,8 +402,7 @@ mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y) {
   }
   /* Small products (p, q ≤ d_model, chunks of 512): one thread. */
   rntm_t rntm;
-  bli_rntm_init_from_global(&rntm);
-  bli_rntm_set_num_threads(1, &rntm);
+  serial_rntm(&rntm);
   double one = 1.0;
   for (size_t k0 = 0; k0 < K; k0 += CHUNK) {
     size_t w = K - k0 < CHUNK ? K - k0 : CHUNK;
@@ -413,5 +417,85 @@ mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y) {
   }
   free(x);
   free(y);
+  return MI_OK;
+}
+
+mi_status mi__column_moments(double *mean, double *cov, mi__matrix X) {
+  enum { CHUNK = 512 };
+  size_t r = X.rows, m = X.cols;
+  for (size_t t = 0; t < r * r; t++)
+    cov[t] = 0.0;
+  for (size_t t = 0; t < r; t++)
+    mean[t] = 0.0;
+  if (r == 0 || m == 0)
+    return MI_OK;
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  double *x = malloc(r * CHUNK * sizeof *x);
+  if (x == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "column moments: %zu x %d doubles", r, CHUNK);
+  for (size_t t = 0; t < r; t++) {
+    double sum = 0.0;
+    for (size_t j = 0; j < m; j++)
+      sum += X.data[(ptrdiff_t)t * X.rs + (ptrdiff_t)j * X.cs];
+    mean[t] = sum / (double)m;
+  }
+  rntm_t rntm;
+  serial_rntm(&rntm);
+  double one = 1.0;
+  for (size_t j0 = 0; j0 < m; j0 += CHUNK) {
+    size_t w = m - j0 < CHUNK ? m - j0 : CHUNK;
+    for (size_t t = 0; t < r; t++)
+      for (size_t j = 0; j < w; j++)
+        x[t * w + j] = X.data[(ptrdiff_t)t * X.rs + (ptrdiff_t)(j0 + j) * X.cs] - mean[t];
+    /* cov += x·xᵀ: the same chunk read as its own transpose. */
+    bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)r, (dim_t)r, (dim_t)w, &one, x,
+                 (inc_t)w, 1, x, 1, (inc_t)w, &one, cov, (inc_t)r, 1, NULL, &rntm);
+  }
+  free(x);
+  for (size_t t = 0; t < r * r; t++)
+    cov[t] /= (double)m;
+  return MI_OK;
+}
+
+mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v,
+                        const double *S) {
+  enum { CHUNK = 256 };
+  size_t p = A.rows, r = A.cols;
+  if (p == 0)
+    return MI_OK;
+  if (r == 0) {
+    for (size_t i = 0; i < p; i++)
+      dot[i] = quad[i] = 0.0;
+    return MI_OK;
+  }
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  double *a = malloc(2 * CHUNK * r * sizeof *a);
+  if (a == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "row forms: %d x %zu doubles", 2 * CHUNK, r);
+  double *y = a + CHUNK * r, one = 1.0, zero = 0.0;
+  rntm_t rntm;
+  serial_rntm(&rntm);
+  for (size_t i0 = 0; i0 < p; i0 += CHUNK) {
+    size_t h = p - i0 < CHUNK ? p - i0 : CHUNK;
+    for (size_t i = 0; i < h; i++)
+      for (size_t t = 0; t < r; t++)
+        a[i * r + t] = A.data[(ptrdiff_t)(i0 + i) * A.rs + (ptrdiff_t)t * A.cs];
+    bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)h, (dim_t)r, (dim_t)r, &one, a,
+                 (inc_t)r, 1, (double *)S, (inc_t)r, 1, &zero, y, (inc_t)r, 1, NULL, &rntm);
+    for (size_t i = 0; i < h; i++) {
+      double d = 0.0, q = 0.0;
+      for (size_t t = 0; t < r; t++) {
+        d += a[i * r + t] * v[t];
+        q += a[i * r + t] * y[i * r + t];
+      }
+      dot[i0 + i] = d;
+      quad[i0 + i] = q;
+    }
+  }
+  free(a);
   return MI_OK;
 }

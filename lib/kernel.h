@@ -154,4 +154,19 @@ size_t mi__thread_count(void);
  */
 mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y);
 
+/*
+ * The m columns x_j of X (r × m float32 view) as vectors, in double:
+ * mean (r) ← (1/m)·Σ x_j, and cov (r × r, row-major) ← (1/m)·Σ (x_j −
+ * mean)(x_j − mean)ᵀ with each column centred before the product, so
+ * nothing cancels as in E[x xᵀ] − mean meanᵀ. Extra memory: r·512 doubles.
+ */
+mi_status mi__column_moments(double *mean, double *cov, mi__matrix X);
+
+/*
+ * For each row a_i of A (p × r float32 view), in double: dot[i] ← a_i·v and
+ * quad[i] ← a_iᵀ S a_i (S r × r, row-major). Extra memory: 2·256·r doubles.
+ */
+mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v,
+                        const double *S);
+
 #endif

@@ -208,7 +208,13 @@ static void *gemm_worker(void *arg) {
   return NULL;
 }
 
+/* How deep the calling thread is inside mi__run_threads jobs: libmi calls
+ * made from a job run on that one thread, so threads never multiply. */
+static _Thread_local unsigned worker_depth;
+
 size_t mi__thread_count(void) {
+  if (worker_depth > 0)
+    return 1;
   rntm_t rntm;
   init_rntm(&rntm);
   dim_t n = bli_rntm_num_threads(&rntm);
@@ -260,20 +266,99 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
   return MI_OK;
 }
 
+/* One job of mi__run_threads, run as a worker (see worker_depth). */
+typedef struct run_job {
+  void *(*worker)(void *);
+  void *job;
+} run_job;
+
+static void *run_job_as_worker(void *arg) {
+  run_job *r = arg;
+  worker_depth++;
+  r->worker(r->job);
+  worker_depth--;
+  return NULL;
+}
+
 void mi__run_threads(void *(*worker)(void *), void *jobs, size_t size, size_t count) {
   unsigned char *job = jobs;
   pthread_t ids[MI__MAX_THREADS];
+  run_job runs[MI__MAX_THREADS];
   bool started[MI__MAX_THREADS] = {false};
+  for (size_t t = 0; t < count && t < MI__MAX_THREADS; t++)
+    runs[t] = (run_job){worker, job + t * size};
   for (size_t t = 1; t < count && t < MI__MAX_THREADS; t++)
-    started[t] = pthread_create(&ids[t], NULL, worker, job + t * size) == 0;
+    started[t] = pthread_create(&ids[t], NULL, run_job_as_worker, &runs[t]) == 0;
   if (count > 0)
-    worker(job);
+    run_job_as_worker(&runs[0]);
   for (size_t t = 1; t < count; t++) {
     if (t < MI__MAX_THREADS && started[t])
       pthread_join(ids[t], NULL);
+    else if (t < MI__MAX_THREADS)
+      run_job_as_worker(&runs[t]);
     else
-      worker(job + t * size);
+      run_job_as_worker(&(run_job){worker, job + t * size});
   }
+}
+
+/* What the threads of a parallel loop share. */
+typedef struct loop_shared {
+  mi_status (*fn)(size_t i, void *user);
+  void *user;
+  size_t count;
+  atomic_size_t next;
+  atomic_bool stop;
+  pthread_mutex_t lock; /* guards the first failure below */
+  mi_status status;
+  size_t failed_at;
+  char message[512];
+} loop_shared;
+
+static void *loop_worker(void *arg) {
+  loop_shared *sh = *(loop_shared **)arg;
+  for (;;) {
+    size_t i = atomic_fetch_add(&sh->next, 1);
+    if (i >= sh->count || atomic_load(&sh->stop))
+      return NULL;
+    mi_status status = sh->fn(i, sh->user);
+    if (status != MI_OK) {
+      atomic_store(&sh->stop, true);
+      /* The message is thread-local: keep the lowest index's for the caller. */
+      pthread_mutex_lock(&sh->lock);
+      if (sh->status == MI_OK || i < sh->failed_at) {
+        sh->status = status;
+        sh->failed_at = i;
+        snprintf(sh->message, sizeof sh->message, "%s", mi_last_error());
+      }
+      pthread_mutex_unlock(&sh->lock);
+      return NULL;
+    }
+  }
+}
+
+mi_status mi__parallel_for(size_t count, mi_status (*fn)(size_t i, void *user), void *user) {
+  if (count == 0)
+    return MI_OK;
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  size_t threads = mi__thread_count();
+  if (threads > count)
+    threads = count;
+  if (threads > MI__MAX_THREADS)
+    threads = MI__MAX_THREADS;
+  loop_shared sh = {.fn = fn, .user = user, .count = count, .status = MI_OK};
+  atomic_init(&sh.next, 0);
+  atomic_init(&sh.stop, false);
+  pthread_mutex_init(&sh.lock, NULL);
+  loop_shared *jobs[MI__MAX_THREADS];
+  for (size_t t = 0; t < threads; t++)
+    jobs[t] = &sh;
+  mi__run_threads(loop_worker, jobs, sizeof jobs[0], threads);
+  pthread_mutex_destroy(&sh.lock);
+  if (sh.status != MI_OK)
+    return mi__fail(sh.status, "%s", sh.message);
+  return MI_OK;
 }
 
 /* What the threads of one stream share. */

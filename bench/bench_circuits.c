@@ -43,6 +43,7 @@
 #endif
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +273,162 @@ static double fma_peak(size_t threads) {
   return flop / seconds * 1e-9;
 }
 
+/* ---- the head report's per-head floor ---- */
+
+/*
+ * The per-head part of mi_model_head_report, rebuilt from BLIS and LAPACK
+ * alone: per layer the two wide products (W_U W_E · stacked W_V, D × D ×
+ * H·dh; Gram · stacked [W_Q; b_Q], D1 × D1 × H·dh) cut into row slices,
+ * one a thread, then the layer's 2·H small products (W_O · X_OV, [W_K;
+ * b_K]ᵀ · X_QK, dh × D(1) × dh) shared by the threads; and, timed apart,
+ * the 288 eigenvalue problems (dgeev, dh × dh, double) of those products,
+ * taken one at a time by the threads.
+ */
+enum { D1 = D + 1, HD = HEADS * DH };
+
+typedef struct head_floor {
+  float *gue, *gee;      /* W_U W_E (D × D); [W_E, 1]ᵀ[W_E, 1] (D1 × D1) */
+  float *wide_v, *wide_q; /* per layer: D × HD stacked W_V; D1 × HD stacked [W_Q; 0] */
+  float *wo, *left;      /* per head: W_O (dh × D); [W_K; 0]ᵀ (dh × D1) */
+  float *x_ov, *x_qk;    /* one layer's wide products */
+  float *ba;             /* every head's two dh × dh products */
+  size_t threads;
+  size_t layer;          /* the layer the small products belong to */
+  atomic_size_t next;
+} head_floor;
+
+static void head_floor_prepare(head_floor *f, mi_model *model, const float *E, const float *U,
+                               size_t threads) {
+  f->threads = threads;
+  f->gue = malloc((size_t)D * D * sizeof *f->gue);
+  f->gee = calloc((size_t)D1 * D1, sizeof *f->gee);
+  f->wide_v = malloc((size_t)LAYERS * D * HD * sizeof *f->wide_v);
+  f->wide_q = calloc((size_t)LAYERS * D1 * HD, sizeof *f->wide_q);
+  f->wo = malloc((size_t)LAYERS * HEADS * DH * D * sizeof *f->wo);
+  f->left = calloc((size_t)LAYERS * HEADS * DH * D1, sizeof *f->left);
+  f->x_ov = malloc((size_t)D * HD * sizeof *f->x_ov);
+  f->x_qk = malloc((size_t)D1 * HD * sizeof *f->x_qk);
+  f->ba = malloc((size_t)2 * LAYERS * HEADS * DH * DH * sizeof *f->ba);
+  rntm_t rntm = rntm_for(threads);
+  sgemm(D, D, V, U, V, 1, E, D, 1, f->gue, D, &rntm);
+  sgemm(D, D, V, E, 1, D, E, D, 1, f->gee, D1, &rntm);
+  for (size_t j = 0; j < D; j++) {
+    double sum = 0;
+    for (size_t t = 0; t < V; t++)
+      sum += E[t * D + j];
+    f->gee[j * D1 + D] = f->gee[D * D1 + j] = (float)sum;
+  }
+  f->gee[(size_t)D * D1 + D] = (float)V;
+  float *w = malloc((size_t)D * DH * sizeof *w);
+  for (size_t l = 0; l < LAYERS; l++)
+    for (size_t h = 0; h < HEADS; h++) {
+      bench_check(mi_model_get_weight(w, DH, model, MI_W_V, l, h), "W_V");
+      for (size_t i = 0; i < D; i++)
+        memcpy(f->wide_v + (l * D + i) * HD + h * DH, w + i * DH, DH * sizeof *w);
+      bench_check(mi_model_get_weight(w, DH, model, MI_W_Q, l, h), "W_Q");
+      for (size_t i = 0; i < D; i++)
+        memcpy(f->wide_q + (l * D1 + i) * HD + h * DH, w + i * DH, DH * sizeof *w);
+      bench_check(mi_model_get_weight(w, DH, model, MI_W_K, l, h), "W_K");
+      float *left = f->left + (l * HEADS + h) * DH * D1;
+      for (size_t i = 0; i < D; i++)
+        for (size_t j = 0; j < DH; j++)
+          left[j * D1 + i] = w[i * DH + j];
+      bench_check(mi_model_get_weight(f->wo + (l * HEADS + h) * DH * D, D, model, MI_W_O, l, h),
+                  "W_O");
+    }
+  free(w);
+}
+
+static void head_floor_free(head_floor *f) {
+  free(f->gue); free(f->gee); free(f->wide_v); free(f->wide_q); free(f->wo);
+  free(f->left); free(f->x_ov); free(f->x_qk); free(f->ba);
+}
+
+/* One thread's share of a layer's 2·H small products: units t, t + T, .... */
+typedef struct small_job {
+  head_floor *f;
+  size_t t;
+} small_job;
+
+static void *small_products(void *arg) {
+  small_job *j = arg;
+  head_floor *f = j->f;
+  rntm_t one = rntm_for(1);
+  size_t l = f->layer;
+  for (size_t u = j->t; u < 2 * HEADS; u += f->threads) {
+    size_t h = u % HEADS, head = l * HEADS + h;
+    float *out = f->ba + ((u < HEADS ? 0 : LAYERS * HEADS) + head) * DH * DH;
+    if (u < HEADS)
+      sgemm(DH, DH, D, f->wo + head * DH * D, D, 1, f->x_ov + h * DH, HD, 1, out, DH, &one);
+    else
+      sgemm(DH, DH, D1, f->left + head * DH * D1, D1, 1, f->x_qk + h * DH, HD, 1, out, DH,
+            &one);
+  }
+  return NULL;
+}
+
+/* (b): every layer's products, libmi's way of cutting them; seconds. */
+static double head_floor_products(head_floor *f) {
+  double t0 = bench_now();
+  for (size_t l = 0; l < LAYERS; l++) {
+    sliced_sgemm(f->threads, D, HD, D, f->gue, D, 1, f->wide_v + l * D * HD, HD, 1, f->x_ov,
+                 HD);
+    sliced_sgemm(f->threads, D1, HD, D1, f->gee, D1, 1, f->wide_q + l * D1 * HD, HD, 1,
+                 f->x_qk, HD);
+    f->layer = l;
+    small_job jobs[64];
+    pthread_t ids[64];
+    size_t n = f->threads < 1 ? 1 : f->threads > 64 ? 64 : f->threads;
+    for (size_t t = 0; t < n; t++)
+      jobs[t] = (small_job){f, t};
+    for (size_t t = 1; t < n; t++)
+      pthread_create(&ids[t], NULL, small_products, &jobs[t]);
+    small_products(&jobs[0]);
+    for (size_t t = 1; t < n; t++)
+      pthread_join(ids[t], NULL);
+  }
+  return bench_now() - t0;
+}
+
+/* LAPACK's dgeev (lapacke.h and blis.h do not go together): the eigenvalues
+ * of the column-major matrix, i.e. of the transpose, which has the same. */
+void dgeev_(const char *jobvl, const char *jobvr, const int *n, double *a, const int *lda,
+            double *wr, double *wi, double *vl, const int *ldvl, double *vr, const int *ldvr,
+            double *work, const int *lwork, int *info, size_t jobvl_len, size_t jobvr_len);
+
+static void *eigen_solves(void *arg) {
+  head_floor *f = arg;
+  enum { LWORK = 64 * DH };
+  double m[DH * DH], re[DH], im[DH], work[LWORK], dummy[1];
+  const int n = DH, one = 1, lwork = LWORK;
+  for (;;) {
+    size_t u = atomic_fetch_add(&f->next, 1);
+    if (u >= 2 * LAYERS * HEADS)
+      return NULL;
+    for (size_t i = 0; i < DH * DH; i++)
+      m[i] = f->ba[u * DH * DH + i];
+    int info = 0;
+    dgeev_("N", "N", &n, m, &n, re, im, dummy, &one, dummy, &one, work, &lwork, &info, 1, 1);
+    if (info != 0)
+      bench_check(MI_ERR_NUMERIC, "dgeev");
+  }
+}
+
+/* (c): the 288 eigenvalue problems of (b)'s products, the threads taking
+ * the next one as the report's do; seconds. */
+static double head_floor_eigen(head_floor *f) {
+  pthread_t ids[64];
+  size_t n = f->threads < 1 ? 1 : f->threads > 64 ? 64 : f->threads;
+  atomic_store(&f->next, 0);
+  double t0 = bench_now();
+  for (size_t t = 1; t < n; t++)
+    pthread_create(&ids[t], NULL, eigen_solves, f);
+  eigen_solves(f);
+  for (size_t t = 1; t < n; t++)
+    pthread_join(ids[t], NULL);
+  return bench_now() - t0;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -485,6 +642,11 @@ int main(int argc, char **argv) {
   mi_head_report *lines = calloc(LAYERS * HEADS, sizeof *lines);
   mi_model *tiny = random_model(1);
   double report = INFINITY, per_head = INFINITY, grams = INFINITY, grams2 = INFINITY;
+  double head_t[64], prod_t[64], eig_t[64], head_ratio[64];
+  if (repeat > 64)
+    repeat = 64;
+  head_floor hf;
+  head_floor_prepare(&hf, model, E, U, threads);
   float *g = malloc(D * D * sizeof *g);
   for (int r = 0; r < repeat; r++) {
     lines[0].struct_size = sizeof *lines;
@@ -494,7 +656,14 @@ int main(int argc, char **argv) {
     lines[0].struct_size = sizeof *lines;
     t = bench_now();
     bench_check(mi_model_head_report(lines, LAYERS * HEADS, tiny, &opt), "report, d_vocab 1");
-    per_head = fmin(per_head, bench_now() - t);
+    head_t[r] = bench_now() - t;
+    per_head = fmin(per_head, head_t[r]);
+    prod_t[r] = head_floor_products(&hf);
+    eig_t[r] = head_floor_eigen(&hf);
+    head_ratio[r] = head_t[r] / (prod_t[r] + eig_t[r]);
+    printf("  round %d: per-head part %.1f ms; its products alone %.1f ms, its 288 eigen "
+           "solves alone %.1f ms: %.2f x their sum\n", r, head_t[r] * 1e3, prod_t[r] * 1e3,
+           eig_t[r] * 1e3, head_ratio[r]);
     t = bench_now();
     sgemm(D, D, V, U, V, 1, E, D, 1, g, D, &rntm); /* W_U W_E */
     sgemm(D, D, V, E, 1, D, E, D, 1, g, D, &rntm); /* W_Eᵀ W_E */
@@ -502,6 +671,7 @@ int main(int argc, char **argv) {
     grams2 = fmin(grams2, sliced_sgemm(threads, D, D, V, U, V, 1, E, D, 1, g, D) +
                               sliced_sgemm(threads, D, D, V, E, 1, D, E, D, 1, g, D));
   }
+  head_floor_free(&hf);
   lines[0].struct_size = sizeof *lines;
   bench_check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
   double gram_flop = 2 * 2.0 * D * (double)D * V;
@@ -517,6 +687,10 @@ int main(int argc, char **argv) {
          report - per_head, (report - per_head) / floor_g);
   printf("  per-head part (report at d_vocab 1) %6.1f ms for %d heads\n", per_head * 1e3,
          LAYERS * HEADS);
+  printf("  per-head part / (its products as GEMMs + its 288 eigen solves), same rounds: "
+         "median %.2f (products %.1f / %.1f ms, solves %.1f / %.1f ms, min / median)\n",
+         median(head_ratio, repeat), minimum(prod_t, repeat) * 1e3, median(prod_t, repeat) * 1e3,
+         minimum(eig_t, repeat) * 1e3, median(eig_t, repeat) * 1e3);
   printf("  of which the d_head x d_model x d_model products: %.2g flop, at least "
          "%.1f ms at the better Gram floor's rate\n",
          2.0 * 2 * DH * (double)D * D * LAYERS * HEADS,

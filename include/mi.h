@@ -1358,6 +1358,44 @@ MI_API mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
                                  size_t i0, size_t i1);
 
 /**
+ * Mean and standard deviation (population: over all m entries) of each row
+ * i0..i1 (exclusive) of the matrix, or with MI_TOPK_COLUMNS of each column
+ * i0..i1 (over all n entries), in closed form from the factors, without
+ * forming a row: with b̄ the mean of B's columns and Σ = (1/m)·Σ_j (b_j −
+ * b̄)(b_j − b̄)ᵀ their r × r covariance, row i's mean is a_i·b̄ and its
+ * variance a_iᵀ Σ a_i (columns: the same with A's rows). So z-scores
+ * (x − mean) / std of any entry, or "best entries by z-score" (a row's are
+ * its top-k), need no pass over the matrix.
+ *
+ * Accuracy: everything in double from the float32 factors. Σ is built from
+ * centred columns, so there is no E[x²] − mean² cancellation: a row whose
+ * mean is far from 0 keeps its spread. What remains is rounding in the
+ * quadratic form, an absolute error of about 1e-16·‖a_i‖²·‖Σ‖ in the
+ * variance: a row with no spread (a_i = 0, or a_i in Σ's null space, e.g.
+ * a constant row) gets std 0 or a value at that level (≈ 1e-8·‖a_i‖·‖Σ‖^½),
+ * not a meaningful one; negative rounding is cut to 0. These are the
+ * statistics of the exact product of the factors; a float32 GEMM's entries
+ * (mi_circuit_rows) differ from it by their own rounding. Non-finite
+ * factor entries give NaN.
+ *
+ * Cost: two passes over the other factor (r² per column, in double BLIS
+ * on the calling thread) and r² per line asked for; call it once for many
+ * lines rather than line by line.
+ *
+ * @param out_mean  out: i1 − i0 means, or NULL to skip them
+ * @param out_std   out: i1 − i0 standard deviations (≥ 0), or NULL
+ * @param circuit   in: the circuit (borrowed)
+ * @param i0,i1     lines i0 … i1 − 1: rows, or columns with MI_TOPK_COLUMNS
+ * @param flags     0 or MI_TOPK_COLUMNS (MI_TOPK_SMALLEST is refused)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL circuit, both outputs NULL,
+ *         unknown flag bits, i0 ≥ i1); MI_ERR_INDEX (i1 past the last line);
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_circuit_row_stats(double *out_mean, double *out_std,
+                                      const mi_circuit *circuit, size_t i0, size_t i1,
+                                      unsigned flags);
+
+/**
  * The Frobenius norm ‖AB‖_F = √tr((AᵀA)(BBᵀ)) from the two r × r Gram
  * matrices, accumulated in double.
  *
@@ -2207,12 +2245,24 @@ MI_API mi_status mi_model_attention_scores(double *out, size_t count, const mi_m
  * triple in the order (layer, head, src, output rank, destination rank).
  * The result does not depend on the thread count.
  *
- * Cost: per head, the two circuits' d_vocab² entries, each computed once
- * by a float32 GEMM of inner dimension d_head (mi_circuit_rows, in blocks of
- * at most 4 Mi floats) and scanned twice (row statistics, then ranks), the
- * scans split between mi_set_num_threads threads. Memory: one 16 MiB block,
- * per-source ranks (2 · d_vocab · (outputs + destinations) words) and the
- * `capacity` results.
+ * How: one streamed top-k pass per circuit and nothing else. Row means and
+ * standard deviations are closed-form (mi_circuit_row_stats); within a row
+ * the z-score rises with the entry, so a source's best outputs are its OV
+ * row's largest entries; and the destinations that rank a source highest
+ * are a column top-k of the z matrix itself, Z = [a_d / sd_d, −mean_d / sd_d]
+ * · [B; 1], a circuit of rank d_head + 1. Both passes run the fused
+ * selection kernels of mi_circuit_topk (float32, every thread, the tiles
+ * handed out dynamically); each kept entry's z-score is then recomputed in
+ * double from the factors. Picks therefore follow the float32 products: two
+ * entries within float32 rounding of each other may come in either order,
+ * and a z-score agrees with one computed from mi_circuit_rows' entries to
+ * about that rounding (≈ 1e-6 of the entries' scale over the row's sd).
+ *
+ * Cost: per head, two d_vocab² × d_head products in the fused kernels
+ * (never stored), plus O(d_vocab · d_head²) for the statistics. Memory:
+ * the packed factors (≈ 2 · d_vocab · (d_head + 1) floats a circuit), per
+ * source its top picks and ranks (≈ 5 · d_vocab · (outputs + destinations)
+ * words) and the `capacity` results.
  */
 
 /** One triple of mi_model_skip_trigrams. Fields may be appended. */
@@ -2229,7 +2279,7 @@ typedef struct mi_skip_trigram {
 } mi_skip_trigram;
 
 /**
- * Receives progress: `done` of `total` steps (blocks of circuit rows), on
+ * Receives progress: `done` of `total` steps (circuits: two a head), on
  * the calling thread; `user` is the caller's.
  */
 typedef void (*mi_progress_fn)(size_t done, size_t total, void *user);
@@ -2245,7 +2295,7 @@ typedef struct mi_skip_trigram_options {
   size_t outputs_per_source;
   /** Best destinations kept per source (QK column); default 2, ≥ 1. */
   size_t destinations_per_source;
-  /** Called after each block of rows; NULL (default): none. */
+  /** Called after each circuit; NULL (default): none. */
   mi_progress_fn progress;
   /** Passed to progress. */
   void *progress_user;

@@ -515,6 +515,51 @@ mi_status mi_circuit_topk(size_t *out_index, float *out_value, size_t ld,
   return status;
 }
 
+/* ---- row statistics -------------------------------------------------------------- */
+
+mi_status mi_circuit_row_stats(double *out_mean, double *out_std, const mi_circuit *circuit,
+                               size_t i0, size_t i1, unsigned flags) {
+  MI_CHECK_ARG(circuit);
+  if (out_mean == NULL && out_std == NULL)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "row statistics: out_mean and out_std are "
+                    "both NULL");
+  if (flags & ~(unsigned)MI_TOPK_COLUMNS)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "mi_circuit_row_stats: unknown flag bits 0x%x",
+                    flags);
+  bool by_columns = flags & MI_TOPK_COLUMNS;
+  /* Lines are rows of A; X's columns are what each line is dotted with. */
+  mi__matrix A = by_columns ? mi__matrix_t(circuit->B) : circuit->A;
+  mi__matrix X = by_columns ? mi__matrix_t(circuit->A) : circuit->B;
+  mi_status status = check_range(i0, i1, A.rows, by_columns ? "column statistics"
+                                                              : "row statistics");
+  if (status != MI_OK)
+    return status;
+  size_t r = A.cols, lines = i1 - i0;
+  double *moments, *forms;
+  status = alloc_doubles(&moments, 1, r + 1, r, "row statistics: moments");
+  if (status != MI_OK)
+    return status;
+  status = alloc_doubles(&forms, 2, 1, lines, "row statistics");
+  if (status != MI_OK) {
+    free(moments);
+    return status;
+  }
+  double *mean = moments, *cov = moments + r;
+  status = mi__column_moments(mean, cov, X);
+  if (status == MI_OK)
+    status = mi__row_forms(forms, forms + lines, mi__matrix_rows(A, i0, i1), mean, cov);
+  for (size_t i = 0; i < lines && status == MI_OK; i++) {
+    double var = forms[lines + i];
+    if (out_mean)
+      out_mean[i] = forms[i];
+    if (out_std) /* NaN stays NaN; rounding below 0 is cut */
+      out_std[i] = var < 0.0 ? 0.0 : sqrt(var);
+  }
+  free(moments);
+  free(forms);
+  return status;
+}
+
 /* ---- norms, singular values, eigenvalues --------------------------------------- */
 
 mi_status mi_circuit_frobenius_norm(double *out, const mi_circuit *circuit) {

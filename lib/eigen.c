@@ -307,6 +307,25 @@ static mi_status report_heads(mi_eigen_summary *ov, mi_eigen_summary *qk, report
   return status;
 }
 
+/* The previous-token share of each head: small, so whole heads a thread. */
+typedef struct prev_token_job {
+  mi_head_report *lines;
+  const mi_model *model;
+  unsigned qk_flags;
+} prev_token_job;
+
+static mi_status prev_token_head(size_t i, void *user) {
+  const prev_token_job *job = user;
+  mi_head_report *line = &job->lines[i];
+  mi_circuit *pos;
+  mi_status status = mi_circuit_qk(&pos, job->model, line->layer, line->head, MI_EMBED_POS,
+                                   MI_EMBED_POS, job->qk_flags);
+  if (status == MI_OK)
+    status = mi_circuit_prev_token_share(&line->prev_token_share, pos);
+  mi_circuit_free(pos);
+  return status;
+}
+
 mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model *model,
                                const mi_report_options *options) {
   MI_CHECK_ARG(out);
@@ -352,15 +371,12 @@ mi_status mi_model_head_report(mi_head_report *out, size_t count, const mi_model
     lines[i].prev_token_share = NAN;
     lines[i].prev_token_attention = lines[i].duplicate_token_attention = NAN;
     lines[i].induction_attention = NAN;
-    /* One position has no previous one: the share stays NaN, as documented. */
-    if (opt.prev_token && model->w[MI_W_POS] != NULL && c->n_ctx >= 2) {
-      mi_circuit *pos;
-      status = mi_circuit_qk(&pos, model, lines[i].layer, lines[i].head, MI_EMBED_POS,
-                             MI_EMBED_POS, opt.qk_flags);
-      if (status == MI_OK)
-        status = mi_circuit_prev_token_share(&lines[i].prev_token_share, pos);
-      mi_circuit_free(pos);
-    }
+  }
+  /* One position has no previous one: the share stays NaN, as documented. */
+  if (status == MI_OK && opt.prev_token && model->w[MI_W_POS] != NULL &&
+      model->config.n_ctx >= 2) {
+    prev_token_job job = {lines, model, opt.qk_flags};
+    status = mi__parallel_for(heads, prev_token_head, &job);
   }
   /* Behaviour only for callers whose lines have room for it. */
   if (status == MI_OK && stride > offsetof(mi_head_report, prev_token_attention))

@@ -180,6 +180,12 @@ static void init_rntm(rntm_t *rntm) {
     bli_rntm_set_num_threads((dim_t)n, rntm);
 }
 
+/* A single-threaded BLIS run-time (libmi's own threads run around it). */
+static void serial_rntm(rntm_t *rntm) {
+  bli_rntm_init_from_global(rntm);
+  bli_rntm_set_num_threads(1, rntm);
+}
+
 /* One thread's part of a GEMM. */
 typedef struct gemm_job {
   float alpha, beta;
@@ -201,7 +207,13 @@ static void *gemm_worker(void *arg) {
   return NULL;
 }
 
+/* How deep the calling thread is inside mi__run_threads jobs: libmi calls
+ * made from a job run on that one thread, so threads never multiply. */
+static _Thread_local unsigned worker_depth;
+
 size_t mi__thread_count(void) {
+  if (worker_depth > 0)
+    return 1;
   rntm_t rntm;
   init_rntm(&rntm);
   dim_t n = bli_rntm_num_threads(&rntm);
@@ -253,20 +265,99 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
   return MI_OK;
 }
 
+/* One job of mi__run_threads, run as a worker (see worker_depth). */
+typedef struct run_job {
+  void *(*worker)(void *);
+  void *job;
+} run_job;
+
+static void *run_job_as_worker(void *arg) {
+  run_job *r = arg;
+  worker_depth++;
+  r->worker(r->job);
+  worker_depth--;
+  return NULL;
+}
+
 void mi__run_threads(void *(*worker)(void *), void *jobs, size_t size, size_t count) {
   unsigned char *job = jobs;
   pthread_t ids[MI__MAX_THREADS];
+  run_job runs[MI__MAX_THREADS];
   bool started[MI__MAX_THREADS] = {false};
+  for (size_t t = 0; t < count && t < MI__MAX_THREADS; t++)
+    runs[t] = (run_job){worker, job + t * size};
   for (size_t t = 1; t < count && t < MI__MAX_THREADS; t++)
-    started[t] = pthread_create(&ids[t], NULL, worker, job + t * size) == 0;
+    started[t] = pthread_create(&ids[t], NULL, run_job_as_worker, &runs[t]) == 0;
   if (count > 0)
-    worker(job);
+    run_job_as_worker(&runs[0]);
   for (size_t t = 1; t < count; t++) {
     if (t < MI__MAX_THREADS && started[t])
       pthread_join(ids[t], NULL);
+    else if (t < MI__MAX_THREADS)
+      run_job_as_worker(&runs[t]);
     else
-      worker(job + t * size);
+      run_job_as_worker(&(run_job){worker, job + t * size});
   }
+}
+
+/* What the threads of a parallel loop share. */
+typedef struct loop_shared {
+  mi_status (*fn)(size_t i, void *user);
+  void *user;
+  size_t count;
+  atomic_size_t next;
+  atomic_bool stop;
+  pthread_mutex_t lock; /* guards the first failure below */
+  mi_status status;
+  size_t failed_at;
+  char message[512];
+} loop_shared;
+
+static void *loop_worker(void *arg) {
+  loop_shared *sh = *(loop_shared **)arg;
+  for (;;) {
+    size_t i = atomic_fetch_add(&sh->next, 1);
+    if (i >= sh->count || atomic_load(&sh->stop))
+      return NULL;
+    mi_status status = sh->fn(i, sh->user);
+    if (status != MI_OK) {
+      atomic_store(&sh->stop, true);
+      /* The message is thread-local: keep the lowest index's for the caller. */
+      pthread_mutex_lock(&sh->lock);
+      if (sh->status == MI_OK || i < sh->failed_at) {
+        sh->status = status;
+        sh->failed_at = i;
+        snprintf(sh->message, sizeof sh->message, "%s", mi_last_error());
+      }
+      pthread_mutex_unlock(&sh->lock);
+      return NULL;
+    }
+  }
+}
+
+mi_status mi__parallel_for(size_t count, mi_status (*fn)(size_t i, void *user), void *user) {
+  if (count == 0)
+    return MI_OK;
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  size_t threads = mi__thread_count();
+  if (threads > count)
+    threads = count;
+  if (threads > MI__MAX_THREADS)
+    threads = MI__MAX_THREADS;
+  loop_shared sh = {.fn = fn, .user = user, .count = count, .status = MI_OK};
+  atomic_init(&sh.next, 0);
+  atomic_init(&sh.stop, false);
+  pthread_mutex_init(&sh.lock, NULL);
+  loop_shared *jobs[MI__MAX_THREADS];
+  for (size_t t = 0; t < threads; t++)
+    jobs[t] = &sh;
+  mi__run_threads(loop_worker, jobs, sizeof jobs[0], threads);
+  pthread_mutex_destroy(&sh.lock);
+  if (sh.status != MI_OK)
+    return mi__fail(sh.status, "%s", sh.message);
+  return MI_OK;
 }
 
 /* What the threads of one stream share. */
@@ -289,8 +380,7 @@ typedef struct stream_job {
 static mi_status stream_rows(stream_job *job) {
   stream_shared *sh = job->sh;
   rntm_t rntm;
-  bli_rntm_init_from_global(&rntm);
-  bli_rntm_set_num_threads(1, &rntm);
+  serial_rntm(&rntm);
   float one = 1.0f, zero = 0.0f;
   const mi__matrix *A = &sh->A, *B = &sh->B;
   size_t tiles = (sh->i1 - sh->i0 + MI__TILE_ROWS - 1) / MI__TILE_ROWS;
@@ -396,8 +486,7 @@ mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y) {
   }
   /* Small products (p, q ≤ d_model, chunks of 512): one thread. */
   rntm_t rntm;
-  bli_rntm_init_from_global(&rntm);
-  bli_rntm_set_num_threads(1, &rntm);
+  serial_rntm(&rntm);
   double one = 1.0;
   for (size_t k0 = 0; k0 < K; k0 += CHUNK) {
     size_t w = K - k0 < CHUNK ? K - k0 : CHUNK;
@@ -412,5 +501,85 @@ mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y) {
   }
   free(x);
   free(y);
+  return MI_OK;
+}
+
+mi_status mi__column_moments(double *mean, double *cov, mi__matrix X) {
+  enum { CHUNK = 512 };
+  size_t r = X.rows, m = X.cols;
+  for (size_t t = 0; t < r * r; t++)
+    cov[t] = 0.0;
+  for (size_t t = 0; t < r; t++)
+    mean[t] = 0.0;
+  if (r == 0 || m == 0)
+    return MI_OK;
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  double *x = malloc(r * CHUNK * sizeof *x);
+  if (x == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "column moments: %zu x %d doubles", r, CHUNK);
+  for (size_t t = 0; t < r; t++) {
+    double sum = 0.0;
+    for (size_t j = 0; j < m; j++)
+      sum += X.data[(ptrdiff_t)t * X.rs + (ptrdiff_t)j * X.cs];
+    mean[t] = sum / (double)m;
+  }
+  rntm_t rntm;
+  serial_rntm(&rntm);
+  double one = 1.0;
+  for (size_t j0 = 0; j0 < m; j0 += CHUNK) {
+    size_t w = m - j0 < CHUNK ? m - j0 : CHUNK;
+    for (size_t t = 0; t < r; t++)
+      for (size_t j = 0; j < w; j++)
+        x[t * w + j] = X.data[(ptrdiff_t)t * X.rs + (ptrdiff_t)(j0 + j) * X.cs] - mean[t];
+    /* cov += x·xᵀ: the same chunk read as its own transpose. */
+    bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)r, (dim_t)r, (dim_t)w, &one, x,
+                 (inc_t)w, 1, x, 1, (inc_t)w, &one, cov, (inc_t)r, 1, NULL, &rntm);
+  }
+  free(x);
+  for (size_t t = 0; t < r * r; t++)
+    cov[t] /= (double)m;
+  return MI_OK;
+}
+
+mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v,
+                        const double *S) {
+  enum { CHUNK = 256 };
+  size_t p = A.rows, r = A.cols;
+  if (p == 0)
+    return MI_OK;
+  if (r == 0) {
+    for (size_t i = 0; i < p; i++)
+      dot[i] = quad[i] = 0.0;
+    return MI_OK;
+  }
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  double *a = malloc(2 * CHUNK * r * sizeof *a);
+  if (a == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "row forms: %d x %zu doubles", 2 * CHUNK, r);
+  double *y = a + CHUNK * r, one = 1.0, zero = 0.0;
+  rntm_t rntm;
+  serial_rntm(&rntm);
+  for (size_t i0 = 0; i0 < p; i0 += CHUNK) {
+    size_t h = p - i0 < CHUNK ? p - i0 : CHUNK;
+    for (size_t i = 0; i < h; i++)
+      for (size_t t = 0; t < r; t++)
+        a[i * r + t] = A.data[(ptrdiff_t)(i0 + i) * A.rs + (ptrdiff_t)t * A.cs];
+    bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)h, (dim_t)r, (dim_t)r, &one, a,
+                 (inc_t)r, 1, (double *)S, (inc_t)r, 1, &zero, y, (inc_t)r, 1, NULL, &rntm);
+    for (size_t i = 0; i < h; i++) {
+      double d = 0.0, q = 0.0;
+      for (size_t t = 0; t < r; t++) {
+        d += a[i * r + t] * v[t];
+        q += a[i * r + t] * y[i * r + t];
+      }
+      dot[i0 + i] = d;
+      quad[i0 + i] = q;
+    }
+  }
+  free(a);
   return MI_OK;
 }

@@ -68,9 +68,19 @@ mi_status mi__blis_reserve(size_t threads);
  * their own, job 0 on the calling thread, and returns when all are done. A
  * job whose thread cannot start (or beyond MI__MAX_THREADS) runs on the
  * calling thread after job 0, so every job runs whatever the system allows.
+ * Inside a job mi__thread_count is 1: libmi calls it makes stay on its thread.
  */
 enum { MI__MAX_THREADS = 256 };
 void mi__run_threads(void *(*worker)(void *), void *jobs, size_t size, size_t count);
+
+/*
+ * fn(i, user) for every i < count, each i taken whole by the next free
+ * thread (mi__thread_count of them), so uneven items balance. libmi calls
+ * inside fn run on its one thread (as in every mi__run_threads job). After
+ * a failure the others stop taking items; the failure of the lowest index
+ * seen is returned with its message.
+ */
+mi_status mi__parallel_for(size_t count, mi_status (*fn)(size_t i, void *user), void *user);
 
 /*
  * Receives one tile of a streamed product: rows row0.. and columns col0.. of
@@ -155,7 +165,8 @@ typedef enum { MI__SELECT_AUTO, MI__SELECT_PLAIN, MI__SELECT_AVX2, MI__SELECT_AV
  * the kernel's instructions. */
 mi_status mi__select_use(mi__select_impl impl);
 
-/* Threads a parallel loop should use (mi_set_num_threads, else BLIS's default). */
+/* Threads a parallel loop should use (mi_set_num_threads, else BLIS's
+ * default); 1 inside a job of mi__run_threads. */
 size_t mi__thread_count(void);
 
 /*
@@ -175,5 +186,20 @@ mi_status mi__dgemm_inner(double *C, size_t ldc, mi__matrix X, mi__matrix Y);
  */
 struct mi_circuit;
 mi_status mi__diag_thresholds(float *out, const struct mi_circuit *circuit, size_t i0, size_t i1);
+
+/*
+ * The m columns x_j of X (r × m float32 view) as vectors, in double:
+ * mean (r) ← (1/m)·Σ x_j, and cov (r × r, row-major) ← (1/m)·Σ (x_j −
+ * mean)(x_j − mean)ᵀ with each column centred before the product, so
+ * nothing cancels as in E[x xᵀ] − mean meanᵀ. Extra memory: r·512 doubles.
+ */
+mi_status mi__column_moments(double *mean, double *cov, mi__matrix X);
+
+/*
+ * For each row a_i of A (p × r float32 view), in double: dot[i] ← a_i·v and
+ * quad[i] ← a_iᵀ S a_i (S r × r, row-major). Extra memory: 2·256·r doubles.
+ */
+mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v,
+                        const double *S);
 
 #endif

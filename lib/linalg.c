@@ -173,3 +173,30 @@ mi_status mi__gram_root(double *F, double *G, double *w, size_t r) {
   }
   return MI_OK;
 }
+
+void mi__cholesky_upper(double *R, const double *G, size_t r) {
+  double largest = 0.0;
+  for (size_t i = 0; i < r; i++)
+    largest = G[i * r + i] > largest ? G[i * r + i] : largest;
+  double tol = 1e-13 * largest;
+  for (size_t i = 0; i < r; i++) {
+    for (size_t j = 0; j < i; j++)
+      R[i * r + j] = 0.0;
+    double d = G[i * r + i];
+    for (size_t k = 0; k < i; k++)
+      d -= R[k * r + i] * R[k * r + i];
+    if (!(d > tol)) {
+      for (size_t j = i; j < r; j++)
+        R[i * r + j] = 0.0;
+      continue;
+    }
+    double rii = sqrt(d);
+    R[i * r + i] = rii;
+    for (size_t j = i + 1; j < r; j++) {
+      double x = G[i * r + j];
+      for (size_t k = 0; k < i; k++)
+        x -= R[k * r + i] * R[k * r + j];
+      R[i * r + j] = x / rii;
+    }
+  }
+}

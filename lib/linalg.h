@@ -46,4 +46,14 @@ mi_status mi__qr_r(float *R, double *a, double *tau, size_t rows, size_t c);
  */
 mi_status mi__gram_root(double *F, double *G, double *w, size_t r);
 
+/*
+ * The upper-triangular R (r × r, row-major) with RᵀR = G, for G symmetric
+ * positive semi-definite (r × r, row-major, read only): Cholesky in double,
+ * no LAPACK call (for the small Grams of a weight matrix, where per-call
+ * overhead would dominate). A pivot at or below 1e-13 of G's largest
+ * diagonal entry counts as 0 and leaves its row of R 0, so a rank-deficient
+ * G has one too (RᵀR = G to that rounding).
+ */
+void mi__cholesky_upper(double *R, const double *G, size_t r);
+
 #endif

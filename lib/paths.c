@@ -17,18 +17,24 @@
 #include <string.h>
 
 /*
- * The R (r × dh) of the tall D × dh matrix T: T = m for m D × dh, or
- * T = mᵀ for m dh × D (`transpose`), both row-major float. work: r·dh doubles.
+ * An R (dh × dh, upper triangular) with RᵀR = TᵀT for the tall D × dh
+ * matrix T: T = m for m D × dh, or T = mᵀ for m dh × D (`transpose`), both
+ * row-major float. So ‖T·M‖_F = ‖R·M‖_F for any M. From the Gram TᵀT in
+ * double and its Cholesky factor: a LAPACK QR of each head's weights cost
+ * milliseconds a call, most of the tables' time. work: 2·dh² doubles.
  */
 static mi_status r_of(float *R, const float *m, bool transpose, size_t D, size_t dh,
                       double *work) {
   mi__matrix T = transpose ? mi__matrix_t(mi__matrix_rowmajor((float *)m, dh, D))
                            : mi__matrix_rowmajor((float *)m, D, dh);
-  mi_status status = mi__qr_factor(work, T);
-  size_t r = D < dh ? D : dh;
-  for (size_t i = 0; i < r * dh && status == MI_OK; i++)
-    R[i] = (float)work[i];
-  return status;
+  double *G = work, *Rd = work + dh * dh;
+  mi_status status = mi__dgemm_inner(G, dh, mi__matrix_t(T), T);
+  if (status != MI_OK)
+    return status;
+  mi__cholesky_upper(Rd, G, dh);
+  for (size_t i = 0; i < dh * dh; i++)
+    R[i] = (float)Rd[i];
+  return MI_OK;
 }
 
 /* ‖M‖²_F of a rows × cols float view, in double. */
@@ -53,6 +59,56 @@ static double block_sq(const float *C, size_t ld, size_t bi, size_t bj, size_t r
   return sq;
 }
 
+/* What every head's reduction shares; head i writes only its own parts. */
+typedef struct compose_heads {
+  const mi_model *model;
+  mi_composition kind;
+  float *left, *right; /* heads·dh × D; D × heads·dh */
+  double *left_sq, *right_sq;
+} compose_heads;
+
+/* Head i's left factor R(W_V)·W_O and right factor X·R(Y)ᵀ (column block i). */
+static mi_status compose_head(size_t i, void *user) {
+  const compose_heads *ch = user;
+  const mi_config *c = &ch->model->config;
+  size_t H = c->n_heads, G = c->n_kv_heads, D = c->d_model, dh = c->d_head, heads = c->n_layers * H;
+  size_t l = i / H, h = i % H, g = l * G + mi__kv_head(ch->model, h);
+  float *const *w = ch->model->w;
+  float *W_Q = w[MI_W_Q] + i * D * dh, *W_O = w[MI_W_O] + i * dh * D;
+  float *W_K = w[MI_W_K] + g * D * dh, *W_V = w[MI_W_V] + g * D * dh;
+  float *R = malloc(dh * dh * sizeof *R);
+  double *work = malloc(2 * dh * dh * sizeof *work);
+  if (R == NULL || work == NULL) {
+    free(R);
+    free(work);
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "composition: head %zu's %zu x %zu factors", i, dh,
+                    dh);
+  }
+  /* Left: R(W_V)·W_O (dh × D), whose Frobenius norm is ‖W_OV‖. */
+  mi__matrix Left = mi__matrix_rowmajor(ch->left + i * dh * D, dh, D);
+  mi_status status = r_of(R, W_V, false, D, dh, work);
+  if (status == MI_OK)
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor(R, dh, dh), mi__matrix_rowmajor(W_O, dh, D),
+                       0.0f, Left);
+  /* Right: the later head's M = X·Yᵀ as X·R(Y)ᵀ (D × dh, column block i). */
+  mi_composition kind = ch->kind;
+  float *X = kind == MI_COMPOSE_V ? W_V : kind == MI_COMPOSE_Q ? W_Q : W_K;
+  float *Y = kind == MI_COMPOSE_V ? W_O : kind == MI_COMPOSE_Q ? W_K : W_Q;
+  mi__matrix Right = {ch->right + i * dh, D, dh, (ptrdiff_t)(heads * dh), 1};
+  if (status == MI_OK)
+    status = r_of(R, Y, kind == MI_COMPOSE_V, D, dh, work);
+  if (status == MI_OK)
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor(X, D, dh),
+                       mi__matrix_t(mi__matrix_rowmajor(R, dh, dh)), 0.0f, Right);
+  if (status == MI_OK) {
+    ch->left_sq[i] = frobenius_sq(Left);
+    ch->right_sq[i] = frobenius_sq(Right);
+  }
+  free(R);
+  free(work);
+  return status;
+}
+
 mi_status mi_model_composition_scores(double *out, size_t count, const mi_model *model,
                                       mi_composition kind) {
   MI_CHECK_ARG(out);
@@ -60,82 +116,54 @@ mi_status mi_model_composition_scores(double *out, size_t count, const mi_model 
   if ((unsigned)kind > MI_COMPOSE_V)
     return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown composition kind %d", (int)kind);
   const mi_config *c = &model->config;
-  size_t L = c->n_layers, H = c->n_heads, G = c->n_kv_heads, D = c->d_model, dh = c->d_head;
-  size_t r = D < dh ? D : dh, heads = L * H, need, Hr = H * r;
+  size_t L = c->n_layers, H = c->n_heads, D = c->d_model, r = c->d_head;
+  size_t heads = L * H, need, Hr = H * r;
   if (!mi__mul_size(&need, heads, heads))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "(n_layers x n_heads)^2 overflows size_t");
   if (count < need)
     return mi__fail(MI_ERR_SHAPE,
                     "out holds %zu doubles; [n_layers][n_heads][n_layers][n_heads] needs %zu",
                     count, need);
-  /* left: heads·r × D; right: D × heads·r; block: H·r × H·r; two R's (float);
-   * one R in double. */
-  size_t n_left, n_block, total_f, total_d;
-  if (!mi__mul_size(&n_left, heads * r, D) || !mi__mul_size(&n_block, Hr, Hr) ||
-      __builtin_add_overflow(2 * n_left, n_block + 2 * r * dh, &total_f) ||
-      !mi__mul_size(&total_d, r, dh) || total_f > SIZE_MAX / sizeof(float) ||
-      total_d > SIZE_MAX / sizeof(double))
+  /* left: heads·r × D; right: D × heads·r; block: every earlier layer's
+   * heads against one layer's, (L − 1)·H·r × H·r. */
+  size_t n_left, n_block, total_f;
+  if (!mi__mul_size(&n_left, heads * r, D) || !mi__mul_size(&n_block, (L ? L - 1 : 0) * Hr, Hr) ||
+      __builtin_add_overflow(2 * n_left, n_block, &total_f) ||
+      total_f > SIZE_MAX / sizeof(float))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "composition scratch overflows size_t");
-  float *f = malloc(total_f * sizeof *f);
-  double *work = malloc(total_d * sizeof *work), *norm_sq = malloc(2 * heads * sizeof *norm_sq);
-  if (f == NULL || work == NULL || norm_sq == NULL) {
+  float *f = malloc((total_f ? total_f : 1) * sizeof *f);
+  double *norm_sq = malloc(2 * heads * sizeof *norm_sq);
+  if (f == NULL || norm_sq == NULL) {
     free(f);
-    free(work);
     free(norm_sq);
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate composition scratch");
   }
-  float *left = f, *right = left + n_left, *block = right + n_left, *R = block + n_block;
-  float *R2 = R + r * dh;
-  double *left_sq = norm_sq, *right_sq = norm_sq + heads;
-
-  mi_status status = MI_OK;
-  float *const *w = model->w;
-  for (size_t l = 0; l < L && status == MI_OK; l++)
-    for (size_t h = 0; h < H && status == MI_OK; h++) {
-      size_t i = l * H + h, g = l * G + mi__kv_head(model, h);
-      float *W_Q = w[MI_W_Q] + i * D * dh, *W_O = w[MI_W_O] + i * dh * D;
-      float *W_K = w[MI_W_K] + g * D * dh, *W_V = w[MI_W_V] + g * D * dh;
-      /* Left: R(W_V)·W_O (r × D), whose Frobenius norm is ‖W_OV‖. */
-      mi__matrix Left = mi__matrix_rowmajor(left + i * r * D, r, D);
-      status = r_of(R, W_V, false, D, dh, work);
-      if (status == MI_OK)
-        status = mi__sgemm(1.0f, mi__matrix_rowmajor(R, r, dh),
-                           mi__matrix_rowmajor(W_O, dh, D), 0.0f, Left);
-      /* Right: the later head's M = X·Yᵀ as X·R(Y)ᵀ (D × r, column block i). */
-      float *X = kind == MI_COMPOSE_V ? W_V : kind == MI_COMPOSE_Q ? W_Q : W_K;
-      float *Y = kind == MI_COMPOSE_V ? W_O : kind == MI_COMPOSE_Q ? W_K : W_Q;
-      mi__matrix Right = {right + i * r, D, r, (ptrdiff_t)(heads * r), 1};
-      if (status == MI_OK)
-        status = r_of(R2, Y, kind == MI_COMPOSE_V, D, dh, work);
-      if (status == MI_OK)
-        status = mi__sgemm(1.0f, mi__matrix_rowmajor(X, D, dh),
-                           mi__matrix_t(mi__matrix_rowmajor(R2, r, dh)), 0.0f, Right);
-      left_sq[i] = frobenius_sq(Left);
-      right_sq[i] = frobenius_sq(Right);
-    }
+  float *left = f, *right = left + n_left, *block = right + n_left;
+  compose_heads ch = {model, kind, left, right, norm_sq, norm_sq + heads};
+  /* The heads' reductions are small and independent: whole heads a thread. */
+  mi_status status = mi__parallel_for(heads, compose_head, &ch);
   for (size_t i = 0; i < need; i++)
     out[i] = 0.0;
+  /* One GEMM per later layer l2: every earlier layer's left rows (stored
+   * one after another) against l2's right columns. */
   for (size_t l2 = 1; l2 < L && status == MI_OK; l2++) {
     mi__matrix Right = {right + l2 * Hr, D, Hr, (ptrdiff_t)(heads * r), 1};
-    for (size_t l1 = 0; l1 < l2 && status == MI_OK; l1++) {
-      status = mi__sgemm(1.0f, mi__matrix_rowmajor(left + l1 * Hr * D, Hr, D), Right, 0.0f,
-                         mi__matrix_rowmajor(block, Hr, Hr));
-      for (size_t h1 = 0; h1 < H && status == MI_OK; h1++)
-        for (size_t h2 = 0; h2 < H; h2++) {
-          double den = left_sq[l1 * H + h1] * right_sq[l2 * H + h2];
-          double num = block_sq(block, Hr, h1, h2, r);
-          if (!isfinite(num) || !isfinite(den)) {
-            status = mi__fail(MI_ERR_NUMERIC, "composition score of head (%zu, %zu) into "
-                              "(%zu, %zu): a product of their weights overflowed float32",
-                              l1, h1, l2, h2);
-            break;
-          }
-          out[((l1 * H + h1) * L + l2) * H + h2] = den > 0.0 ? sqrt(num / den) : 0.0;
+    status = mi__sgemm(1.0f, mi__matrix_rowmajor(left, l2 * Hr, D), Right, 0.0f,
+                       mi__matrix_rowmajor(block, l2 * Hr, Hr));
+    for (size_t i1 = 0; i1 < l2 * H && status == MI_OK; i1++)
+      for (size_t h2 = 0; h2 < H; h2++) {
+        double den = ch.left_sq[i1] * ch.right_sq[l2 * H + h2];
+        double num = block_sq(block, Hr, i1, h2, r);
+        if (!isfinite(num) || !isfinite(den)) {
+          status = mi__fail(MI_ERR_NUMERIC, "composition score of head (%zu, %zu) into "
+                            "(%zu, %zu): a product of their weights overflowed float32",
+                            i1 / H, i1 % H, l2, h2);
+          break;
         }
-    }
+        out[(i1 * L + l2) * H + h2] = den > 0.0 ? sqrt(num / den) : 0.0;
+      }
   }
   free(f);
-  free(work);
   free(norm_sq);
   return status;
 }

@@ -415,6 +415,129 @@ START_TEST(eigenvalues_match_dense) {
 }
 END_TEST
 
+/* ---- row statistics -------------------------------------------------------------- */
+
+/*
+ * Mean and population sd of each line of A·B (rows, or columns when
+ * `columns`), from the dense product in long double, two passes: the
+ * reference for mi_circuit_row_stats.
+ */
+static void dense_line_stats(double *mean, double *sd, const float *A, const float *B,
+                             size_t n, size_t r, size_t m, bool columns) {
+  long double *M = malloc(n * m * sizeof *M);
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < m; j++) {
+      long double x = 0;
+      for (size_t t = 0; t < r; t++)
+        x += (long double)A[i * r + t] * B[t * m + j];
+      M[i * m + j] = x;
+    }
+  size_t lines = columns ? m : n, len = columns ? n : m;
+  for (size_t a = 0; a < lines; a++) {
+    long double sum = 0, sq = 0;
+    for (size_t b = 0; b < len; b++)
+      sum += columns ? M[b * m + a] : M[a * m + b];
+    long double mu = sum / len;
+    for (size_t b = 0; b < len; b++) {
+      long double d = (columns ? M[b * m + a] : M[a * m + b]) - mu;
+      sq += d * d;
+    }
+    mean[a] = (double)mu;
+    sd[a] = (double)sqrtl(sq / len);
+  }
+  free(M);
+}
+
+/*
+ * mi_circuit_row_stats against the dense reference, rows and columns, all
+ * lines and a slice. Shape 0..5: random N(0,1) factors. Shape 6: every
+ * column of B is a large common vector plus noise 1e-6 its size (and A's
+ * rows likewise for the column statistics), so each line's mean is about
+ * 1e6 of its sd: E[x²] − mean², even in double, would lose about 12 of its
+ * 16 digits (a relative error near 1e-4 in the sd); the centred closed
+ * form keeps them. Tolerances: means within 1e-12 of the line's scale
+ * (the mean's size plus its sd; double rounding over r terms and a sum of
+ * up to 700), sds within 1e-8 relative: double rounding in the quadratic
+ * form against the sd, amplified by at most the mean / sd ratio of 1e6
+ * through the float32 inputs' exact values (the reference is long double).
+ */
+START_TEST(row_stats_match_dense_double) {
+  static const size_t shapes[][3] = {{7, 3, 5}, {6, 1, 9}, {5, 5, 5}, {1, 2, 8},
+                                     {300, 4, 700}, {40, 16, 33}, {60, 8, 90}};
+  size_t n = shapes[_i][0], r = shapes[_i][1], m = shapes[_i][2];
+  tu_rng rng = tu_rng_seed(100 + (uint64_t)_i);
+  float *A = random_floats(&rng, n, r, r), *B = random_floats(&rng, r, m, m);
+  if (_i == 6) {
+    for (size_t t = 0; t < r; t++) {
+      double common = 100.0 * (1.0 + tu_uniform(&rng));
+      for (size_t j = 0; j < m; j++)
+        B[t * m + j] = (float)(common * (1.0 + 1e-6 * tu_normal(&rng)));
+      for (size_t i = 0; i < n; i++)
+        A[i * r + t] = (float)(common * (1.0 + 1e-6 * tu_normal(&rng)));
+    }
+  }
+  mi_circuit *c;
+  TU_OK(mi_circuit_from_factors(&c, n, r, m, A, r, B, m));
+  for (int columns = 0; columns < 2; columns++) {
+    size_t lines = columns ? m : n;
+    double *want_mean = malloc(lines * sizeof(double)), *want_sd = malloc(lines * sizeof(double));
+    double *mean = malloc(lines * sizeof(double)), *sd = malloc(lines * sizeof(double));
+    dense_line_stats(want_mean, want_sd, A, B, n, r, m, columns);
+    unsigned flags = columns ? MI_TOPK_COLUMNS : 0;
+    TU_OK(mi_circuit_row_stats(mean, sd, c, 0, lines, flags));
+    for (size_t i = 0; i < lines; i++) {
+      double scale = fabs(want_mean[i]) + want_sd[i];
+      ck_assert_msg(fabs(mean[i] - want_mean[i]) <= 1e-12 * scale,
+                    "shape %d %s %zu: mean %.17g vs %.17g", _i, columns ? "column" : "row", i,
+                    mean[i], want_mean[i]);
+      /* a line of one entry has sd 0, exactly, both ways */
+      double rel = want_sd[i] > 0 ? fabs(sd[i] - want_sd[i]) / want_sd[i] : sd[i];
+      ck_assert_msg(rel <= 1e-8, "shape %d %s %zu: sd %.17g vs %.17g (mean %.6g)", _i,
+                    columns ? "column" : "row", i, sd[i], want_sd[i], want_mean[i]);
+    }
+    if (_i == 6) /* the case is the one it claims: means about 1e6 of their sd */
+      ck_assert(fabs(want_mean[0]) > 1e5 * want_sd[0]);
+    if (lines > 2) { /* a slice: the same numbers, one output or the other */
+      double part[700];
+      TU_OK(mi_circuit_row_stats(NULL, part, c, 1, lines - 1, flags));
+      for (size_t i = 1; i + 1 < lines; i++)
+        ck_assert(part[i - 1] == sd[i]);
+      TU_OK(mi_circuit_row_stats(part, NULL, c, 1, lines - 1, flags));
+      for (size_t i = 1; i + 1 < lines; i++)
+        ck_assert(part[i - 1] == mean[i]);
+    }
+    free(want_mean);
+    free(want_sd);
+    free(mean);
+    free(sd);
+  }
+  double x[4];
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_circuit_row_stats(NULL, NULL, c, 0, 1, 0));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_circuit_row_stats(x, x, NULL, 0, 1, 0));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_circuit_row_stats(x, x, c, 0, 1, MI_TOPK_SMALLEST));
+  TU_FAILS(MI_ERR_INVALID_ARGUMENT, mi_circuit_row_stats(x, x, c, 1, 1, 0));
+  TU_FAILS(MI_ERR_INDEX, mi_circuit_row_stats(x, x, c, 0, n + 1, 0));
+  TU_FAILS(MI_ERR_INDEX, mi_circuit_row_stats(x, x, c, 0, m + 1, MI_TOPK_COLUMNS));
+  mi_circuit_free(c);
+  free(A);
+  free(B);
+}
+END_TEST
+
+/* A row with no spread: a zero row of A gives mean 0 and sd exactly 0. */
+START_TEST(row_stats_of_a_constant_row) {
+  float A[6] = {1, 2, 0, 0, -1, 3}, B[8] = {1, 2, 3, 4, 0.5f, -1, 2, 0};
+  mi_circuit *c;
+  TU_OK(mi_circuit_from_factors(&c, 3, 2, 4, A, 2, B, 4));
+  double mean[3], sd[3];
+  TU_OK(mi_circuit_row_stats(mean, sd, c, 0, 3, 0));
+  ck_assert(mean[1] == 0.0 && sd[1] == 0.0);
+  /* Row 0 = (2, 0, 7, 4): mean 3.25, population variance 6.6875. */
+  ck_assert(fabs(mean[0] - 3.25) < 1e-15 && fabs(sd[0] - sqrt(6.6875)) < 1e-14);
+  mi_circuit_free(c);
+}
+END_TEST
+
 /* ---- bad input ------------------------------------------------------------------- */
 
 START_TEST(bad_input_is_refused) {
@@ -564,6 +687,8 @@ int main(void) {
   tcase_add_test(tc, model_circuits_match_dense_reference);
   tcase_add_loop_test(tc, eigenvalues_match_dense, 0, 5);
   tcase_add_test(tc, bad_input_is_refused);
+  tcase_add_loop_test(tc, row_stats_match_dense_double, 0, 7);
+  tcase_add_test(tc, row_stats_of_a_constant_row);
   suite_add_tcase(s, tc);
   TCase *blis = tcase_create("blis");
   tcase_add_test(blis, fast_kernels_are_selected_before_blis_starts);

@@ -205,6 +205,13 @@ START_TEST(head_report_matches_dense_reference) {
       free(WQ); free(WK); free(WV); free(WO); free(bQ); free(bK);
       free(EV); free(OU); free(ov); free(Q); free(K); free(qk);
     }
+  /* Three threads take whole heads for the previous-token shares: the same. */
+  mi_head_report three[8];
+  three[0].struct_size = sizeof three[0];
+  TU_OK(mi_set_num_threads(3));
+  TU_OK(mi_model_head_report(three, 8, model, NULL));
+  for (size_t i = 0; i < 8; i++)
+    ck_assert_double_eq(three[i].prev_token_share, lines[i].report.prev_token_share);
   /* Options: no biases, no scale, no previous-token share. */
   mi_report_options opt;
   mi_report_options_init(&opt, sizeof opt);

@@ -9,11 +9,15 @@
  * dimension fits one KC block (so the plain way must equal it too), then
  * sorts each row by value, ties to the lower column.
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include "testutil.h"
 
 #include "kernel.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,6 +304,54 @@ START_TEST(fused_kernel_is_chosen_where_it_can_be) {
 }
 END_TEST
 
+/* ---- mi__parallel_for ------------------------------------------------------------ */
+
+typedef struct loop_probe {
+  atomic_size_t hits[1000];
+  atomic_size_t nested; /* items that saw more than one thread inside */
+  pthread_t caller;
+  bool fail;             /* fail the first item a thread other than the caller takes */
+  atomic_bool failed;
+} loop_probe;
+
+static mi_status probe_item(size_t i, void *user) {
+  loop_probe *p = user;
+  atomic_fetch_add(&p->hits[i], 1);
+  if (mi__thread_count() != 1)
+    atomic_fetch_add(&p->nested, 1);
+  bool caller = pthread_equal(pthread_self(), p->caller);
+  if (caller) /* slow, so the other threads surely take items too */
+    nanosleep(&(struct timespec){0, 100000}, NULL);
+  if (p->fail && !caller && !atomic_exchange(&p->failed, true))
+    return mi__fail(MI_ERR_NUMERIC, "item %zu failed on another thread", i);
+  return MI_OK;
+}
+
+/* Every item once, libmi calls inside on one thread, and a failure on
+ * another thread comes back to the caller's with its message. */
+START_TEST(parallel_for_runs_each_item_once) {
+  static loop_probe p;
+  for (size_t threads = 1; threads <= 4; threads++) {
+    TU_OK(mi_set_num_threads(threads));
+    memset(&p, 0, sizeof p);
+    p.caller = pthread_self();
+    TU_OK(mi__parallel_for(1000, probe_item, &p));
+    for (size_t i = 0; i < 1000; i++)
+      ck_assert_uint_eq(atomic_load(&p.hits[i]), 1);
+    ck_assert_uint_eq(atomic_load(&p.nested), 0);
+    ck_assert_uint_eq(mi__thread_count(), threads);
+    if (threads > 1) {
+      p.fail = true;
+      TU_FAILS(MI_ERR_NUMERIC, mi__parallel_for(1000, probe_item, &p));
+      ck_assert_msg(strstr(mi_last_error(), "failed on another thread") != NULL, "%s",
+                    mi_last_error());
+    }
+  }
+  TU_OK(mi__parallel_for(0, probe_item, &p));
+  TU_OK(mi_set_num_threads(0));
+}
+END_TEST
+
 int main(void) {
   /* The fused kernels match BLIS's FMA kernel sets; select one (the
    * children Check forks inherit it). */
@@ -314,6 +366,7 @@ int main(void) {
   tcase_add_loop_test(tc, fused_rank_equals_plain_and_reference, 0, 2);
   tcase_add_test(tc, long_inner_dimension_stays_exact);
   tcase_add_test(tc, fused_kernel_is_chosen_where_it_can_be);
+  tcase_add_test(tc, parallel_for_runs_each_item_once);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -117,6 +117,27 @@ class CircuitTest(unittest.TestCase):
             self.assertEqual(len(tolist(index)), 2)
             self.assertClose(value, [sorted(r, reverse=True)[:2] for r in ref[3:5]])
 
+    def test_row_stats_both_axes(self):
+        # Against two-pass statistics of the reference matrix (double from the
+        # float32 weights); the circuit's factors are float32 products of
+        # them, hence TOL (1e-4 of the line's scale), as for the entries.
+        with self.model.ov(1, 1) as c:
+            ref = self.ov_ref(1, 1)
+            for axis in (0, 1):
+                lines = ref if axis == 1 else transpose(ref)
+                mean, std = (tolist(x) for x in c.row_stats(axis=axis))
+                self.assertEqual(len(mean), len(lines))
+                for line, mu, sd in zip(lines, mean, std):
+                    want_mu = sum(line) / len(line)
+                    want_sd = math.sqrt(sum((x - want_mu) ** 2 for x in line) / len(line))
+                    size = max(abs(x) for x in line)
+                    self.assertLessEqual(abs(mu - want_mu), TOL * size)
+                    self.assertLessEqual(abs(sd - want_sd), TOL * size)
+            mean, std = c.row_stats(start=2, stop=4)
+            self.assertEqual(tolist(std), tolist(c.row_stats()[1])[2:4])
+            with self.assertRaises(IndexError):
+                c.row_stats(start=3, stop=3)
+
     def test_eigenvalues_singular_values_and_summary(self):
         with self.model.ov(1, 0) as c:
             ref = self.ov_ref(1, 0)

@@ -1,11 +1,15 @@
 """mi_model_skip_trigrams through the bindings, against the search redone
 here in Python from each head's dense circuits.
 
-The reference z-scores use two-pass double statistics of the same float32
-entries the library streams (mi_circuit_dense and mi_circuit_rows run the
-same GEMM), so they agree to about 1e-12; the test allows 1e-9. Ranks are
-compared exactly: a wrong row, column, exclusion or tie rule changes
-which tokens come out."""
+The reference z-scores use two-pass double statistics of the float32
+entries of mi_circuit_dense; the library's come in closed form from the
+factors, in double (mi_circuit_row_stats, each kept entry recomputed from
+the factors). The two differ by the float32 rounding of the dense entries:
+a d_head-term product rounds to about d_head * 2**-24 (4e-6 at d_head 64)
+of its terms' scale, and over the row's sd that moves a z-score by about
+1e-7 relative on these models (7e-7 at z = 7.5 is the largest seen). The
+test allows 1e-5 * max(1, |z|). Ranks are compared exactly: a wrong row,
+column, exclusion or tie rule changes which tokens come out."""
 
 import math
 import os
@@ -16,7 +20,7 @@ from reference import random_model, tolist
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "models",
                        "skip-trigram-1l", "model.safetensors")
-Z_TOL = 1e-9
+Z_TOL = 1e-5
 
 
 def z_rows(matrix):
@@ -55,7 +59,7 @@ class SkipTrigramTest(unittest.TestCase):
         self.assertEqual([t[:5] for t in got], [w[:5] for w in want])
         for g, w in zip(got, want):
             for a, b in zip(g[5:], w[5:]):
-                self.assertLessEqual(abs(a - b), Z_TOL, (g, w))
+                self.assertLessEqual(abs(a - b), Z_TOL * max(1.0, abs(b)), (g, w))
 
     def test_shipped_model_matches_a_python_search(self):
         with mi.Model.load(SHIPPED) as m:
@@ -73,7 +77,7 @@ class SkipTrigramTest(unittest.TestCase):
                                   progress=lambda done, total: seen.append((done, total)))
             self.assertSame(got, reference(m, 40, n_out=3, n_dst=1))
             heads = m.config["n_layers"] * m.config["n_heads"]
-            # One block of rows a circuit at d_vocab 293: two steps a head.
+            # One step a circuit: two a head.
             self.assertEqual(seen, [(i + 1, 2 * heads) for i in range(2 * heads)])
 
     def test_fewer_triples_than_asked(self):
@@ -86,8 +90,8 @@ class SkipTrigramTest(unittest.TestCase):
         m.close()
 
     def test_threads_and_blocks_do_not_change_the_result(self):
-        # d_vocab 4500 streams in 5 blocks of 932 rows; 3 threads split each
-        # block's rows (OV) and columns (QK). The result is the one-thread one.
+        # d_vocab 4500: 24 row tiles of the selection kernels a circuit, handed
+        # out to 3 threads. The result is the one-thread one.
         m = random_model(seed=3, n_layers=1, n_heads=2, d_model=8, d_head=4, d_vocab=4500)
         before = mi.get_num_threads()
         try:

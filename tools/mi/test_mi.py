@@ -300,9 +300,12 @@ class SkipTrigramTable(unittest.TestCase):
             got = run_json("report", *extra)["skip_trigrams"]["triples"]
             self.assertEqual([(t["layer"], t["head"], t["src"], t["dst"], t["out"]) for t in got],
                              [t[2] for t in cands[:24]])
-            # float32 entries through JSON, statistics in double: 1e-9.
+            # The reference reads float32 entries; the report's z-scores come
+            # from the factors in double (closed-form row statistics): they
+            # differ by the entries' float32 rounding, about 1e-7 relative
+            # here (tests/python/test_trigrams.py says more): 1e-5 relative.
             for t, want in zip(got, cands):
-                self.assertAlmostEqual(t["score"], want[0], delta=1e-9)
+                self.assertAlmostEqual(t["score"], want[0], delta=1e-5 * max(1, abs(want[0])))
 
 
 class Subcommands(unittest.TestCase):

@@ -418,6 +418,8 @@ PROTOTYPES = [
     ("mi_circuit_dense", [c_float_p, _Size, _void_p], _STATUS, True),
     ("mi_circuit_topk", [c_size_p, c_float_p, _Size, _void_p, _Size,
                          ctypes.c_uint, _Size, _Size], _STATUS, True),
+    ("mi_circuit_row_stats", [c_double_p, c_double_p, _void_p, _Size, _Size,
+                              ctypes.c_uint], _STATUS, True),
     ("mi_circuit_frobenius_norm", [c_double_p, _void_p], _STATUS, True),
     ("mi_circuit_singular_values", [c_double_p, _Size, _void_p], _STATUS, True),
     ("mi_circuit_eigenvalues", [c_double_p, c_double_p, _Size, _void_p], _STATUS, True),

@@ -160,6 +160,23 @@ class Circuit:
         return dense if dtype is None else dense.astype(dtype)
 
     @reads
+    def row_stats(self, axis: int = 1, start: int = 0, stop: Optional[int] = None):
+        """``(mean, std)`` of each line (population, in double), in closed form
+        from the factors: ``axis=1`` each row, over its m entries; ``axis=0``
+        each column. ``start``/``stop`` choose lines (default all). For
+        z-scores ``(x - mean) / std`` without forming the matrix."""
+        if axis not in (0, 1):
+            raise ValueError(f"axis must be 0 or 1, not {axis!r}")
+        n, m = self.shape
+        start, stop = span(start, stop, n if axis == 1 else m, "row_stats lines")
+        lines = stop - start
+        mean = OutArray((lines,), ctypes.c_double)
+        std = OutArray((lines,), ctypes.c_double)
+        lib.mi_circuit_row_stats(mean.pointer, std.pointer, self._h(), start, stop,
+                                 _TOPK_COLUMNS if axis == 0 else 0)
+        return mean.result(), std.result()
+
+    @reads
     def transpose(self) -> "Circuit":
         """Mᵀ = Bᵀ Aᵀ, sharing the factors (row form ↔ the paper's column form)."""
         return Circuit._make(lib.mi_circuit_transpose, self._h())

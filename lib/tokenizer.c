@@ -422,13 +422,13 @@ static mi_status read_pre_tokenizer(mi_tokenizer *t, json_t *pre) {
     if (json_array_size(list) == 1)
       return read_pre_tokenizer(t, json_array_get(list, 0));
     return mi__fail(MI_ERR_UNSUPPORTED,
-                    "tokenizer.json: a Sequence of %zu pre-tokenizers is not implemented "
-                    "(libmi implements ByteLevel alone)",
+                    "tokenizer.json: a Sequence of %zu pre-tokenizers is refused (libmi runs "
+                    "ByteLevel alone)",
                     json_array_size(list));
   }
   if (type == NULL || strcmp(type, "ByteLevel") != 0)
     return mi__fail(MI_ERR_UNSUPPORTED,
-                    "tokenizer.json: pre-tokenizer '%s' is not implemented (libmi implements "
+                    "tokenizer.json: pre-tokenizer '%s' is refused (libmi runs "
                     "ByteLevel)",
                     type ? type : pre == NULL || json_is_null(pre) ? "none" : "?");
   t->add_prefix_space = is_true(pre, "add_prefix_space");
@@ -446,7 +446,7 @@ static mi_status read_normalizer(mi_tokenizer *t, json_t *normalizer) {
     return MI_OK;
   }
   return mi__fail(MI_ERR_UNSUPPORTED,
-                  "tokenizer.json: normalizer '%s' is not implemented (libmi implements none "
+                  "tokenizer.json: normalizer '%s' is refused (libmi runs none "
                   "and NFC)",
                   type ? type : "?");
 }
@@ -526,14 +526,14 @@ static mi_status read_tokenizer_json(mi_tokenizer *t, json_t *root) {
     type = json_is_array(vocab) ? "Unigram" : json_object_get(model, "merges") ? "BPE" : "?";
   if (strcmp(type, "BPE") != 0)
     return mi__fail(MI_ERR_UNSUPPORTED,
-                    "tokenizer.json: model type '%s' is not implemented (libmi implements BPE)",
+                    "tokenizer.json: model type '%s' is refused (libmi runs BPE)",
                     type);
   if (is_true(model, "byte_fallback"))
     return mi__fail(MI_ERR_UNSUPPORTED,
-                    "tokenizer.json: byte-fallback BPE (SentencePiece style) is not implemented");
+                    "tokenizer.json: byte-fallback BPE (SentencePiece style) is refused");
   json_t *dropout = json_object_get(model, "dropout");
   if (dropout != NULL && !json_is_null(dropout) && json_number_value(dropout) != 0)
-    return mi__fail(MI_ERR_UNSUPPORTED, "tokenizer.json: BPE dropout is not implemented");
+    return mi__fail(MI_ERR_UNSUPPORTED, "tokenizer.json: BPE dropout is refused (libmi tokenizes deterministically)");
   if (!empty_string_field(model, "continuing_subword_prefix") ||
       !empty_string_field(model, "end_of_word_suffix"))
     return mi__fail(MI_ERR_UNSUPPORTED,

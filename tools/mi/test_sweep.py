@@ -223,8 +223,10 @@ class Sweep(unittest.TestCase):
                 prefix=mpi)
         self.assertEqual(r.returncode, 0, r.stderr)
         done = events(r.stdout)[-1]
+        # Resumed: the units written before the failure are not redone. The
+        # surviving ranks may have finished every other unit before mpirun
+        # stopped them, so 0 computed is a valid (resumed) count too.
         self.assertLess(done["computed"], done["units"])
-        self.assertGreater(done["computed"], 0)
         one = self.path("killed-one.st")
         self.assertEqual(run(self.gpt2, "-o", one, "--unit-rows", "20").returncode, 0)
         with open(out, "rb") as f, open(one, "rb") as g:

@@ -2214,6 +2214,614 @@ MI_API mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count,
 
 /* (end of section: Skip-trigrams) */
 
+/* ------------------------------------------------------------------------ */
+/* Head roles                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What a head does, named, from its behaviour (mi_model_head_report's
+ * attention on repeated random tokens) and its weights together, each score
+ * held against its chance level:
+ *
+ * - previous-token: prev_token_attention ≥ min_attention and ≥
+ *   min_attention_lift × the same score of uniform causal attention
+ *   (A[t][s] = 1/(t+1)) on the same sequences; and, when the model has
+ *   W_pos, the positional QK prev-token share (mi_circuit_prev_token_share)
+ *   ≥ min_prev_share_lift × its chance, mean over p = 1 … n_ctx−1 of
+ *   1/(p+1) (random scores put the row maximum on p−1 that often).
+ * - duplicate-token: duplicate_token_attention passes the same two
+ *   attention tests, and the token QK same-token score (eigenvalues, with
+ *   the report's qk_flags) is > 0, its chance level (a random matrix's
+ *   eigenvalue sum is symmetric about 0).
+ * - induction: induction_attention passes the two attention tests, and the
+ *   head's strongest K-composition from an earlier head (mi_model_composition_scores,
+ *   MI_COMPOSE_K) is ≥ min_k_composition_z standard deviations above
+ *   mi_model_composition_baseline's mean. Layer-0 heads are never induction
+ *   heads (nothing earlier to compose with).
+ * - copying: the OV copying score Σλ/Σ|λ| ≥ min_copying_score (chance 0)
+ *   and the OV circuit's top-1 copying accuracy (mi_circuit_copying_accuracy)
+ *   ≥ min_copying_lift / d_vocab (chance 1/d_vocab).
+ *
+ * A head may pass several tests (`passed`); its `role` is the first it
+ * passes in the order induction, previous-token, duplicate-token, copying
+ * (the more specific circuit first: an induction head also copies), else
+ * MI_ROLE_NONE. A score that is NaN (no forward pass for a model with MLPs,
+ * behaviour turned off) fails its test; a model without W_pos skips the
+ * prev-token share test. The partners of an induction head are the earlier
+ * previous-token heads whose K-composition into it is ≥ min_k_composition_z
+ * standard deviations above chance.
+ *
+ * Defaults and why: min_attention 0.5 (the head puts most of its attention
+ * on the target), min_attention_lift 3 (uniform attention on 2 × 16 repeated
+ * tokens scores 0.10 previous-token and 0.04 induction: 0.5 is 5 and 12
+ * times those, 3 leaves room for shorter sequences), min_prev_share_lift 2,
+ * min_copying_score 0.5, min_copying_lift 50 (fifty times chance: on the
+ * shipped models the heads their cards call copying reach 104–147 times,
+ * the layer-0 heads of the 2-layer model that write for layer 1 29–43
+ * times, a random head of the same shapes 1 ± 1), min_k_composition_z 3.
+ */
+
+/** A head's role (mi_model_head_roles). */
+typedef enum mi_role {
+  MI_ROLE_NONE = 0,
+  MI_ROLE_PREV_TOKEN = 1,
+  MI_ROLE_DUPLICATE_TOKEN = 2,
+  MI_ROLE_INDUCTION = 3,
+  MI_ROLE_COPYING = 4,
+  MI_ROLE_COUNT = 5 /**< roles, none included */
+} mi_role;
+
+/** "none", "previous-token", "duplicate-token", "induction", "copying"; static text, "unknown" otherwise. */
+MI_API const char *mi_role_name(mi_role role);
+
+/** The thresholds of the rule above. Fill with mi_role_options_init. */
+typedef struct mi_role_options {
+  size_t struct_size;
+  /** NULL (default): mi_model_head_report's defaults; else its options (its
+   * prev_token is forced on). */
+  const mi_report_options *report;
+  double min_attention;        /**< default 0.5 */
+  double min_attention_lift;   /**< times the uniform-attention score; default 3 */
+  double min_prev_share_lift;  /**< times the prev-token share's chance; default 2 */
+  double min_copying_score;    /**< OV Σλ/Σ|λ|; default 0.5 */
+  double min_copying_lift;     /**< top-1 accuracy in units of 1/d_vocab; default 50 */
+  double min_k_composition_z;  /**< standard deviations of chance; default 3 */
+} mi_role_options;
+
+/**
+ * Sets `out` to the defaults above, struct_size included.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_role_options_init(mi_role_options *out, size_t struct_size);
+
+/** One head's role and the evidence for it. Fields may be appended. */
+typedef struct mi_head_roles {
+  size_t struct_size; /**< sizeof(mi_head_roles) as the caller was compiled */
+  size_t layer, head;
+  mi_role role;       /**< the first test passed, by precedence; MI_ROLE_NONE */
+  unsigned passed;    /**< bit (1u << r) for every role r whose test passed */
+  double ov_copying_score, ov_top1, ov_top1_chance; /**< chance: 1/d_vocab */
+  double qk_same_token;                             /**< token QK eigenvalue score */
+  /** Positional QK prev-token share and its chance; NaN without W_pos. */
+  double prev_token_share, prev_token_share_chance;
+  /** Behavioural scores and the uniform-attention scores on the same sequences. */
+  double prev_token_attention, prev_token_uniform;
+  double duplicate_token_attention, duplicate_token_uniform;
+  double induction_attention, induction_uniform;
+  /** The strongest K-composition from an earlier head: its layer and head
+   * (SIZE_MAX in layer 0), score, and z = (score − chance) / chance's sd. */
+  size_t k_layer, k_head;
+  double k_score, k_z;
+  /** mi_model_composition_baseline's mean and standard deviation. */
+  double k_chance, k_chance_sd;
+  /** Partners of this head (induction heads only; 0 otherwise). */
+  size_t k_partners;
+} mi_head_roles;
+
+/** A previous-token head that an induction head K-composes with. Fields may be appended. */
+typedef struct mi_role_partner {
+  size_t struct_size; /**< sizeof(mi_role_partner) as the caller was compiled */
+  size_t reader;      /**< the induction head's line: layer · n_heads + head */
+  size_t layer, head; /**< the previous-token head */
+  double score, z;    /**< its K-composition into the reader, and its z over chance */
+} mi_role_partner;
+
+/**
+ * Every head's role by the rule above. Runs mi_model_head_report (with the
+ * behavioural scores), mi_model_composition_scores (K) and its baseline,
+ * and mi_circuit_copying_accuracy on every head's token OV circuit: one
+ * d_vocab × d_head × d_vocab product a head, in tiles, as the skip-trigram
+ * search (cheap for the shipped models, minutes a head at GPT-2's 50k).
+ *
+ * @param out                out: line l·n_heads + h is head (l, h); the
+ *                           caller sets out[0].struct_size, which is also
+ *                           the stride; each line gets it
+ * @param count              lines at out, ≥ n_layers · n_heads
+ * @param out_partners       out: NULL, or partner_capacity partners (the
+ *                           caller sets out_partners[0].struct_size, the stride),
+ *                           in order of reader, then writer
+ * @param partner_capacity   partners available (0 with NULL); more than that
+ *                           are counted but not written
+ * @param out_partner_count  out: NULL, or all the partners there are
+ * @param model              in: the model (borrowed; read only)
+ * @param options            in: NULL for the defaults
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out or model; a struct_size
+ *         below sizeof(size_t) or too large; partner_capacity > 0 with NULL
+ *         out_partners; a threshold that is not finite; as
+ *         mi_model_head_report for its options); MI_ERR_SHAPE (count too
+ *         small; as mi_model_head_report); MI_ERR_NUMERIC;
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_head_roles(mi_head_roles *out, size_t count,
+                                     mi_role_partner *out_partners, size_t partner_capacity,
+                                     size_t *out_partner_count, const mi_model *model,
+                                     const mi_role_options *options);
+
+/**
+ * The noise floor of a skip-trigram score (mi_model_skip_trigrams) on this
+ * model: sqrt(2 ln N), N = n_layers · n_heads · d_vocab², the number of
+ * entries of all the heads' OV (and as many QK) circuits searched. If every
+ * z-score were independent standard normal noise, the expected number of
+ * entries above it among all N would be about 1 / (sqrt(2π) · floor) (≈ 0.08
+ * at N = 10⁵ … 10¹⁰), so a triple whose QK and OV halves both exceed it
+ * (score = min(z_QK, z_OV) ≥ floor) is unlikely to be noise. On a random
+ * model of the shipped models' shapes no triple reaches it.
+ *
+ * @param out    out: the floor (0 when N ≤ 1)
+ * @param model  in: the model (only its shape is read)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL).
+ */
+MI_API mi_status mi_model_skip_trigram_floor(double *out, const mi_model *model);
+
+/* (end of section: Head roles) */
+
+/* ------------------------------------------------------------------------ */
+/* HTML report                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * One self-contained HTML page (its script and style inline, nothing
+ * fetched at view time) for a researcher's browser: the head table
+ * (sortable) with each head's role and evidence (mi_model_head_roles), each
+ * head's OV eigenvalues in the complex plane, the Q/K/V-composition heatmaps
+ * against chance, the skip-trigrams above the noise floor
+ * (mi_model_skip_trigram_floor) with their token strings, and for a prompt
+ * every head's attention pattern (token × token; a head and a destination
+ * token picked by hover or click, or by the URL fragment
+ * #head=L1H2&dest=7) and the logit attribution of the top prediction at
+ * the chosen position. The page's data is one JSON object in a
+ * <script type="application/json" id="mi-data"> element; its script sets
+ * data-status="ok" on <body> once drawn (or "error: …").
+ */
+
+/**
+ * Receives `size` bytes of output; returns 0 to go on, anything else to
+ * stop (the call then fails with MI_ERR_IO). `user` is the caller's.
+ */
+typedef int (*mi_write_fn)(const void *data, size_t size, void *user);
+
+/** What mi_model_html_report shows. Fill with mi_html_options_init. */
+typedef struct mi_html_options {
+  size_t struct_size;
+  /** NULL, or the prompt: n_tokens ids, each < d_vocab (≤ n_ctx of them). */
+  const size_t *tokens;
+  size_t n_tokens;
+  /** Skip-trigrams searched (mi_model_skip_trigrams capacity); default 24, 0: none. */
+  size_t trigrams;
+  /** Longest path in the attribution; default 2 (∏(1 + H) parts would explode for deep models). */
+  size_t max_order;
+  /** Parts shown per position, the rest summed into one; default 12, ≥ 1. */
+  size_t top_parts;
+  /** NULL: mi_model_head_roles's defaults; else its thresholds. */
+  const mi_role_options *roles;
+  /** NULL, or the page's title (e.g. the model's path). */
+  const char *title;
+} mi_html_options;
+
+/**
+ * Sets `out` to the defaults above, struct_size included.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out
+ * `struct_size` is the caller's sizeof(*out) (pass `sizeof *out`): at most
+ * that many bytes are written, so a caller compiled against an older, smaller
+ * header keeps the fields it knows and nothing past them; out->struct_size
+ * is set to it when that field fits. NULL out: no-op.
+ */
+MI_API void mi_html_options_init(mi_html_options *out, size_t struct_size);
+
+/**
+ * Computes the page (see "HTML report") and hands it to `write` in a few
+ * pieces, in order; nothing is printed. Work: mi_model_head_roles, the
+ * composition scores (2+ layers), each head's OV eigenvalues, the
+ * skip-trigram search (options.trigrams), and with a prompt one forward
+ * pass and mi_model_attribute up to options.max_order.
+ *
+ * @param model    in: the model (borrowed; read only)
+ * @param options  in: NULL for the defaults (no prompt)
+ * @param write    receives the bytes
+ * @param user     passed to write
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL model or write; bad
+ *         struct_size; NULL tokens with n_tokens > 0; top_parts 0; as
+ *         mi_model_head_roles); MI_ERR_INDEX (a token ≥ d_vocab);
+ *         MI_ERR_SHAPE (more tokens than n_ctx); MI_ERR_UNSUPPORTED (a
+ *         prompt on a model with MLPs); MI_ERR_IO (write returned non-zero);
+ *         MI_ERR_NUMERIC; MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_model_html_report(const mi_model *model, const mi_html_options *options,
+                                      mi_write_fn write, void *user);
+
+/**
+ * A path's name, as the report and `mi attribute` print it: "direct",
+ * "L0H3", "L0H3 -> L1H0", "b_V via L0H1", "b_O[0] -> L1H2", "b_U + ln_final.b"
+ * (the fields of an mi_attribution_part), truncated to fit `size`.
+ *
+ * @param out     out: the NUL-terminated name
+ * @param size    bytes at out, ≥ 1
+ * @param layers,heads  in: `order` entries each (NULL allowed for order 0)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out, size 0, NULL layers or
+ *         heads with order > 0, an unknown source).
+ */
+MI_API mi_status mi_attribution_label(char *out, size_t size, mi_path_source source,
+                                      size_t source_layer, size_t order, const size_t *layers,
+                                      const size_t *heads);
+
+/* (end of section: HTML report) */
+/* Sweeps                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A sweep reads whole circuits (d_vocab² entries each) once and keeps what
+ * a report of a large model needs: for every row its top-k entries, the
+ * rank of its diagonal entry, its mean and standard deviation, and the
+ * ranks the skip-trigram table is paired from. The work is cut into units
+ * (one circuit × a range of rows), each written to a file of its own, so a
+ * sweep can be shared between processes or machines, interrupted and
+ * resumed; a merge writes one results file. Results do not depend on the
+ * thread count, on which process computed a unit, or on the order units
+ * ran: ties are broken by index, and every unit is computed the same way.
+ *
+ * mi_circuit_row_summary is the computation of one unit; mi_sweep_plan
+ * names the units of a whole sweep, runs them and merges them; mi_sweep
+ * reads a results file. docs/sweep.md gives the file layout.
+ *
+ * Thread safety: a plan is read only once made; mi_sweep_plan_unit_run may
+ * run on several threads (or processes) at once for different units. An
+ * opened mi_sweep is read only.
+ */
+
+/**
+ * What mi_circuit_row_summary computes, and where it writes, for rows
+ * i0..i1 − 1 of an n × m circuit (r = i1 − i0 rows). Each output is
+ * computed only when its pointer is non-NULL (and its count, where it has
+ * one, is ≥ 1); the caller owns every buffer. Unfilled ranks (a line with
+ * fewer candidates than asked, or entries that are NaN or −∞) hold index
+ * SIZE_MAX and value −∞. Fields may be appended.
+ */
+typedef struct mi_row_summary {
+  /** sizeof(mi_row_summary) as the caller was compiled. */
+  size_t struct_size;
+  /** Entries kept per row (more than m leaves the rest unfilled). */
+  size_t k;
+  /** out: r × k, row-major: row i0 + t's k largest entries, best first (ties:
+   * lower column first): their columns, and values. */
+  size_t *topk_index;
+  float *topk_value;
+  /** out: r; square circuits only: how many entries of the row are above its
+   * diagonal entry, as mi_circuit_diag_rank counts them. */
+  size_t *diag_rank;
+  /** out: r; the row's mean and population standard deviation over its m
+   * entries (float entries summed in double; 0 for a row without spread). */
+  double *row_mean, *row_std;
+  /** Entries kept per column, among rows i0..i1 − 1. */
+  size_t k_columns;
+  /** out: m × k_columns: column j's best rows among i0..i1 − 1 (ties: lower
+   * row first), and values. Summaries of disjoint row ranges merge into the
+   * whole column's by keeping the best of their lists, ranges in order. */
+  size_t *col_index;
+  float *col_value;
+  /** z-score ranks kept per row: the entries other than the diagonal ranked
+   * by z = (x − row mean) / row sd (skip-trigram outputs of an OV row). */
+  size_t k_row_z;
+  /** out: r × k_row_z; a row without spread keeps none. Square circuits only. */
+  size_t *row_z_index;
+  double *row_z;
+  /** z-score ranks kept per column: the rows i ≠ j among i0..i1 − 1 whose
+   * z-score (within their own row) at column j is highest (skip-trigram
+   * destinations of a QK column); merge as col_index. Square circuits only. */
+  size_t k_col_z;
+  /** out: m × k_col_z. */
+  size_t *col_z_index;
+  double *col_z;
+} mi_row_summary;
+
+/**
+ * One pass over rows i0..i1 − 1 of a circuit, computing every output `out`
+ * asks for. Rows are computed by mi_circuit_rows in blocks of at most 4 Mi
+ * floats (16 MiB, allocated once per call), so each entry is the float32
+ * value every other libmi query sees; the scans are split between
+ * mi_set_num_threads threads (rows, then columns), with the same result
+ * for any count. The z-scores and ranks are those of mi_model_skip_trigrams.
+ *
+ * @param out      in/out: the counts and buffers (see mi_row_summary); its
+ *                 struct_size must be set
+ * @param circuit  in: the circuit (borrowed)
+ * @param i0, i1   in: the rows, 0 ≤ i0 < i1 ≤ n
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out or circuit, struct_size
+ *         too small or too large, a count ≥ 1 with only one of its two
+ *         buffers, a BLIS_ARCH_TYPE BLIS
+ *         would abort on); MI_ERR_INDEX (rows out of range or empty);
+ *         MI_ERR_SHAPE (diag_rank, z-ranks of a circuit that is not square);
+ *         MI_ERR_OUT_OF_MEMORY (the block or the scratch ranks).
+ */
+MI_API mi_status mi_circuit_row_summary(mi_row_summary *out, const mi_circuit *circuit,
+                                        size_t i0, size_t i1);
+
+/**
+ * An identity of the model's weights as they are stored (after any
+ * processing): "fnv1a64:" and 16 hex digits of a 64-bit FNV-1a hash of the
+ * shape, positional kind, processing bits and every weight's float32 bits.
+ * Not cryptographic: it tells models apart, it does not authenticate them.
+ *
+ * @param out    out: the text, NUL-terminated
+ * @param size   in: bytes at out; 25 are needed
+ * @param model  in: the model (borrowed)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, or size < 25).
+ */
+MI_API mi_status mi_model_digest(char *out, size_t size, const mi_model *model);
+
+/** Bits of mi_sweep_options.circuits: which circuits a sweep covers. */
+enum {
+  MI_SWEEP_OV = 1u << 0,    /**< each chosen head's token OV circuit */
+  MI_SWEEP_QK = 1u << 1,    /**< each chosen head's token QK circuit (qk_flags) */
+  MI_SWEEP_DIRECT = 1u << 2 /**< the direct path W_E W_U, once */
+};
+
+/** What a sweep computes. Fill it with mi_sweep_options_init. */
+typedef struct mi_sweep_options {
+  /** sizeof(mi_sweep_options) as the caller was compiled; set by the init. */
+  size_t struct_size;
+  /** MI_SWEEP_* bits; default MI_SWEEP_OV | MI_SWEEP_QK. */
+  unsigned circuits;
+  /** MI_QK_* bits of QK and K-composition circuits; default MI_QK_BIAS |
+   * MI_QK_SCALE (as mi report reads them). */
+  unsigned qk_flags;
+  /** Entries kept per row; default 10, ≥ 1, ≤ d_vocab. */
+  size_t k;
+  /** Entries kept per column; default 0 (none). */
+  size_t k_columns;
+  /** Skip-trigram ranks (as mi_skip_trigram_options); default 2 and 2, ≥ 1. */
+  size_t outputs_per_source, destinations_per_source;
+  /** Length of the skip-trigram table the merge writes; default 1000.
+   * Its first N entries are mi_model_skip_trigrams's N best over the
+   * chosen heads, for any N ≤ this. */
+  size_t trigrams;
+  /** Rows a unit; default 4096, ≥ 1. */
+  size_t unit_rows;
+} mi_sweep_options;
+
+/**
+ * Sets `out` to the defaults above.
+ *
+ * @param out          out: the options
+ * @param struct_size  in: sizeof *out (a smaller, older struct gets the
+ *                     fields it has). NULL out: no-op.
+ */
+MI_API void mi_sweep_options_init(mi_sweep_options *out, size_t struct_size);
+
+/** The units of one sweep of one model with one set of options (opaque). */
+typedef struct mi_sweep_plan mi_sweep_plan;
+
+/**
+ * Makes the plan of a sweep: the targets are, in this order, for each chosen
+ * head its OV then its QK circuit (as options->circuits asks), the direct
+ * path, then the K-composition circuit (mi_circuit_k_composition) of each
+ * chosen pair; each target is cut into units of options->unit_rows rows.
+ * The plan records the model's identity (mi_model_digest), shape, the
+ * options and libmi's version: every file it writes carries them, and
+ * every unit file it reads must carry the same.
+ *
+ * @param out      out: the plan; NULL on failure. Free with mi_sweep_plan_free.
+ * @param model    in: the model; the plan holds a reference (free them in
+ *                 any order)
+ * @param heads    in: n_heads flat head indices layer · n_heads + head,
+ *                 strictly increasing; NULL with n_heads 0: every head
+ * @param pairs    in: 2 · n_pairs flat head indices, (earlier, later) each,
+ *                 the earlier in a lower layer; NULL with n_pairs 0: none
+ * @param options  in: NULL for the defaults
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out or model, heads or pairs
+ *         NULL with a count, heads not increasing, a pair not from a lower
+ *         layer, no circuit at all, k 0 or above d_vocab, k_columns above
+ *         d_vocab, unit_rows 0, a ranks count 0, unknown bits, a bad
+ *         options struct_size); MI_ERR_INDEX (a head past the model);
+ *         MI_ERR_UNSUPPORTED (d_vocab ≥ 2³¹: the files hold int32
+ *         indices); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_plan_new(mi_sweep_plan **out, const mi_model *model,
+                                   const size_t *heads, size_t n_heads, const size_t *pairs,
+                                   size_t n_pairs, const mi_sweep_options *options);
+
+/** Frees a plan (and drops its model reference). NULL: no-op. */
+MI_API void mi_sweep_plan_free(mi_sweep_plan *plan);
+
+/** The number of units of a plan (0 for NULL). */
+MI_API size_t mi_sweep_plan_unit_count(const mi_sweep_plan *plan);
+
+/**
+ * A unit's name, "L0H1.ov.rows-0-4096" (also the stem of its file,
+ * DIR/NAME.safetensors). Borrowed from the plan.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit ≥ count).
+ */
+MI_API mi_status mi_sweep_plan_unit_name(const char **out, const mi_sweep_plan *plan,
+                                         size_t unit);
+
+/**
+ * The number of circuit entries a unit reads (rows × d_vocab), for
+ * progress and cost estimates.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit ≥ count).
+ */
+MI_API mi_status mi_sweep_plan_unit_entries(size_t *out, const mi_sweep_plan *plan,
+                                            size_t unit);
+
+/** What runs units (opaque; see mi_sweep_worker_new). */
+typedef struct mi_sweep_worker mi_sweep_worker;
+
+/**
+ * What runs units: it keeps the circuit of the last unit it ran, so the
+ * next unit of the same circuit does not build its factors again (an OV
+ * circuit's cost 4·d_vocab·d_model·d_head flop). One worker per thread or
+ * process; it borrows the plan, which must outlive it.
+ *
+ * @param out   out: the worker; NULL on failure. Free with mi_sweep_worker_free.
+ * @param plan  in: the plan (borrowed)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_worker_new(mi_sweep_worker **out, const mi_sweep_plan *plan);
+
+/** Frees a worker and the circuit it keeps. NULL: no-op. */
+MI_API void mi_sweep_worker_free(mi_sweep_worker *worker);
+
+/**
+ * Computes one unit (mi_circuit_row_summary of its rows) and writes it to
+ * DIR/NAME.safetensors: to a temporary name in DIR first, every write
+ * checked, fsync'd, then renamed, so the file is whole or absent. An
+ * existing file of that name is replaced.
+ *
+ * @param worker  in/out: the worker (its kept circuit may change)
+ * @param unit    in: the unit, < mi_sweep_plan_unit_count
+ * @param dir     in: an existing directory
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit);
+ *         MI_ERR_IO (creating, writing — a full disk — syncing or renaming
+ *         the file; the temporary file is removed); MI_ERR_OUT_OF_MEMORY;
+ *         the statuses of building the circuit and of mi_circuit_row_summary.
+ */
+MI_API mi_status mi_sweep_worker_run(mi_sweep_worker *worker, size_t unit, const char *dir);
+
+/**
+ * Whether a unit's file is in DIR: *out = 0 when there is none, 1 when
+ * there is one, whole, made by this plan's model, options and libmi.
+ * A file that is there but is not that is an error, never "not done": a
+ * resumed sweep must not silently redo or mix it.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_INDEX (unit);
+ *         MI_ERR_IO (it cannot be read); MI_ERR_TRUNCATED, MI_ERR_FORMAT,
+ *         MI_ERR_DTYPE, MI_ERR_SHAPE (not a whole unit file of this shape);
+ *         MI_ERR_STATE (made by another model, other options, another
+ *         libmi version, or for another unit: the message names the field
+ *         and both values).
+ */
+MI_API mi_status mi_sweep_plan_unit_done(int *out, const mi_sweep_plan *plan, size_t unit,
+                                         const char *dir);
+
+/**
+ * Merges every unit file of DIR into one results file at `path` (written
+ * as a unit file is: temporary name, checked writes, fsync, rename): each
+ * unit is checked as mi_sweep_plan_unit_done does, column ranks are merged
+ * in row order, and the skip-trigram table is paired from the OV and QK
+ * ranks of every head that has both, exactly as mi_model_skip_trigrams
+ * pairs them. The bytes written depend only on the model, the plan and
+ * libmi's version.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_MISSING_TENSOR (a
+ *         unit's file is absent: the message names it); the statuses of
+ *         mi_sweep_plan_unit_done and of writing (MI_ERR_IO);
+ *         MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_plan_merge(const mi_sweep_plan *plan, const char *dir,
+                                     const char *path);
+
+/** A results (or unit) file, opened read only (opaque). */
+typedef struct mi_sweep mi_sweep;
+
+/** One tensor of an opened sweep file; every pointer borrowed from it. */
+typedef struct mi_sweep_tensor {
+  /** sizeof(mi_sweep_tensor) as the caller was compiled; set by the caller. */
+  size_t struct_size;
+  const char *name;
+  /** safetensors dtype: "I32", "F32" or "F64" in files libmi writes. */
+  const char *dtype;
+  size_t item; /**< bytes per element */
+  size_t ndim;
+  const size_t *shape; /**< ndim dimensions */
+  /** The elements, row-major, aligned to `item` in files libmi writes. */
+  const void *data;
+  size_t nbytes;
+} mi_sweep_tensor;
+
+/**
+ * Opens a sweep file (mapped read only) and checks its container: header,
+ * offsets against the file size, and "format" = "libmi-sweep/1" in its
+ * metadata.
+ *
+ * @param out   out: the sweep; NULL on failure. Free with mi_sweep_free.
+ * @param path  in: the file
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_IO (open, stat,
+ *         mmap); MI_ERR_TRUNCATED (shorter than its header says);
+ *         MI_ERR_FORMAT (not safetensors, or not a sweep file); MI_ERR_DTYPE;
+ *         MI_ERR_SHAPE; MI_ERR_OUT_OF_MEMORY.
+ */
+MI_API mi_status mi_sweep_open(mi_sweep **out, const char *path);
+
+/** Closes a sweep file. NULL: no-op. */
+MI_API void mi_sweep_free(mi_sweep *sweep);
+
+/**
+ * A metadata value: "format", "libmi_version", "model_digest",
+ * "model_shape", "options", "heads", "k_composition" (and "unit" in unit
+ * files). Borrowed from the sweep.
+ *
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL); MI_ERR_MISSING_TENSOR (no
+ *         such key; *out = NULL).
+ */
+MI_API mi_status mi_sweep_metadata(const char **out, const mi_sweep *sweep, const char *key);
+
+/** The number of tensors of a sweep file (0 for NULL). */
+MI_API size_t mi_sweep_tensor_count(const mi_sweep *sweep);
+
+/**
+ * Tensor `index` (in name order) of a sweep file.
+ *
+ * @param out  out: the tensor; the caller sets out->struct_size
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, struct_size below
+ *         sizeof(size_t)); MI_ERR_INDEX (index ≥ count).
+ */
+MI_API mi_status mi_sweep_tensor_at(mi_sweep_tensor *out, const mi_sweep *sweep, size_t index);
+
+/**
+ * The tensor named `name` ("L0H1.ov.topk_index").
+ *
+ * @return as mi_sweep_tensor_at; MI_ERR_MISSING_TENSOR instead of
+ *         MI_ERR_INDEX when there is none.
+ */
+MI_API mi_status mi_sweep_tensor_find(mi_sweep_tensor *out, const mi_sweep *sweep,
+                                      const char *name);
+
+/**
+ * The first `capacity` entries of a results file's skip-trigram table, best
+ * first: the same triples as mi_model_skip_trigrams over the sweep's heads,
+ * their z-scores from the sweep's dense float32 entries (the search's come
+ * from closed-form row statistics: they agree to float32 rounding).
+ *
+ * @param out        out: as mi_model_skip_trigrams's (out[0].struct_size set)
+ * @param out_count  out: the number written (0 on failure)
+ * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, out[0].struct_size below
+ *         sizeof(size_t)); MI_ERR_MISSING_TENSOR (no table: a unit file, or
+ *         a sweep without both OV and QK); MI_ERR_FORMAT (table tensors of
+ *         unequal length or the wrong dtype).
+ */
+MI_API mi_status mi_sweep_skip_trigrams(mi_skip_trigram *out, size_t *out_count,
+                                        size_t capacity, const mi_sweep *sweep);
+
+/* (end of section: Sweeps) */
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,14 +15,9 @@
  * against the largest float not above the diagonal keeps the scan in float
  * (mi__select_rows, vectorised) with the same answer as in double.
  */
-/* Ranks of rows i0..i1 of a checked square circuit (n × n) into out. */
-static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, size_t i0,
-                            size_t i1) {
+void mi__diag_thresholds(float *out, const mi_circuit *circuit, size_t i0, size_t i1) {
   mi__matrix A, B;
   mi__circuit_factors(&A, &B, circuit);
-  float *threshold = malloc((i1 - i0) * sizeof *threshold);
-  if (threshold == NULL)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "diagonal rank: %zu rows", i1 - i0);
   for (size_t i = i0; i < i1; i++) {
     double d = 0.0;
     for (size_t t = 0; t < A.cols; t++)
@@ -31,8 +26,19 @@ static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, si
     float f = (float)d;
     if ((double)f > d)
       f = nextafterf(f, -INFINITY);
-    threshold[i - i0] = f;
+    out[i - i0] = f;
   }
+}
+
+/* Ranks of rows i0..i1 of a checked square circuit (n × n) into out. */
+static mi_status diag_ranks(size_t *out, const mi_circuit *circuit, size_t n, size_t i0,
+                            size_t i1) {
+  mi__matrix A, B;
+  mi__circuit_factors(&A, &B, circuit);
+  float *threshold = malloc((i1 - i0) * sizeof *threshold);
+  if (threshold == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "diagonal rank: %zu rows", i1 - i0);
+  mi__diag_thresholds(threshold, circuit, i0, i1);
   mi__select scan = {MI__SELECT_RANK, 0, NULL, NULL, 0, threshold, out, i0};
   mi_status status = mi__select_rows(A, B, i0, i1, &scan);
   for (size_t i = i0; i < i1 && status == MI_OK; i++)

@@ -180,4 +180,13 @@ mi_status mi__column_moments(double *mean, double *cov, mi__matrix X);
 mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v,
                         const double *S);
 
+/*
+ * For rows i0..i1 of a square circuit, the largest float not above its
+ * diagonal entry (computed in double from the factors), into out[i - i0]:
+ * an entry x ranks above the diagonal exactly when x > out[i - i0]
+ * (copying.c; NaN when the diagonal is).
+ */
+struct mi_circuit;
+void mi__diag_thresholds(float *out, const struct mi_circuit *circuit, size_t i0, size_t i1);
+
 #endif

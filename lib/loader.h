@@ -71,6 +71,33 @@ mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t cou
 mi_status mi__load_bytes(mi_model **out, const unsigned char *bytes, size_t size,
                          const mi__model_hints *hints, const mi_load_options *options);
 
+/* ---- the safetensors container (safetensors.c), also read by sweep.c ----- */
+
+/* A tensor's view, and the bytes of the data buffer it spans. */
+typedef struct mi__st_tensor {
+  mi__tensor view;         /* names borrowed from the JSON header */
+  size_t begin, end;       /* byte offsets into the data buffer */
+} mi__st_tensor;
+
+typedef struct mi__st_file {
+  struct json_t *header;   /* owned */
+  const struct json_t *metadata; /* "__metadata__", borrowed from header; or NULL */
+  const unsigned char *data;
+  size_t data_size;
+  size_t file_size;
+  mi__st_tensor *tensors;  /* owned, in data order */
+  size_t n_tensors;
+} mi__st_file;
+
+/*
+ * Parses a whole file's bytes (borrowed for the views): every entry's dtype,
+ * shape and offsets checked against the size, no two tensors overlapping,
+ * __metadata__ values strings. Statuses: MI_ERR_TRUNCATED, MI_ERR_FORMAT,
+ * MI_ERR_DTYPE, MI_ERR_SHAPE, MI_ERR_OUT_OF_MEMORY. Close it even on failure.
+ */
+mi_status mi__st_parse(mi__st_file *out, const unsigned char *bytes, size_t size);
+void mi__st_close(mi__st_file *f);
+
 /* ---- readers: each from a whole file's bytes, with what else said `hints` -- */
 
 /* A .safetensors image (safetensors.c); its __metadata__ adds hints. */

@@ -37,23 +37,10 @@ static const struct {
     {"U32", 4, -1},           {"I64", 8, -1},            {"U64", 8, -1},
 };
 
-/* A tensor's view, and the bytes of the data buffer it spans. */
-typedef struct tensor {
-  mi__tensor view;         /* names borrowed from the JSON header */
-  size_t begin, end;       /* byte offsets into the data buffer */
-} tensor;
+typedef mi__st_tensor tensor;
+typedef mi__st_file st_file;
 
-typedef struct st_file {
-  json_t *header;          /* owned */
-  const json_t *metadata;  /* "__metadata__", borrowed from header; or NULL */
-  const unsigned char *data;
-  size_t data_size;
-  size_t file_size;
-  tensor *tensors;         /* owned, in data order */
-  size_t n_tensors;
-} st_file;
-
-static void st_file_close(st_file *f) {
+void mi__st_close(st_file *f) {
   json_decref(f->header);
   free(f->tensors);
 }
@@ -162,7 +149,7 @@ static mi_status check_metadata(const json_t *metadata) {
   return MI_OK;
 }
 
-static mi_status parse_header(st_file *f, const unsigned char *bytes, size_t size) {
+mi_status mi__st_parse(st_file *f, const unsigned char *bytes, size_t size) {
   if (size < 8)
     return mi__fail(MI_ERR_TRUNCATED,
                     "%zu bytes: a safetensors file starts with an 8-byte header length",
@@ -278,7 +265,7 @@ mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_
   mi__model_hints hints = *given;
   mi__model_hints from_metadata;
   mi__tensor *views = NULL;
-  mi_status status = parse_header(&f, bytes, size);
+  mi_status status = mi__st_parse(&f, bytes, size);
   if (status == MI_OK)
     status = metadata_hints(&from_metadata, &f);
   if (status == MI_OK)
@@ -288,6 +275,6 @@ mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_
   if (status == MI_OK)
     status = mi__model_from_tensors(out, views, f.n_tensors, &hints, options);
   free(views);
-  st_file_close(&f);
+  mi__st_close(&f);
   return status;
 }

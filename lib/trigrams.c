@@ -4,9 +4,10 @@
  * else: row statistics come in closed form from the factors
  * (mi_circuit_row_stats), a row's best entries by z-score are its largest,
  * and a column's best entries by their rows' z-scores are a column top-k
- * of the z matrix itself, a circuit of rank r + 1.
+ * of the z matrix itself, a circuit of rank r + 1. The pieces the sweep
+ * shares (trigrams.h) are here too.
  */
-#include "kernel.h"
+#include "trigrams.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -21,32 +22,47 @@ void mi_skip_trigram_options_init(mi_skip_trigram_options *out, size_t struct_si
   mi__struct_init(out, struct_size, &defaults, sizeof defaults);
 }
 
-/* Per-source ranks of one circuit: k best (index, z) for each of n sources. */
-typedef struct ranks {
-  size_t k;
-  size_t *best;
-  double *z;
-} ranks;
+void mi__keep_best(size_t *idx, double *val, size_t k, size_t i, double v) {
+  if (!(v > val[k - 1]))
+    return;
+  size_t t = k - 1;
+  while (t > 0 && v > val[t - 1]) {
+    val[t] = val[t - 1];
+    idx[t] = idx[t - 1];
+    t--;
+  }
+  val[t] = v;
+  idx[t] = i;
+}
 
-static void ranks_reset(ranks *r, size_t n) {
+bool mi__row_stats(const float *row, size_t n, double *mean, double *inv_sd, double *sd) {
+  double s = 0, s2 = 0;
+  for (size_t j = 0; j < n; j++) {
+    s += row[j];
+    s2 += (double)row[j] * row[j];
+  }
+  *mean = s / (double)n;
+  double var = s2 / (double)n - *mean * *mean;
+  if (sd)
+    *sd = var > 0 ? sqrt(var) : isnan(var) ? var : 0.0;
+  if (!(var > 0))
+    return false;
+  *inv_sd = 1 / sqrt(var);
+  return true;
+}
+
+static void ranks_reset(mi__ranks *r, size_t n) {
   for (size_t i = 0; i < n * r->k; i++)
     r->z[i] = -INFINITY, r->best[i] = SIZE_MAX;
 }
 
-/* The best `cap` triples, kept as a heap whose root is the worst kept. */
-typedef struct best_triples {
-  mi_skip_trigram *items;
-  size_t *seq; /* arrival order, for ties */
-  size_t count, cap, arrived;
-} best_triples;
-
 /* Whether a (score, seq) is worse than b: lower score, or later on a tie. */
-static bool worse(const best_triples *t, size_t a, size_t b) {
+static bool worse(const mi__triples *t, size_t a, size_t b) {
   double x = t->items[a].score, y = t->items[b].score;
   return x < y || (x == y && t->seq[a] > t->seq[b]);
 }
 
-static void swap_at(best_triples *t, size_t a, size_t b) {
+static void swap_at(mi__triples *t, size_t a, size_t b) {
   mi_skip_trigram item = t->items[a];
   t->items[a] = t->items[b];
   t->items[b] = item;
@@ -55,7 +71,7 @@ static void swap_at(best_triples *t, size_t a, size_t b) {
   t->seq[b] = s;
 }
 
-static void sift_down(best_triples *t, size_t i, size_t count) {
+static void sift_down(mi__triples *t, size_t i, size_t count) {
   for (;;) {
     size_t w = i, l = 2 * i + 1, r = l + 1;
     if (l < count && worse(t, l, w))
@@ -69,7 +85,7 @@ static void sift_down(best_triples *t, size_t i, size_t count) {
   }
 }
 
-static void keep_triple(best_triples *t, const mi_skip_trigram *item) {
+static void keep_triple(mi__triples *t, const mi_skip_trigram *item) {
   size_t seq = t->arrived++;
   if (t->count == t->cap) {
     /* A later arrival beats the worst kept only with a strictly higher score. */
@@ -89,8 +105,7 @@ static void keep_triple(best_triples *t, const mi_skip_trigram *item) {
   }
 }
 
-/* Heap sort in place: the worst goes last, so the items end best first. */
-static void sort_best_first(best_triples *t) {
+void mi__triples_sort(mi__triples *t) {
   for (size_t end = t->count; end > 1; end--) {
     swap_at(t, 0, end - 1);
     sift_down(t, 0, end - 1);
@@ -104,8 +119,8 @@ typedef struct search {
   size_t *pick;      /* one circuit's top-`picks` lines: index, then value */
   float *pick_v;
   float *keys, *zf;  /* QK: [B column, 1] and [a/sd, −mean/sd] rows, n × (r + 1) */
-  ranks ov, qk;
-  best_triples top;
+  mi__ranks ov, qk;
+  mi__triples top;
 } search;
 
 static void search_free(search *s) {
@@ -178,7 +193,7 @@ static bool spread(const search *s, size_t i) {
  * own and whose z-score row `row_of` has spread, each z-scored in double
  * from the factors: (M[row][col] − mean[row]) / sd[row].
  */
-static mi_status take_picks(search *s, ranks *r, const mi_circuit *circuit, size_t line,
+static mi_status take_picks(search *s, mi__ranks *r, const mi_circuit *circuit, size_t line,
                             bool by_column) {
   size_t kept = 0;
   for (size_t c = 0; c < s->picks && kept < r->k; c++) {
@@ -254,10 +269,9 @@ static mi_status qk_ranks(search *s, const mi_circuit *qk) {
   return status;
 }
 
-/* The triples of head (l, h) from its ranks, offered to the best list. */
-static void pair_up(search *s, size_t l, size_t h) {
-  const ranks *ov = &s->ov, *qk = &s->qk;
-  for (size_t src = 0; src < s->n; src++)
+void mi__triples_offer(mi__triples *top, const mi__ranks *ov, const mi__ranks *qk, size_t n,
+                       size_t l, size_t h) {
+  for (size_t src = 0; src < n; src++)
     for (size_t a = 0; a < ov->k; a++)
       for (size_t b = 0; b < qk->k; b++) {
         size_t oi = src * ov->k + a, qi = src * qk->k + b;
@@ -269,9 +283,10 @@ static void pair_up(search *s, size_t l, size_t h) {
          * 1-layer model the top 24 hold 13 of 16 planted trigrams with min,
          * 11 with the sum). */
         t.score = t.qk_z < t.ov_z ? t.qk_z : t.ov_z;
-        keep_triple(&s->top, &t);
+        keep_triple(top, &t);
       }
 }
+
 
 static mi_status search_heads(search *s, const mi_model *model,
                               const mi_skip_trigram_options *opt) {
@@ -293,7 +308,7 @@ static mi_status search_heads(search *s, const mi_model *model,
       mi_circuit_free(qk);
       if (status != MI_OK)
         return status;
-      pair_up(s, l, h);
+      mi__triples_offer(&s->top, &s->ov, &s->qk, s->n, l, h);
     }
   return MI_OK;
 }
@@ -332,7 +347,7 @@ mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count, size_t
   if (status == MI_OK)
     status = search_heads(&s, model, &opt);
   if (status == MI_OK) {
-    sort_best_first(&s.top);
+    mi__triples_sort(&s.top);
     size_t size = stride < sizeof(mi_skip_trigram) ? stride : sizeof(mi_skip_trigram);
     for (size_t i = 0; i < s.top.count; i++) {
       mi_skip_trigram *dst = (mi_skip_trigram *)((char *)out + i * stride);

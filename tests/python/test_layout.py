@@ -20,6 +20,8 @@ STRUCTS = {
     "mi_attribution_options": _native.AttributionOptions, "mi_path": _native.Path,
     "mi_skip_trigram": _native.SkipTrigram,
     "mi_skip_trigram_options": _native.SkipTrigramOptions,
+    "mi_role_options": _native.RoleOptions, "mi_head_roles": _native.HeadRoles,
+    "mi_role_partner": _native.RolePartner, "mi_html_options": _native.HtmlOptions,
 }
 
 

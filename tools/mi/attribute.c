@@ -56,20 +56,10 @@ static int by_magnitude(const void *a, const void *b) {
   return (x < y) - (x > y);
 }
 
-/* A part's name: "direct", "L0H3", "L0H3 -> L1H0", "b_V of L0H1", "b_O[0] -> L1H2", "b_U". */
+/* A part's name: "direct", "L0H3", "L0H3 -> L1H0", "b_V via L0H1", "b_O[0] -> L1H2", "b_U + ln_final.b". */
 static void part_name(char *buf, size_t size, const part *p) {
-  size_t len = 0;
-  switch (p->source) {
-  case MI_SOURCE_EMBED: len = (size_t)snprintf(buf, size, "%s", p->order ? "" : "direct"); break;
-  case MI_SOURCE_VALUE_BIAS: len = (size_t)snprintf(buf, size, "b_V via "); break;
-  case MI_SOURCE_OUT_BIAS:
-    len = (size_t)snprintf(buf, size, "b_O[%zu]%s", p->source_layer, p->order ? " -> " : "");
-    break;
-  case MI_SOURCE_UNEMBED_BIAS: len = (size_t)snprintf(buf, size, "b_U + ln_final.b"); break;
-  }
-  for (size_t i = 0; i < p->order && len < size; i++)
-    len += (size_t)snprintf(buf + len, size - len, "%sL%zuH%zu", i ? " -> " : "", p->layers[i],
-                            p->heads[i]);
+  LIB(mi_attribution_label(buf, size, p->source, p->source_layer, p->order, p->layers, p->heads),
+      "naming a part");
 }
 
 static const char *source_name(mi_path_source s) {
@@ -80,49 +70,6 @@ static const char *source_name(mi_path_source s) {
   case MI_SOURCE_UNEMBED_BIAS: return "unembed_bias";
   }
   return "?";
-}
-
-static size_t *parse_ids(const char *list, size_t *n, size_t d_vocab) {
-  size_t cap = 1;
-  for (const char *p = list; *p; p++)
-    cap += *p == ',';
-  size_t *ids = xcalloc(cap, sizeof *ids);
-  *n = 0;
-  const char *p = list;
-  for (;;) {
-    const char *comma = strchr(p, ',');
-    size_t len = comma ? (size_t)(comma - p) : strlen(p);
-    char buf[32];
-    if (len == 0 || len >= sizeof buf)
-      die_usage("--ids takes comma-separated token ids, not '%s'", list);
-    memcpy(buf, p, len);
-    buf[len] = '\0';
-    ids[*n] = parse_size(buf, "--ids");
-    if (ids[*n] >= d_vocab)
-      die_usage("--ids: token id %zu is past the vocabulary (d_vocab %zu)", ids[*n], d_vocab);
-    (*n)++;
-    if (!comma)
-      return ids;
-    p = comma + 1;
-  }
-}
-
-/* The text's tokens, by the model's tokenizer. */
-static size_t *split_text(const loaded *m, const char *text, size_t *n, int prepend_bos) {
-  if (!m->has_vocab)
-    die_usage("the model has no vocabulary beside it: give token ids with --ids");
-  const mi_tokenizer *t;
-  LIB(mi_model_tokenizer(&t, m->model), "the vocabulary %s cannot tokenize text (--ids takes "
-      "token ids)", m->vocab);
-  size_t len = strlen(text);
-  size_t *ids = xcalloc(len + 1, sizeof *ids);
-  mi_status s = mi_tokenizer_encode(ids, len + 1, n, t, text, len,
-                                    prepend_bos ? MI_TOKENIZE_PREPEND_BOS : 0u);
-  if (s != MI_OK)
-    die_usage("cannot tokenize the text with %s: %s", m->vocab, mi_last_error());
-  if (*n == 0)
-    die_usage("no tokens in the text");
-  return ids;
 }
 
 int cmd_attribute(int argc, char **argv) {
@@ -139,9 +86,7 @@ int cmd_attribute(int argc, char **argv) {
        "token whose logit is split (default: the\nmodel's top prediction)", 0},
       {OPT_VALUE, "--vs", "T2", &vs_a, "split logit(T) - logit(T2) instead", 0},
       {OPT_VALUE, "--top", "N", &top_a, "parts to show (default 15; --json gives all)", 0},
-      {OPT_SWITCH, "--prepend-bos", NULL, &prepend_bos,
-       "put the beginning-of-sequence token first (default:\nnone, as in libmi's C and Python "
-       "APIs;\nTransformerLens adds one)", 0},
+      OPT_PREPEND_BOS(&prepend_bos),
       {0}};
   const cmd_help help = {"attribute", spec, description};
   opt_parse(&c, &help, argc, argv);
@@ -162,7 +107,7 @@ int cmd_attribute(int argc, char **argv) {
   if (ids_a && prepend_bos)
     die_usage("--prepend-bos applies to text; with --ids give the BOS id yourself");
   size_t *tokens = ids_a ? parse_ids(ids_a, &n, m.cfg.d_vocab)
-                         : split_text(&m, text, &n, prepend_bos);
+                         : tokenize(&m, text, &n, prepend_bos);
   if (m.cfg.n_ctx && n > m.cfg.n_ctx)
     die_usage("%zu tokens: the model reads at most n_ctx = %zu", n, m.cfg.n_ctx);
   size_t position = pos_a ? parse_size(pos_a, "--position") : n - 1;

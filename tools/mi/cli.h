@@ -70,6 +70,12 @@ typedef struct opt_spec {
   {OPT_ARG, "MODEL", NULL, (target),                                                 \
    "a .safetensors or .pth file, or a model folder\n(default: the shipped skip-trigram-1l model)", 0}
 
+/* The one beginning-of-sequence switch of the commands that take text. */
+#define OPT_PREPEND_BOS(target)                                                        \
+  {OPT_SWITCH, "--prepend-bos", NULL, (target),                                        \
+   "put the beginning-of-sequence token first (default:\nnone, as in libmi's C and Python " \
+   "APIs;\nTransformerLens adds one)", 0}
+
 /* What every subcommand takes, as given on the command line. */
 typedef struct common {
   int json, help, no_fast_kernels;
@@ -128,6 +134,12 @@ const char *tok(const loaded *m, size_t id, char buf[32]);
 json_t *tok_json(const loaded *m, size_t id);
 /* A token given on the command line: its string in the vocabulary, else an id. */
 size_t parse_token(const loaded *m, const char *text, const char *what);
+
+/* Text as token ids by the model's tokenizer (owned; *n of them, at least
+ * 1; a BOS first when asked), or a usage error. */
+size_t *tokenize(const loaded *m, const char *text, size_t *n, int prepend_bos);
+/* "1,2,3" as token ids below d_vocab (owned), or a usage error naming --ids. */
+size_t *parse_ids(const char *list, size_t *n, size_t d_vocab);
 
 /* What was loaded, for the text reports and in --json. */
 void print_model(const loaded *m);

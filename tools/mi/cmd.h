@@ -17,5 +17,6 @@ int cmd_topk(int argc, char **argv);
 int cmd_paths(int argc, char **argv);
 int cmd_compose(int argc, char **argv);
 int cmd_attribute(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
 
 #endif

@@ -6,6 +6,7 @@
  *   mi paths [MODEL]       paths through the heads, ranked by Frobenius norm
  *   mi compose [MODEL]     Q/K/V-composition scores against chance
  *   mi attribute [MODEL] "text"   the logit of a token split into paths
+ *   mi sweep [MODEL] -o FILE      whole circuits into one results file (mpirun: shared)
  *
  * Text for people by default, --json for pipelines. Exit status: 0 ok,
  * 1 libmi failed (its message on stderr), 2 the command line was wrong.
@@ -18,11 +19,12 @@
 #include <string.h>
 
 static const cmd commands[] = {
-    {"report", cmd_report, "every head's copying, same-token and previous-token scores, skip-trigrams"},
+    {"report", cmd_report, "every head's role and scores against chance, skip-trigrams; --html"},
     {"topk", cmd_topk, "largest entries of a head's QK or OV circuit, or of the direct path"},
     {"paths", cmd_paths, "paths through the heads, by Frobenius norm"},
     {"compose", cmd_compose, "Q/K/V-composition scores against chance"},
     {"attribute", cmd_attribute, "a logit split into direct, head, virtual-head and bias parts"},
+    {"sweep", cmd_sweep, "whole circuits read once into one results file (units; MPI)"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -237,6 +237,48 @@ size_t parse_token(const loaded *m, const char *text, const char *what) {
             "text of one token", what, text, m->vocab);
 }
 
+size_t *parse_ids(const char *list, size_t *n, size_t d_vocab) {
+  size_t cap = 1;
+  for (const char *p = list; *p; p++)
+    cap += *p == ',';
+  size_t *ids = xcalloc(cap, sizeof *ids);
+  *n = 0;
+  const char *p = list;
+  for (;;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char buf[32];
+    if (len == 0 || len >= sizeof buf)
+      die_usage("--ids takes comma-separated token ids, not '%s'", list);
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    ids[*n] = parse_size(buf, "--ids");
+    if (ids[*n] >= d_vocab)
+      die_usage("--ids: token id %zu is past the vocabulary (d_vocab %zu)", ids[*n], d_vocab);
+    (*n)++;
+    if (!comma)
+      return ids;
+    p = comma + 1;
+  }
+}
+
+/* The one place text becomes ids: the model's tokenizer. */
+size_t *tokenize(const loaded *m, const char *text, size_t *n, int prepend_bos) {
+  if (!m->has_vocab)
+    die_usage("the model has no vocabulary beside it: give token ids with --ids");
+  const mi_tokenizer *t;
+  LIB(mi_model_tokenizer(&t, m->model), "the vocabulary %s cannot tokenize text (--ids takes "
+      "token ids)", m->vocab);
+  size_t len = strlen(text);
+  size_t *ids = xcalloc(len + 1, sizeof *ids);
+  if (mi_tokenizer_encode(ids, len + 1, n, t, text, len,
+                          prepend_bos ? MI_TOKENIZE_PREPEND_BOS : 0u) != MI_OK)
+    die_usage("cannot tokenize the text with %s: %s", m->vocab, mi_last_error());
+  if (*n == 0)
+    die_usage("no tokens in the text");
+  return ids;
+}
+
 /* ---- what was loaded -------------------------------------------------------- */
 
 static const char *layout_name(mi_layout layout) {

@@ -73,13 +73,14 @@ class Report(unittest.TestCase):
 
     def test_json_keys(self):
         self.assertEqual(set(self.json),
-                         {"model", "heads", "copying_heads", "skip_trigrams", "threads"})
+                         {"model", "behaviour", "heads", "roles", "skip_trigrams", "threads"})
         cfg = self.card["config"]
         self.assertEqual(len(self.json["heads"]), cfg["n_layers"] * cfg["n_heads"])
         for h in self.json["heads"]:
-            self.assertEqual(set(h), {"layer", "head", "ov_copying_score", "qk_same_token_score",
-                                      "prev_token_share", "prev_token_attention",
-                                      "duplicate_token_attention", "induction_attention"})
+            self.assertLessEqual({"layer", "head", "role", "ov_copying_score", "ov_top1",
+                                  "qk_same_token_score", "prev_token_share",
+                                  "prev_token_attention", "duplicate_token_attention",
+                                  "induction_attention", "k_composition"}, set(h))
         self.assertTrue(self.json["skip_trigrams"]["qk_bias"])
         for t in self.json["skip_trigrams"]["triples"]:
             self.assertLessEqual(t["score"], min(t["qk_z"], t["ov_z"]) + 1e-12)
@@ -91,12 +92,6 @@ class Report(unittest.TestCase):
             got = next(h for h in self.json["heads"]
                        if (h["layer"], h["head"]) == (want["layer"], want["head"]))
             self.assertAlmostEqual(got["ov_copying_score"], want["copying_score"], delta=2e-3)
-
-    def test_copying_heads_listed(self):
-        listed = {(h["layer"], h["head"]) for h in self.json["copying_heads"]["heads"]}
-        for h in self.card["found"]["copying_heads"]:
-            self.assertIn((h["layer"], h["head"]), listed)
-            self.assertIn(f"L{h['layer']}H{h['head']} (", self.text.stdout.split("copying heads")[1])
 
     def test_planted_skip_trigrams_appear(self):
         strong = strong_planted(self.card)
@@ -114,6 +109,148 @@ class Report(unittest.TestCase):
         with_bias = len(planted & triples(self.json))
         without = len(planted & triples(run_json("report", "--no-qk-bias")))
         self.assertGreater(with_bias, without)
+
+
+ROLE_LISTS = {"previous_token_heads": "previous-token", "induction_heads": "induction",
+              "copying_heads": "copying"}
+
+
+def card_roles(c):
+    """Each head the card names, by role: {(layer, head): role}."""
+    return {(h["layer"], h["head"]): role for key, role in ROLE_LISTS.items()
+            for h in c["found"].get(key, [])}
+
+
+def role_lines(text):
+    """The heads listed under each role in the text report: {role: [(l, h)]}."""
+    out = {}
+    section = text.split("head roles")[1].split("thresholds:")[0]
+    for block in re.split(r"\n  (?=[a-z-]+ heads:)", section):
+        m = re.match(r"\s*([a-z-]+) heads:(.*)", block, re.S)
+        if m:
+            out[m.group(1)] = [(int(l), int(h)) for l, h in
+                               re.findall(r"^\s+L(\d+)H(\d+) \(", m.group(2), re.M)]
+    return out
+
+
+class Roles(unittest.TestCase):
+    """On each shipped model the role lists name exactly the heads its card
+    names (by role), and every other head is "none"."""
+
+    def check(self, model_dir):
+        c = card(model_dir)
+        want = card_roles(c)
+        path = os.path.join(model_dir, "model.safetensors")
+        got = run_json("report", path, "--trigrams", "0")
+        heads = {(h["layer"], h["head"]): h["role"] for h in got["heads"]}
+        self.assertEqual(len(heads), c["config"]["n_layers"] * c["config"]["n_heads"])
+        for head, role in heads.items():
+            self.assertEqual(role, want.get(head, "none"), f"L{head[0]}H{head[1]}")
+        text = run("report", path, "--trigrams", "0").stdout
+        lists = role_lines(text)
+        for role in ["previous-token", "duplicate-token", "induction", "copying"]:
+            self.assertEqual(sorted(lists[role]),
+                             sorted(h for h, r in want.items() if r == role), role)
+        return c, got, text
+
+    def test_induction_model(self):
+        c, got, text = self.check(IND)
+        # Each induction head lists the card's K-composition partners, with
+        # the card's scores (float64 there, float32 GEMMs here: 2e-3).
+        for want in c["found"]["induction_heads"]:
+            entry = next(e for e in got["roles"]["induction"]
+                         if (e["layer"], e["head"]) == (want["layer"], want["head"]))
+            self.assertEqual([(p["layer"], p["head"]) for p in entry["k_composition_with"]],
+                             [(p["layer"], p["head"]) for p in want["k_composition_with"]])
+            for p, q in zip(entry["k_composition_with"], want["k_composition_with"]):
+                self.assertAlmostEqual(p["score"], q["score"], delta=2e-3)
+            line = re.search(rf"L{want['layer']}H{want['head']} \(induction[^\n]*", text).group(0)
+            for p in want["k_composition_with"]:
+                self.assertIn(f"K-composition with L{p['layer']}H{p['head']} ", line)
+
+    def test_skip_trigram_model(self):
+        self.check(SKIP)
+
+    def test_uniform_baseline_is_uniform_attention(self):
+        # The chance levels in brackets: uniform causal attention on the
+        # report's own sequences (16 x 2 x 16 tokens, seed 1), recomputed here
+        # from the sequences alone. The library's generator is splitmix64; the
+        # previous-token level does not depend on the tokens: mean over
+        # t = 1..31 of 1/(t+1).
+        got = run_json("report", IND, "--trigrams", "0")["heads"][0]
+        n = 2 * min(32, card(IND)["config"]["n_ctx"] // 2)  # the report's default half
+        self.assertAlmostEqual(got["prev_token_uniform"],
+                               sum(1 / (t + 1) for t in range(1, n)) / (n - 1), delta=1e-12)
+        self.assertAlmostEqual(got["prev_token_share_chance"],
+                               sum(1 / (p + 1) for p in range(1, 32)) / 31, delta=1e-12)
+        self.assertAlmostEqual(got["ov_top1_chance"], 1 / card(IND)["config"]["d_vocab"],
+                               delta=1e-15)
+
+
+class Layout(unittest.TestCase):
+    def test_headers_sit_over_their_columns(self):
+        # Two header lines, then one line a head: every header word ends in
+        # the column where its values end (all right-aligned), or, for the
+        # left-aligned head and role columns, starts where they start.
+        text = run("report", IND, "--trigrams", "0").stdout.splitlines()
+        start = next(i for i, l in enumerate(text) if l.startswith("head "))
+        top, bottom = text[start - 1], text[start]
+        rows = [l for l in text[start + 1:] if re.match(r"L\d+H\d+ ", l)]
+        self.assertEqual(len(rows), 8)
+
+        def spans(line):
+            return [(m.start(), m.end()) for m in re.finditer(r"\S+(?: \S+)*", line)]
+        value_spans = [spans(r) for r in rows]
+        for header in (top, bottom):
+            for a, b in spans(header):
+                if header[a:b] in ("head", "role"):  # left-aligned
+                    self.assertTrue(all(any(s == a for s, _ in v) for v in value_spans),
+                                    (header[a:b], a))
+                else:
+                    self.assertTrue(all(any(e == b for _, e in v) for v in value_spans),
+                                    (header[a:b], b, rows[0]))
+
+    def test_each_report_says_what_was_loaded(self):
+        text = run("report", IND, "--trigrams", "0").stdout
+        self.assertIn("processing: LayerNorm folded", text)
+        self.assertIn("behaviour: attention on 16 random sequences of 2 x 16 tokens", text)
+
+
+class NoiseFloor(unittest.TestCase):
+    def test_floor_is_sqrt_2_ln_entries(self):
+        for d in (IND, SKIP):
+            c = card(d)["config"]
+            got = run_json("report", os.path.join(d, "model.safetensors"))["skip_trigrams"]
+            n = c["n_layers"] * c["n_heads"] * c["d_vocab"] ** 2
+            self.assertAlmostEqual(got["noise_floor"], math.sqrt(2 * math.log(n)), delta=1e-12)
+            for t in got["triples"]:
+                self.assertEqual(t["above_floor"], t["score"] >= got["noise_floor"])
+
+    def test_induction_model_has_no_skip_trigrams_above_it(self):
+        # Its data has no skip-trigrams (the card plants repeats only): the
+        # text says nothing passes instead of printing 24 noise triples.
+        text = run("report", os.path.join(IND, "model.safetensors")).stdout
+        self.assertIn("none reaches it", text)
+        self.assertNotIn(" -> ", text.split("noise floor")[1])
+
+    def test_random_model_stays_under_it(self):
+        # A model of random weights with the skip-trigram model's shape has
+        # nothing to find: its best triple must stay below the floor.
+        c = card(SKIP)["config"]
+        V, D, H, dh, ctx = c["d_vocab"], c["d_model"], c["n_heads"], c["d_head"], c["n_ctx"]
+        rng = random.Random(5)
+        tensors = {"embed.W_E": ([V, D], randoms(rng, V, D)),
+                   "pos_embed.W_pos": ([ctx, D], randoms(rng, ctx, D)),
+                   "unembed.W_U": ([D, V], randoms(rng, D, V))}
+        for w, shape in (("W_Q", [H, D, dh]), ("W_K", [H, D, dh]), ("W_V", [H, D, dh]),
+                         ("W_O", [H, dh, D])):
+            tensors[f"blocks.0.attn.{w}"] = (shape, randoms(rng, *shape))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "random.safetensors")
+            write_safetensors(path, tensors)
+            got = run_json("report", path)["skip_trigrams"]
+            self.assertTrue(got["triples"])
+            self.assertLess(got["triples"][0]["score"], got["noise_floor"])
 
 
 def dense_from_topk(circuit, head, n, *extra):

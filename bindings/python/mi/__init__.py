@@ -23,8 +23,11 @@ from ._arrays import as_matrix, OutArray, OutMatrix, numpy, size_vector
 from ._circuit import Circuit, EigenSummary, heads_label
 from ._tokenizer import Text, Tokenizer, encode as _encode, text_bytes
 
+from ._sweep import load_sweep, row_summary
+
 __all__ = ["Model", "Tokenizer", "Circuit", "MiError", "EigenSummary", "HeadReport", "Path",
-           "Part", "SkipTrigram",
+           "Part", "SkipTrigram", "HeadRole", "RolePartner", "ROLES", "load_sweep",
+           "row_summary",
            "Forward", "version", "select_fast_kernels", "kernel_set", "set_num_threads",
            "get_num_threads", "PARTS", "WEIGHTS", "PROCESS", "POSITIONAL"]
 __version__ = lib.mi_version_string().decode()
@@ -110,6 +113,52 @@ class SkipTrigram(NamedTuple):
     qk_z: float
     ov_z: float
     score: float
+
+
+#: mi_role names by value (mi_role_name).
+ROLES = ["none", "previous-token", "duplicate-token", "induction", "copying"]
+
+
+class HeadRole(NamedTuple):
+    """One head's role and its evidence (mi_head_roles); see Model.head_roles."""
+    layer: int
+    head: int
+    role: str                   #: one of ROLES
+    passed: frozenset           #: every role whose test the head passed
+    ov_copying_score: float
+    ov_top1: float
+    ov_top1_chance: float       #: 1 / d_vocab
+    qk_same_token: float
+    prev_token_share: float
+    prev_token_share_chance: float
+    prev_token_attention: float
+    prev_token_uniform: float   #: the same score of uniform causal attention
+    duplicate_token_attention: float
+    duplicate_token_uniform: float
+    induction_attention: float
+    induction_uniform: float
+    k_composition: Optional[Tuple[int, int, float, float]]  #: strongest earlier (layer, head, score, z)
+    k_chance: Tuple[float, float]  #: composition baseline (mean, sd)
+
+
+def _role_options(thresholds: dict):
+    """mi_role_options with the defaults, then the given thresholds by name."""
+    options = _native.RoleOptions()
+    lib.mi_role_options_init(ctypes.byref(options), ctypes.sizeof(options))
+    for name, value in thresholds.items():
+        if name not in {f for f, _ in _native.RoleOptions._fields_[2:]}:
+            raise TypeError(f"unknown threshold {name!r}")
+        setattr(options, name, value)
+    return options
+
+
+class RolePartner(NamedTuple):
+    """A previous-token head (layer, head) an induction head (reader) K-composes with."""
+    reader: Tuple[int, int]
+    layer: int
+    head: int
+    score: float
+    z: float
 
 
 class Path(NamedTuple):
@@ -552,6 +601,69 @@ class Model:
         return [HeadReport(r.layer, r.head, EigenSummary._of(r.ov), EigenSummary._of(r.qk),
                            r.prev_token_share, r.prev_token_attention,
                            r.duplicate_token_attention, r.induction_attention) for r in lines]
+
+    def head_roles(self, report: Optional[dict] = None, **thresholds):
+        """Every head's role by libmi's stated rule (mi_model_head_roles) and
+        the induction heads' K-composition partners: ``(roles, partners)``.
+        ``thresholds``: mi_role_options fields (min_attention=0.5,
+        min_attention_lift=3, min_prev_share_lift=2, min_copying_score=0.5,
+        min_copying_lift=50, min_k_composition_z=3); ``report``:
+        mi_report_options fields (behaviour_sequences, ...)."""
+        options = _role_options(thresholds)
+        rep = _native.ReportOptions()
+        lib.mi_report_options_init(ctypes.byref(rep), ctypes.sizeof(rep))
+        for name, value in (report or {}).items():
+            setattr(rep, name, value)
+        options.report = ctypes.pointer(rep)
+        c = self.config
+        heads = c["n_layers"] * c["n_heads"]
+        lines = (_native.HeadRoles * heads)()
+        lines[0].struct_size = ctypes.sizeof(_native.HeadRoles)
+        partners = (_native.RolePartner * (heads * heads + 1))()
+        partners[0].struct_size = ctypes.sizeof(_native.RolePartner)
+        found = ctypes.c_size_t()
+        lib.mi_model_head_roles(lines, heads, partners, heads * heads + 1, ctypes.byref(found),
+                                self._h(), ctypes.byref(options))
+        roles = [HeadRole(
+            r.layer, r.head, ROLES[r.role],
+            frozenset(ROLES[k] for k in range(1, len(ROLES)) if r.passed & (1 << k)),
+            r.ov_copying_score, r.ov_top1, r.ov_top1_chance, r.qk_same_token,
+            r.prev_token_share, r.prev_token_share_chance, r.prev_token_attention,
+            r.prev_token_uniform, r.duplicate_token_attention, r.duplicate_token_uniform,
+            r.induction_attention, r.induction_uniform,
+            None if r.k_layer == SIZE_MAX else (r.k_layer, r.k_head, r.k_score, r.k_z),
+            (r.k_chance, r.k_chance_sd)) for r in lines]
+        listed = [RolePartner((lines[p.reader].layer, lines[p.reader].head), p.layer, p.head,
+                              p.score, p.z) for p in partners[:found.value]]
+        return roles, listed
+
+    def skip_trigram_floor(self) -> float:
+        """The skip-trigram noise floor sqrt(2 ln(L·H·d_vocab²)) (mi_model_skip_trigram_floor)."""
+        out = ctypes.c_double()
+        lib.mi_model_skip_trigram_floor(ctypes.byref(out), self._h())
+        return out.value
+
+    def html_report(self, tokens: Optional[Sequence[int]] = None, trigrams: int = 24,
+                    max_order: int = 2, top_parts: int = 12, title: Optional[str] = None,
+                    **thresholds) -> str:
+        """The self-contained HTML page of mi_model_html_report, as text (mi.html.report
+        writes and shows it). ``tokens``: the prompt's ids, or None."""
+        options = _native.HtmlOptions()
+        lib.mi_html_options_init(ctypes.byref(options), ctypes.sizeof(options))
+        keep = None
+        if tokens is not None:
+            options.tokens, options.n_tokens, keep = size_vector(list(tokens))
+        options.trigrams, options.max_order, options.top_parts = trigrams, max_order, top_parts
+        if title is not None:
+            options.title = title.encode()
+        roles = _role_options(thresholds)
+        options.roles = ctypes.pointer(roles)
+        chunks = []
+        writer = _native.WRITE_FN(lambda data, size, user: chunks.append(
+            ctypes.string_at(data, size)) or 0)
+        lib.mi_model_html_report(self._h(), ctypes.byref(options), writer, None)
+        del keep
+        return b"".join(chunks).decode()
 
     def skip_trigrams(self, count: int = 24, bias: bool = True, scale: bool = True,
                       outputs_per_source: int = 2, destinations_per_source: int = 2,

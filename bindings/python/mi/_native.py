@@ -194,6 +194,131 @@ class SkipTrigramOptions(ctypes.Structure):
         ("progress", PROGRESS_FN),
         ("progress_user", ctypes.c_void_p),
     ]
+
+
+# Head roles and the HTML report
+class RoleOptions(ctypes.Structure):
+    """mi_role_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("report", ctypes.POINTER(ReportOptions)),
+        ("min_attention", ctypes.c_double),
+        ("min_attention_lift", ctypes.c_double),
+        ("min_prev_share_lift", ctypes.c_double),
+        ("min_copying_score", ctypes.c_double),
+        ("min_copying_lift", ctypes.c_double),
+        ("min_k_composition_z", ctypes.c_double),
+    ]
+
+
+class HeadRoles(ctypes.Structure):
+    """mi_head_roles."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("layer", ctypes.c_size_t),
+        ("head", ctypes.c_size_t),
+        ("role", ctypes.c_int),
+        ("passed", ctypes.c_uint),
+        ("ov_copying_score", ctypes.c_double),
+        ("ov_top1", ctypes.c_double),
+        ("ov_top1_chance", ctypes.c_double),
+        ("qk_same_token", ctypes.c_double),
+        ("prev_token_share", ctypes.c_double),
+        ("prev_token_share_chance", ctypes.c_double),
+        ("prev_token_attention", ctypes.c_double),
+        ("prev_token_uniform", ctypes.c_double),
+        ("duplicate_token_attention", ctypes.c_double),
+        ("duplicate_token_uniform", ctypes.c_double),
+        ("induction_attention", ctypes.c_double),
+        ("induction_uniform", ctypes.c_double),
+        ("k_layer", ctypes.c_size_t),
+        ("k_head", ctypes.c_size_t),
+        ("k_score", ctypes.c_double),
+        ("k_z", ctypes.c_double),
+        ("k_chance", ctypes.c_double),
+        ("k_chance_sd", ctypes.c_double),
+        ("k_partners", ctypes.c_size_t),
+    ]
+
+
+class RolePartner(ctypes.Structure):
+    """mi_role_partner."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("reader", ctypes.c_size_t),
+        ("layer", ctypes.c_size_t),
+        ("head", ctypes.c_size_t),
+        ("score", ctypes.c_double),
+        ("z", ctypes.c_double),
+    ]
+
+
+class HtmlOptions(ctypes.Structure):
+    """mi_html_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("tokens", ctypes.POINTER(ctypes.c_size_t)),
+        ("n_tokens", ctypes.c_size_t),
+        ("trigrams", ctypes.c_size_t),
+        ("max_order", ctypes.c_size_t),
+        ("top_parts", ctypes.c_size_t),
+        ("roles", ctypes.POINTER(RoleOptions)),
+        ("title", ctypes.c_char_p),
+    ]
+
+
+WRITE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+class RowSummary(ctypes.Structure):
+    """mi_row_summary."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("k", ctypes.c_size_t),
+        ("topk_index", ctypes.c_void_p),
+        ("topk_value", ctypes.c_void_p),
+        ("diag_rank", ctypes.c_void_p),
+        ("row_mean", ctypes.c_void_p),
+        ("row_std", ctypes.c_void_p),
+        ("k_columns", ctypes.c_size_t),
+        ("col_index", ctypes.c_void_p),
+        ("col_value", ctypes.c_void_p),
+        ("k_row_z", ctypes.c_size_t),
+        ("row_z_index", ctypes.c_void_p),
+        ("row_z", ctypes.c_void_p),
+        ("k_col_z", ctypes.c_size_t),
+        ("col_z_index", ctypes.c_void_p),
+        ("col_z", ctypes.c_void_p),
+    ]
+
+
+class SweepOptions(ctypes.Structure):
+    """mi_sweep_options."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("circuits", ctypes.c_uint),
+        ("qk_flags", ctypes.c_uint),
+        ("k", ctypes.c_size_t),
+        ("k_columns", ctypes.c_size_t),
+        ("outputs_per_source", ctypes.c_size_t),
+        ("destinations_per_source", ctypes.c_size_t),
+        ("trigrams", ctypes.c_size_t),
+        ("unit_rows", ctypes.c_size_t),
+    ]
+
+
+class SweepTensor(ctypes.Structure):
+    """mi_sweep_tensor."""
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("name", ctypes.c_char_p),
+        ("dtype", ctypes.c_char_p),
+        ("item", ctypes.c_size_t),
+        ("ndim", ctypes.c_size_t),
+        ("shape", ctypes.POINTER(ctypes.c_size_t)),
+        ("data", ctypes.c_void_p),
+        ("nbytes", ctypes.c_size_t),
+    ]
+
+
 SIZE_MAX = ctypes.c_size_t(-1).value
 
 
@@ -336,6 +461,46 @@ PROTOTYPES = [
     ("mi_skip_trigram_options_init", [ctypes.POINTER(SkipTrigramOptions), _Size], None, False),
     ("mi_model_skip_trigrams", [ctypes.POINTER(SkipTrigram), c_size_p, _Size, _void_p,
                                 ctypes.POINTER(SkipTrigramOptions)], _STATUS, True),
+    # Head roles and the HTML report
+    ("mi_role_name", [ctypes.c_int], ctypes.c_char_p, False),
+    ("mi_role_options_init", [ctypes.POINTER(RoleOptions), _Size], None, False),
+    ("mi_model_head_roles", [ctypes.POINTER(HeadRoles), _Size, ctypes.POINTER(RolePartner),
+                             _Size, c_size_p, _void_p, ctypes.POINTER(RoleOptions)],
+     _STATUS, True),
+    ("mi_model_skip_trigram_floor", [c_double_p, _void_p], _STATUS, True),
+    ("mi_html_options_init", [ctypes.POINTER(HtmlOptions), _Size], None, False),
+    ("mi_model_html_report", [_void_p, ctypes.POINTER(HtmlOptions), WRITE_FN, _void_p],
+     _STATUS, True),
+    ("mi_attribution_label", [ctypes.c_char_p, _Size, ctypes.c_int, _Size, _Size, c_size_p,
+                              c_size_p], _STATUS, True),
+    # Sweeps
+    ("mi_circuit_row_summary", [ctypes.POINTER(RowSummary), _void_p, _Size, _Size],
+     _STATUS, True),
+    ("mi_model_digest", [ctypes.c_char_p, _Size, _void_p], _STATUS, True),
+    ("mi_sweep_open", [ctypes.POINTER(_void_p), ctypes.c_char_p], _STATUS, True),
+    ("mi_sweep_free", [_void_p], None, False),
+    ("mi_sweep_metadata", [ctypes.POINTER(ctypes.c_char_p), _void_p, ctypes.c_char_p],
+     _STATUS, False),
+    ("mi_sweep_tensor_count", [_void_p], ctypes.c_size_t, False),
+    ("mi_sweep_tensor_at", [ctypes.POINTER(SweepTensor), _void_p, _Size], _STATUS, True),
+    ("mi_sweep_tensor_find", [ctypes.POINTER(SweepTensor), _void_p, ctypes.c_char_p],
+     _STATUS, True),
+    ("mi_sweep_skip_trigrams", [ctypes.POINTER(SkipTrigram), c_size_p, _Size, _void_p],
+     _STATUS, True),
+    ("mi_sweep_options_init", [ctypes.POINTER(SweepOptions), _Size], None, False),
+    ("mi_sweep_plan_new", [ctypes.POINTER(_void_p), _void_p, c_size_p, _Size, c_size_p, _Size,
+                           ctypes.POINTER(SweepOptions)], _STATUS, True),
+    ("mi_sweep_plan_free", [_void_p], None, False),
+    ("mi_sweep_plan_unit_count", [_void_p], ctypes.c_size_t, False),
+    ("mi_sweep_plan_unit_name", [ctypes.POINTER(ctypes.c_char_p), _void_p, _Size],
+     _STATUS, True),
+    ("mi_sweep_plan_unit_entries", [c_size_p, _void_p, _Size], _STATUS, True),
+    ("mi_sweep_plan_unit_done", [ctypes.POINTER(ctypes.c_int), _void_p, _Size,
+                                 ctypes.c_char_p], _STATUS, True),
+    ("mi_sweep_plan_merge", [_void_p, ctypes.c_char_p, ctypes.c_char_p], _STATUS, True),
+    ("mi_sweep_worker_new", [ctypes.POINTER(_void_p), _void_p], _STATUS, True),
+    ("mi_sweep_worker_free", [_void_p], None, False),
+    ("mi_sweep_worker_run", [_void_p, _Size, ctypes.c_char_p], _STATUS, True),
 ]
 
 

@@ -22,7 +22,9 @@
  *    for all 144 heads of a 12 × 12 random model, against the floor of its
  *    two vocabulary-sized Grams (W_U W_E, W_Eᵀ W_E) as plain sgemm. The
  *    work after the Grams is timed as the report of the same heads with
- *    d_vocab = 1, where the Grams cost nothing.
+ *    d_vocab = 1, where the Grams cost nothing, beside (same rounds) its
+ *    per-head products alone as BLIS GEMMs and its 288 eigenvalue solves
+ *    alone (LAPACK dgeev) on the same threads.
  *
  * BLIS is used directly only for the floors; libmi opts in to the fast
  * kernel set first (unless --no-fast-kernels), so both run the same one.

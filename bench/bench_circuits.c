@@ -22,7 +22,9 @@
  *    for all 144 heads of a 12 × 12 random model, against the floor of its
  *    two vocabulary-sized Grams (W_U W_E, W_Eᵀ W_E) as plain sgemm. The
  *    work after the Grams is timed as the report of the same heads with
- *    d_vocab = 1, where the Grams cost nothing.
+ *    d_vocab = 1, where the Grams cost nothing, beside (same rounds) its
+ *    per-head products alone as BLIS GEMMs and its 288 eigenvalue solves
+ *    alone (LAPACK dgeev) on the same threads.
  *
  * BLIS is used directly only for the floors; libmi opts in to the fast
  * kernel set first (unless --no-fast-kernels), so both run the same one.
@@ -429,24 +431,8 @@ static double head_floor_eigen(head_floor *f) {
   return bench_now() - t0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
-static double median(const double *x, int n) {
-  double s[64];
-  memcpy(s, x, (size_t)n * sizeof *x);
-  qsort(s, (size_t)n, sizeof *s, cmp_double);
-  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
 
-static double minimum(const double *x, int n) {
-  double m = INFINITY;
-  for (int i = 0; i < n; i++)
-    m = fmin(m, x[i]);
-  return m;
-}
 
 /* Seconds torch's way takes for the same shape (bench/torch_topk.py), or
  * NaN when /usr/bin/python3 has no torch. */
@@ -601,21 +587,21 @@ int main(int argc, char **argv) {
       rs[r] = one_t[c][r] / fused_t[c][r];
       rt[r] = torch_t[r] / fused_t[c][r];
     }
-    double best = minimum(fused_t[c], repeat);
+    double best = bench_minimum(fused_t[c], repeat);
     printf("%s: top-k %.3f / %.3f s, plain way %.3f / %.3f s, floor b2 %.3f / %.3f s, "
            "b1 %.3f s\n",
-           c ? "token OV" : "token QK", best, median(fused_t[c], repeat),
-           minimum(plain_t[c], repeat), median(plain_t[c], repeat), minimum(b2_t[c], repeat),
-           median(b2_t[c], repeat), floor_t[c]);
+           c ? "token OV" : "token QK", best, bench_median(fused_t[c], repeat),
+           bench_minimum(plain_t[c], repeat), bench_median(plain_t[c], repeat), bench_minimum(b2_t[c], repeat),
+           bench_median(b2_t[c], repeat), floor_t[c]);
     printf("  top-k / floor b2 %.3f (plain way / b2 %.3f); top-k %.1f GFLOP/s at best = "
            "%.1f %% of the %zu-thread FMA peak (floor b2 at best %.1f GFLOP/s)\n",
-           median(rf, repeat), median(rp, repeat), flop / best * 1e-9,
+           bench_median(rf, repeat), bench_median(rp, repeat), flop / best * 1e-9,
            100.0 * flop / best * 1e-9 / peak, threads,
-           flop / minimum(b2_t[c], repeat) * 1e-9);
+           flop / bench_minimum(b2_t[c], repeat) * 1e-9);
     printf("  %zu threads / 1 thread: %.2f x faster (1 thread %.3f / %.3f s, %.1f %% of the "
            "1-thread peak); torch / top-k %.2f\n",
-           threads, median(rs, repeat), minimum(one_t[c], repeat), median(one_t[c], repeat),
-           100.0 * flop / minimum(one_t[c], repeat) * 1e-9 / peak1, median(rt, repeat));
+           threads, bench_median(rs, repeat), bench_minimum(one_t[c], repeat), bench_median(one_t[c], repeat),
+           100.0 * flop / bench_minimum(one_t[c], repeat) * 1e-9 / peak1, bench_median(rt, repeat));
   }
   printf("resident: %.0f MiB before the top-k runs (model, circuits, results, floor "
          "buffers); a top-k run's peak above its start: +%.1f MiB (results %.1f MiB); a dense "
@@ -689,8 +675,8 @@ int main(int argc, char **argv) {
          LAYERS * HEADS);
   printf("  per-head part / (its products as GEMMs + its 288 eigen solves), same rounds: "
          "median %.2f (products %.1f / %.1f ms, solves %.1f / %.1f ms, min / median)\n",
-         median(head_ratio, repeat), minimum(prod_t, repeat) * 1e3, median(prod_t, repeat) * 1e3,
-         minimum(eig_t, repeat) * 1e3, median(eig_t, repeat) * 1e3);
+         bench_median(head_ratio, repeat), bench_minimum(prod_t, repeat) * 1e3, bench_median(prod_t, repeat) * 1e3,
+         bench_minimum(eig_t, repeat) * 1e3, bench_median(eig_t, repeat) * 1e3);
   printf("  of which the d_head x d_model x d_model products: %.2g flop, at least "
          "%.1f ms at the better Gram floor's rate\n",
          2.0 * 2 * DH * (double)D * D * LAYERS * HEADS,

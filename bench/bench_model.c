@@ -2,7 +2,8 @@
  * bench_model: whole-model figures at GPT-2-small shape (d_vocab 50257,
  * d_model 768, d_head 64, 12 × 12 heads), random weights.
  *
- *   bench_model [--rounds R] [--threads N] [--no-trigrams] [--no-compose] [--full]
+ *   bench_model [--rounds R] [--threads N] [--no-trigrams] [--no-compose]
+ *               [--full] [--layers L] [--heads H]
  *
  * 1. The skip-trigram search of one head (mi_model_skip_trigrams, 24
  *    triples, on a 1 × 1 model of that shape: its per-head sweep, two
@@ -11,8 +12,12 @@
  *    them. Times 144 it is the search's part of `mi report` on 12 × 12.
  * 2. mi_model_composition_scores, Q, K and V, of the 12 × 12 model, R
  *    rounds: the three tables' sum per round.
- * 3. With --full: mi_model_head_report (weights only) and the skip-trigram
- *    search over all 144 heads, once: the library work of `mi report`.
+ * 3. With --full: what `mi report` asks of the library, once, on an L × H
+ *    model of that shape (default 12 × 12): mi_model_head_roles (the head
+ *    report, copying accuracy, behaviour, K-composition partners, with the
+ *    command's defaults), the noise floor and the skip-trigram search;
+ *    printed per head too. Run 1 × 1 and 1 × 2 for the fixed and per-head
+ *    parts on a busy machine.
  *
  * Kernels: mi_blis_select_fast_kernels first, as the mi command does.
  */
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 enum { V = 50257, D = 768, DH = 64, LAYERS = 12, HEADS = 12, MAX_ROUNDS = 64, TRIPLES = 24 };
@@ -56,43 +62,34 @@ static double load_average(void) {
   return x;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
+
+
+
+
+/* CPU seconds of the whole process so far (every thread). */
+static double cpu_seconds(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (double)u.ru_utime.tv_sec + 1e-6 * (double)u.ru_utime.tv_usec +
+         (double)u.ru_stime.tv_sec + 1e-6 * (double)u.ru_stime.tv_usec;
 }
 
-static double median(const double *x, int n) {
-  double s[MAX_ROUNDS];
-  memcpy(s, x, (size_t)n * sizeof *s);
-  qsort(s, (size_t)n, sizeof *s, cmp_double);
-  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
-static double minimum(const double *x, int n) {
-  double m = INFINITY;
-  for (int i = 0; i < n; i++)
-    m = fmin(m, x[i]);
-  return m;
-}
-
-static double maximum(const double *x, int n) {
-  double m = -INFINITY;
-  for (int i = 0; i < n; i++)
-    m = fmax(m, x[i]);
-  return m;
-}
-
-static double trigrams(const mi_model *model, mi_skip_trigram *out) {
+/* Wall seconds of one search; its CPU seconds into *cpu when given. */
+static double trigrams(const mi_model *model, mi_skip_trigram *out, double *cpu) {
   size_t found = 0;
   out[0].struct_size = sizeof *out;
-  double t = bench_now();
+  double c = cpu_seconds(), t = bench_now();
   bench_check(mi_model_skip_trigrams(out, &found, TRIPLES, model, NULL), "skip-trigrams");
-  return bench_now() - t;
+  t = bench_now() - t;
+  if (cpu)
+    *cpu = cpu_seconds() - c;
+  return t;
 }
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   int rounds = 5, do_trigrams = 1, do_compose = 1, full = 0;
+  size_t layers = LAYERS, heads = HEADS;
   size_t threads = (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
@@ -105,9 +102,13 @@ int main(int argc, char **argv) {
       do_compose = 0;
     else if (strcmp(argv[i], "--full") == 0)
       full = 1;
+    else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc)
+      layers = (size_t)atoi(argv[++i]);
+    else if (strcmp(argv[i], "--heads") == 0 && i + 1 < argc)
+      heads = (size_t)atoi(argv[++i]);
     else {
       fprintf(stderr, "usage: %s [--rounds R] [--threads N] [--no-trigrams] [--no-compose] "
-                      "[--full]\n", argv[0]);
+                      "[--full] [--layers L] [--heads H]\n", argv[0]);
       return 2;
     }
   }
@@ -124,77 +125,88 @@ int main(int argc, char **argv) {
   if (do_trigrams) {
     mi_model *one = random_model(1, 1);
     double tn[MAX_ROUNDS], t1[MAX_ROUNDS], ratio[MAX_ROUNDS], load[MAX_ROUNDS];
-    (void)trigrams(one, out); /* first use: pages, BLIS's set-up */
+    double cn[MAX_ROUNDS], c1[MAX_ROUNDS], cores[MAX_ROUNDS], cpu_ratio[MAX_ROUNDS];
+    (void)trigrams(one, out, NULL); /* first use: pages, BLIS's set-up */
     for (int r = 0; r < rounds; r++) {
       load[r] = load_average();
       /* Alternate which goes first, so a load change hits both alike. */
       for (int k = 0; k < 2; k++) {
         bool many = (k == 0) == (r % 2 == 0);
         bench_check(mi_set_num_threads(many ? threads : 1), "threads");
-        double t = trigrams(one, out);
+        double cpu, t = trigrams(one, out, &cpu);
         if (many)
-          tn[r] = t;
+          tn[r] = t, cn[r] = cpu;
         else
-          t1[r] = t;
+          t1[r] = t, c1[r] = cpu;
       }
       ratio[r] = t1[r] / tn[r];
+      cores[r] = cn[r] / tn[r];
+      cpu_ratio[r] = cn[r] / c1[r];
       printf("  round %d: skip-trigrams of one head %.3f s with %zu threads, %.3f s with 1: "
-             "%.2f x (load %.2f)\n", r, tn[r], threads, t1[r], ratio[r], load[r]);
+             "%.2f x (load %.2f); CPU %.2f s and %.2f s: the %zu threads got %.2f cores\n", r,
+             tn[r], threads, t1[r], ratio[r], load[r], cn[r], c1[r], threads, cores[r]);
     }
     bench_check(mi_set_num_threads(threads), "threads");
     printf("skip-trigram search, one GPT-2-small-shaped head: %zu threads %.3f / %.3f s "
            "(min / median), 1 thread %.3f / %.3f s; %zu threads / 1: median %.2f x "
            "(min %.2f, max %.2f); load average %.1f to %.1f\n",
-           threads, minimum(tn, rounds), median(tn, rounds), minimum(t1, rounds),
-           median(t1, rounds), threads, median(ratio, rounds), minimum(ratio, rounds),
-           maximum(ratio, rounds), minimum(load, rounds), maximum(load, rounds));
-    printf("  x 144 heads: %.1f / %.1f min (min / median)\n", 144 * minimum(tn, rounds) / 60,
-           144 * median(tn, rounds) / 60);
+           threads, bench_minimum(tn, rounds), bench_median(tn, rounds), bench_minimum(t1, rounds),
+           bench_median(t1, rounds), threads, bench_median(ratio, rounds), bench_minimum(ratio, rounds),
+           bench_maximum(ratio, rounds), bench_minimum(load, rounds), bench_maximum(load, rounds));
+    printf("  x 144 heads: %.1f / %.1f min (min / median)\n", 144 * bench_minimum(tn, rounds) / 60,
+           144 * bench_median(tn, rounds) / 60);
+    printf("  CPU seconds, %zu threads / 1: median %.3f (the threads' own overhead); the %zu "
+           "threads got %.2f cores (median, max %.2f)\n", threads, bench_median(cpu_ratio, rounds),
+           threads, bench_median(cores, rounds), bench_maximum(cores, rounds));
     printf("  head (0,0)'s best triple: %zu ... %zu -> %zu, score %.3f\n", out[0].src,
            out[0].dst, out[0].out, out[0].score);
     mi_model_free(one);
   }
 
-  if (do_compose || full) {
+  if (do_compose) {
     double t0 = bench_now();
     mi_model *model = random_model(LAYERS, HEADS);
     printf("model %d x %d heads built in %.1f s\n", LAYERS, HEADS, bench_now() - t0);
-    if (do_compose) {
-      size_t n = (size_t)LAYERS * HEADS * LAYERS * HEADS;
-      double *scores = malloc(n * sizeof *scores), total[MAX_ROUNDS];
-      double kind_t[3][MAX_ROUNDS];
-      for (int r = 0; r < rounds; r++) {
-        total[r] = 0;
-        for (int k = 0; k < 3; k++) {
-          double t = bench_now();
-          bench_check(mi_model_composition_scores(scores, n, model, (mi_composition)k),
-                      "composition");
-          kind_t[k][r] = bench_now() - t;
-          total[r] += kind_t[k][r];
-        }
-        printf("  round %d: composition Q %.3f s, K %.3f s, V %.3f s: %.3f s (load %.2f)\n",
-               r, kind_t[0][r], kind_t[1][r], kind_t[2][r], total[r], load_average());
+    size_t n = (size_t)LAYERS * HEADS * LAYERS * HEADS;
+    double *scores = malloc(n * sizeof *scores), total[MAX_ROUNDS];
+    double kind_t[3][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+      total[r] = 0;
+      for (int k = 0; k < 3; k++) {
+        double t = bench_now();
+        bench_check(mi_model_composition_scores(scores, n, model, (mi_composition)k),
+                    "composition");
+        kind_t[k][r] = bench_now() - t;
+        total[r] += kind_t[k][r];
       }
-      printf("composition scores, all three tables of %d x %d heads: %.3f / %.3f s "
-             "(min / median)\n", LAYERS, HEADS, minimum(total, rounds), median(total, rounds));
-      free(scores);
+      printf("  round %d: composition Q %.3f s, K %.3f s, V %.3f s: %.3f s (load %.2f)\n", r,
+             kind_t[0][r], kind_t[1][r], kind_t[2][r], total[r], load_average());
     }
-    if (full) {
-      mi_report_options opt;
-      mi_report_options_init(&opt, sizeof opt);
-      opt.behaviour_sequences = 0;
-      mi_head_report *lines = calloc(LAYERS * HEADS, sizeof *lines);
-      lines[0].struct_size = sizeof *lines;
-      double t = bench_now(), load0 = load_average();
-      bench_check(mi_model_head_report(lines, LAYERS * HEADS, model, &opt), "report");
-      double rep = bench_now() - t;
-      t = bench_now();
-      double tri = trigrams(model, out);
-      printf("whole model: head report %.1f s, skip-trigrams of 144 heads %.1f s: %.2f min "
-             "(load %.2f before, %.2f after)\n", rep, tri, (rep + tri) / 60, load0,
-             load_average());
-      free(lines);
-    }
+    printf("composition scores, all three tables of %d x %d heads: %.3f / %.3f s "
+           "(min / median)\n", LAYERS, HEADS, bench_minimum(total, rounds), bench_median(total, rounds));
+    free(scores);
+    mi_model_free(model);
+  }
+
+  if (full) {
+    mi_model *model = random_model(layers, heads);
+    size_t nh = layers * heads;
+    mi_head_roles *roles = calloc(nh, sizeof *roles);
+    mi_role_partner *partners = calloc(nh * nh + 1, sizeof *partners);
+    roles[0].struct_size = sizeof *roles;
+    partners[0].struct_size = sizeof *partners;
+    size_t np = 0;
+    double floor, load0 = load_average(), t = bench_now();
+    bench_check(mi_model_head_roles(roles, nh, partners, nh * nh + 1, &np, model, NULL),
+                "head roles");
+    double rep = bench_now() - t;
+    bench_check(mi_model_skip_trigram_floor(&floor, model), "noise floor");
+    double tri = trigrams(model, out, NULL);
+    printf("mi report's library work on %zu x %zu heads: head roles %.1f s, skip-trigrams "
+           "%.1f s: %.1f s, %.2f s a head (load %.2f before, %.2f after)\n", layers, heads,
+           rep, tri, rep + tri, (rep + tri) / (double)nh, load0, load_average());
+    free(roles);
+    free(partners);
     mi_model_free(model);
   }
   return 0;

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 double bench_now(void) {
@@ -68,4 +69,32 @@ mi_model *bench_random_model(const mi_config *config, uint64_t seed) {
   free(buf);
   bench_check(mi_model_process(model, 0), "mi_model_process");
   return model;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double bench_median(const double *x, int n) {
+  double s[64];
+  if (n > 64)
+    n = 64;
+  memcpy(s, x, (size_t)n * sizeof *s);
+  qsort(s, (size_t)n, sizeof *s, cmp_double);
+  return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+double bench_minimum(const double *x, int n) {
+  double m = INFINITY;
+  for (int i = 0; i < n; i++)
+    m = fmin(m, x[i]);
+  return m;
+}
+
+double bench_maximum(const double *x, int n) {
+  double m = -INFINITY;
+  for (int i = 0; i < n; i++)
+    m = fmax(m, x[i]);
+  return m;
 }

@@ -23,4 +23,9 @@ void bench_check(mi_status status, const char *what);
  */
 mi_model *bench_random_model(const mi_config *config, uint64_t seed);
 
+/* Median, least and largest of n ≥ 1 values (at most 64 for the median). */
+double bench_median(const double *x, int n);
+double bench_minimum(const double *x, int n);
+double bench_maximum(const double *x, int n);
+
 #endif

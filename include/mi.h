@@ -2932,7 +2932,9 @@ MI_API mi_status mi_sweep_tensor_find(mi_sweep_tensor *out, const mi_sweep *swee
 
 /**
  * The first `capacity` entries of a results file's skip-trigram table, best
- * first: the same triples as mi_model_skip_trigrams over the sweep's heads.
+ * first: the same triples as mi_model_skip_trigrams over the sweep's heads,
+ * their z-scores from the sweep's dense float32 entries (the search's come
+ * from closed-form row statistics: they agree to float32 rounding).
  *
  * @param out        out: as mi_model_skip_trigrams's (out[0].struct_size set)
  * @param out_count  out: the number written (0 on failure)

@@ -1,8 +1,10 @@
 /*
  * sweep.c: whole-circuit sweeps cut into units (one circuit × a range of
  * rows), each unit a safetensors file of its own, merged into one results
- * file; and the reader of those files. The row scans are trigrams.c's, so a
- * sweep's skip-trigram table is mi_model_skip_trigrams's exactly.
+ * file; and the reader of those files. The row scans rank as trigrams.c's
+ * and the pairing is its own, so a sweep's skip-trigram table has
+ * mi_model_skip_trigrams's triples; its z-scores come from the dense
+ * float32 entries, the search's from closed-form statistics (to rounding).
  */
 #define _POSIX_C_SOURCE 200809L
 

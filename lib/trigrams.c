@@ -1,7 +1,11 @@
 /*
- * trigrams.c: the skip-trigram search (mi_model_skip_trigrams): every head's
- * token QK and OV circuits streamed in blocks of rows, each entry z-scored
- * within its row, each source's best outputs and destinations paired.
+ * trigrams.c: the skip-trigram search (mi_model_skip_trigrams). Per head,
+ * one streamed top-k pass over each of its two token circuits and nothing
+ * else: row statistics come in closed form from the factors
+ * (mi_circuit_row_stats), a row's best entries by z-score are its largest,
+ * and a column's best entries by their rows' z-scores are a column top-k
+ * of the z matrix itself, a circuit of rank r + 1. The pieces the sweep
+ * shares (trigrams.h) are here too.
  */
 #include "trigrams.h"
 
@@ -50,81 +54,6 @@ bool mi__row_stats(const float *row, size_t n, double *mean, double *inv_sd, dou
 static void ranks_reset(mi__ranks *r, size_t n) {
   for (size_t i = 0; i < n * r->k; i++)
     r->z[i] = -INFINITY, r->best[i] = SIZE_MAX;
-}
-
-/* What the threads share while one block of rows (i0 .. i0 + rows) is scanned. */
-typedef struct block_scan {
-  const float *block; /* rows × n, row-major */
-  size_t n, i0, rows;
-  double *mean, *inv_sd; /* per block row */
-  bool *spread;          /* per block row: row_stats succeeded */
-  mi__ranks *r;
-} block_scan;
-
-/* One thread's share: rows r0..r1 of the block (or columns, for QK ranks). */
-typedef struct scan_job {
-  const block_scan *b;
-  size_t from, to;
-} scan_job;
-
-/* OV: for rows (sources) from..to, the best outputs other than the source. */
-static void *ov_worker(void *arg) {
-  const scan_job *j = arg;
-  const block_scan *b = j->b;
-  size_t n = b->n, k = b->r->k;
-  for (size_t r = j->from; r < j->to; r++) {
-    const float *row = b->block + r * n;
-    size_t s = b->i0 + r;
-    double mean, inv_sd;
-    if (!mi__row_stats(row, n, &mean, &inv_sd, NULL))
-      continue;
-    for (size_t o = 0; o < n; o++)
-      if (o != s)
-        mi__keep_best(b->r->best + s * k, b->r->z + s * k, k, o, (row[o] - mean) * inv_sd);
-  }
-  return NULL;
-}
-
-/* QK, first pass: the statistics of rows from..to. */
-static void *stats_worker(void *arg) {
-  const scan_job *j = arg;
-  const block_scan *b = j->b;
-  for (size_t r = j->from; r < j->to; r++)
-    b->spread[r] = mi__row_stats(b->block + r * b->n, b->n, &b->mean[r], &b->inv_sd[r], NULL);
-  return NULL;
-}
-
-/*
- * QK, second pass: for key columns (sources) from..to, the destination rows
- * of the block that rank them highest, other than their own. Columns are
- * split between threads, so each source's ranks have one writer and see the
- * rows in order, as a serial scan would.
- */
-static void *qk_worker(void *arg) {
-  const scan_job *j = arg;
-  const block_scan *b = j->b;
-  size_t n = b->n, k = b->r->k;
-  for (size_t r = 0; r < b->rows; r++) {
-    if (!b->spread[r])
-      continue;
-    const float *row = b->block + r * n;
-    size_t d = b->i0 + r;
-    for (size_t s = j->from; s < j->to; s++)
-      if (s != d)
-        mi__keep_best(b->r->best + s * k, b->r->z + s * k, k, d,
-                  (row[s] - b->mean[r]) * b->inv_sd[r]);
-  }
-  return NULL;
-}
-
-/* Runs `worker` over 0..length cut into at most `threads` contiguous parts. */
-static void run_split(void *(*worker)(void *), const block_scan *b, size_t length,
-                      size_t threads, scan_job *jobs) {
-  if (threads > length)
-    threads = length;
-  for (size_t t = 0; t < threads; t++)
-    jobs[t] = (scan_job){b, length * t / threads, length * (t + 1) / threads};
-  mi__run_threads(worker, jobs, sizeof jobs[0], threads);
 }
 
 /* Whether a (score, seq) is worse than b: lower score, or later on a tie. */
@@ -185,21 +114,22 @@ void mi__triples_sort(mi__triples *t) {
 
 /* Everything the search allocates, freed in one place. */
 typedef struct search {
-  size_t n, block_rows, threads, done, total;
-  float *block;
-  double *mean, *inv_sd;
-  bool *spread;
-  scan_job *jobs;
+  size_t n, r, picks, done, total;
+  double *mean, *sd; /* one circuit's row statistics */
+  size_t *pick;      /* one circuit's top-`picks` lines: index, then value */
+  float *pick_v;
+  float *keys, *zf;  /* QK: [B column, 1] and [a/sd, −mean/sd] rows, n × (r + 1) */
   mi__ranks ov, qk;
   mi__triples top;
 } search;
 
 static void search_free(search *s) {
-  free(s->block);
   free(s->mean);
-  free(s->inv_sd);
-  free(s->spread);
-  free(s->jobs);
+  free(s->sd);
+  free(s->pick);
+  free(s->pick_v);
+  free(s->keys);
+  free(s->zf);
   free(s->ov.best);
   free(s->ov.z);
   free(s->qk.best);
@@ -213,66 +143,130 @@ static mi_status search_alloc(search *s, const mi_model *model, size_t capacity,
   const mi_config *c = &model->config;
   size_t n = c->d_vocab;
   s->n = n;
-  /* Blocks of at most 4 Mi floats (16 MiB), whatever the vocabulary. */
-  s->block_rows = ((size_t)1 << 22) / n ? ((size_t)1 << 22) / n : 1;
-  if (s->block_rows > n)
-    s->block_rows = n;
-  s->threads = mi__thread_count();
-  if (s->threads > MI__MAX_THREADS)
-    s->threads = MI__MAX_THREADS;
+  s->r = c->d_head;
   s->ov.k = opt->outputs_per_source;
   s->qk.k = opt->destinations_per_source;
+  /* One more than kept: a line's own index (the diagonal) is left out. */
+  size_t k = s->ov.k > s->qk.k ? s->ov.k : s->qk.k;
+  s->picks = k < n ? k + 1 : n;
   /* No more results than triples: L·H·n·outputs·destinations. */
-  size_t triples = c->n_layers * c->n_heads, ovn, qkn;
+  size_t triples = c->n_layers * c->n_heads, ovn, qkn, pickn, zn;
   if (!mi__mul_size(&triples, triples, n) || !mi__mul_size(&triples, triples, s->ov.k) ||
       !mi__mul_size(&triples, triples, s->qk.k))
     triples = SIZE_MAX;
   s->top.cap = capacity < triples ? capacity : triples;
   if (!mi__mul_size(&ovn, n, s->ov.k) || !mi__mul_size(&qkn, n, s->qk.k) ||
+      !mi__mul_size(&pickn, n, s->picks) || !mi__mul_size(&zn, n, s->r + 1) ||
+      pickn > SIZE_MAX / sizeof(size_t) || zn > SIZE_MAX / sizeof(float) ||
       s->top.cap > SIZE_MAX / sizeof(mi_skip_trigram))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "skip-trigrams: %zu outputs and %zu destinations "
                     "for %zu sources, %zu results overflow size_t", s->ov.k, s->qk.k, n,
                     capacity);
-  s->block = malloc(s->block_rows * n * sizeof *s->block);
-  s->mean = malloc(s->block_rows * sizeof *s->mean);
-  s->inv_sd = malloc(s->block_rows * sizeof *s->inv_sd);
-  s->spread = malloc(s->block_rows * sizeof *s->spread);
-  s->jobs = malloc(s->threads * sizeof *s->jobs);
+  s->mean = malloc(n * sizeof *s->mean);
+  s->sd = malloc(n * sizeof *s->sd);
+  s->pick = malloc(pickn * sizeof *s->pick);
+  s->pick_v = malloc(pickn * sizeof *s->pick_v);
+  s->keys = malloc(zn * sizeof *s->keys);
+  s->zf = malloc(zn * sizeof *s->zf);
   s->ov.best = calloc(ovn, sizeof *s->ov.best);
   s->ov.z = calloc(ovn, sizeof *s->ov.z);
   s->qk.best = calloc(qkn, sizeof *s->qk.best);
   s->qk.z = calloc(qkn, sizeof *s->qk.z);
   s->top.items = malloc((s->top.cap ? s->top.cap : 1) * sizeof *s->top.items);
   s->top.seq = malloc((s->top.cap ? s->top.cap : 1) * sizeof *s->top.seq);
-  if (!s->block || !s->mean || !s->inv_sd || !s->spread || !s->jobs || !s->ov.best ||
+  if (!s->mean || !s->sd || !s->pick || !s->pick_v || !s->keys || !s->zf || !s->ov.best ||
       !s->ov.z || !s->qk.best || !s->qk.z || !s->top.items || !s->top.seq)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "skip-trigrams: a block of %zu x %zu floats, "
-                    "ranks of %zu sources and %zu results", s->block_rows, n, n, s->top.cap);
-  s->total = 2 * c->n_layers * c->n_heads * ((n + s->block_rows - 1) / s->block_rows);
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "skip-trigrams: statistics, top-%zu lines and "
+                    "z factors of %zu x %zu, ranks of %zu sources and %zu results", s->picks,
+                    n, s->r + 1, n, s->top.cap);
+  s->total = 2 * c->n_layers * c->n_heads;
   return MI_OK;
 }
 
-/* Ranks from one circuit, block by block; `qk` says which kind. */
-static mi_status sweep(search *s, mi__ranks *r, const mi_circuit *circuit, bool qk,
-                       const mi_skip_trigram_options *opt) {
-  size_t n = s->n;
-  ranks_reset(r, n);
-  for (size_t i0 = 0; i0 < n; i0 += s->block_rows) {
-    size_t i1 = i0 + s->block_rows < n ? i0 + s->block_rows : n;
-    mi_status status = mi_circuit_rows(s->block, n, circuit, i0, i1);
+/* Whether row i has z-scores: a finite, non-zero spread. */
+static bool spread(const search *s, size_t i) {
+  return s->sd[i] > 0.0 && isfinite(s->sd[i]) && isfinite(s->mean[i]);
+}
+
+/*
+ * Line `line`'s picks into ranks: the first k whose index is not the line's
+ * own and whose z-score row `row_of` has spread, each z-scored in double
+ * from the factors: (M[row][col] − mean[row]) / sd[row].
+ */
+static mi_status take_picks(search *s, mi__ranks *r, const mi_circuit *circuit, size_t line,
+                            bool by_column) {
+  size_t kept = 0;
+  for (size_t c = 0; c < s->picks && kept < r->k; c++) {
+    size_t other = s->pick[line * s->picks + c];
+    size_t row = by_column ? other : line, col = by_column ? line : other;
+    if (other == line || !spread(s, row))
+      continue;
+    double x;
+    mi_status status = mi_circuit_entry(&x, circuit, row, col);
     if (status != MI_OK)
       return status;
-    block_scan b = {s->block, n, i0, i1 - i0, s->mean, s->inv_sd, s->spread, r};
-    if (qk) {
-      run_split(stats_worker, &b, b.rows, s->threads, s->jobs);
-      run_split(qk_worker, &b, n, s->threads, s->jobs);
-    } else {
-      run_split(ov_worker, &b, b.rows, s->threads, s->jobs);
-    }
-    if (opt->progress)
-      opt->progress(++s->done, s->total, opt->progress_user);
+    r->best[line * r->k + kept] = other;
+    r->z[line * r->k + kept] = (x - s->mean[row]) / s->sd[row];
+    kept++;
   }
   return MI_OK;
+}
+
+/* OV ranks: each source row's best outputs are its largest entries. */
+static mi_status ov_ranks(search *s, const mi_circuit *ov) {
+  size_t n = s->n;
+  ranks_reset(&s->ov, n);
+  mi_status status = mi_circuit_row_stats(s->mean, s->sd, ov, 0, n, 0);
+  mi__matrix A, B;
+  mi__circuit_factors(&A, &B, ov);
+  mi__select scan = {MI__SELECT_LARGEST, s->picks, s->pick, s->pick_v, s->picks, NULL, NULL, 0};
+  if (status == MI_OK)
+    status = mi__select_rows(A, B, 0, n, &scan);
+  for (size_t src = 0; src < n && status == MI_OK; src++)
+    if (spread(s, src))
+      status = take_picks(s, &s->ov, ov, src, false);
+  return status;
+}
+
+/*
+ * QK ranks: column src of the z matrix Z[d][src] = (a_d·b_src − mean_d) /
+ * sd_d = [a_d / sd_d, −mean_d / sd_d]·[b_src; 1], streamed as the rows of
+ * [b_src, 1] times the scaled rows' transpose. A row without spread scores
+ * −∞ (0 weights, −∞ on the 1), so it comes last and is skipped; so is one
+ * whose scaled row overflows float.
+ */
+static mi_status qk_ranks(search *s, const mi_circuit *qk) {
+  size_t n = s->n, r1 = s->r + 1;
+  ranks_reset(&s->qk, n);
+  mi_status status = mi_circuit_row_stats(s->mean, s->sd, qk, 0, n, 0);
+  if (status != MI_OK)
+    return status;
+  mi__matrix A, B;
+  mi__circuit_factors(&A, &B, qk);
+  for (size_t d = 0; d < n; d++) {
+    float *z = s->zf + d * r1, *key = s->keys + d * r1;
+    bool finite = spread(s, d);
+    for (size_t t = 0; t < s->r; t++) {
+      z[t] = finite ? (float)(A.data[(ptrdiff_t)d * A.rs + (ptrdiff_t)t * A.cs] / s->sd[d])
+                    : 0.0f;
+      key[t] = B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)d * B.cs];
+      finite = finite && isfinite(z[t]);
+    }
+    z[s->r] = (float)(-s->mean[d] / s->sd[d]);
+    key[s->r] = 1.0f;
+    if (!finite || !isfinite(z[s->r])) {
+      s->sd[d] = 0.0; /* no z-scores from this row */
+      for (size_t t = 0; t < s->r; t++)
+        z[t] = 0.0f;
+      z[s->r] = -INFINITY;
+    }
+  }
+  mi__select scan = {MI__SELECT_LARGEST, s->picks, s->pick, s->pick_v, s->picks, NULL, NULL, 0};
+  status = mi__select_rows(mi__matrix_rowmajor(s->keys, n, r1),
+                           mi__matrix_t(mi__matrix_rowmajor(s->zf, n, r1)), 0, n, &scan);
+  for (size_t src = 0; src < n && status == MI_OK; src++)
+    status = take_picks(s, &s->qk, qk, src, true);
+  return status;
 }
 
 void mi__triples_offer(mi__triples *top, const mi__ranks *ov, const mi__ranks *qk, size_t n,
@@ -293,6 +287,7 @@ void mi__triples_offer(mi__triples *top, const mi__ranks *ov, const mi__ranks *q
       }
 }
 
+
 static mi_status search_heads(search *s, const mi_model *model,
                               const mi_skip_trigram_options *opt) {
   for (size_t l = 0; l < model->config.n_layers; l++)
@@ -302,9 +297,13 @@ static mi_status search_heads(search *s, const mi_model *model,
       if (status == MI_OK)
         status = mi_circuit_qk(&qk, model, l, h, MI_EMBED_TOKEN, MI_EMBED_TOKEN, opt->qk_flags);
       if (status == MI_OK)
-        status = sweep(s, &s->ov, ov, false, opt);
+        status = ov_ranks(s, ov);
+      if (status == MI_OK && opt->progress)
+        opt->progress(++s->done, s->total, opt->progress_user);
       if (status == MI_OK)
-        status = sweep(s, &s->qk, qk, true, opt);
+        status = qk_ranks(s, qk);
+      if (status == MI_OK && opt->progress)
+        opt->progress(++s->done, s->total, opt->progress_user);
       mi_circuit_free(ov);
       mi_circuit_free(qk);
       if (status != MI_OK)
@@ -339,7 +338,7 @@ mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count, size_t
   if (stride < sizeof(size_t))
     return mi__fail(MI_ERR_INVALID_ARGUMENT,
                     "out[0].struct_size is %zu; set it to sizeof(mi_skip_trigram)", stride);
-  /* mi__thread_count reads BLIS's settings: BLIS_ARCH_TYPE is checked first. */
+  /* BLIS_ARCH_TYPE is checked before any work. */
   status = mi__blis_begin();
   if (status != MI_OK)
     return status;

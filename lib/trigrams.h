@@ -1,6 +1,7 @@
 /*
  * trigrams.h: the pieces of the skip-trigram search (trigrams.c) that the
- * sweep (sweep.c) shares, so that a sweep's table is mi report's exactly.
+ * sweep (sweep.c) shares, so that a sweep's table pairs and orders its
+ * triples as mi report's does.
  */
 #ifndef MI_TRIGRAMS_H
 #define MI_TRIGRAMS_H

@@ -76,6 +76,18 @@ def gpt2_model(path, V=1500, D=48, L=2, H=3, seed=5):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
+
+def assertSameTriples(test, got, want):
+    """The same triples in the same order, z-scores to float32 rounding: the
+    sweep z-scores its dense float32 entries, mi report takes closed-form row
+    statistics and recomputes each kept entry in double (issue 12), so they
+    differ by the entries' rounding (about 1e-7 relative; 1e-5 allowed)."""
+    key = lambda t: {k: v for k, v in t.items() if k not in ("qk_z", "ov_z", "score")}
+    test.assertEqual([key(t) for t in got], [key(t) for t in want])
+    for a, b in zip(got, want):
+        for f in ("qk_z", "ov_z", "score"):
+            test.assertLessEqual(abs(a[f] - b[f]), 1e-5 * max(1.0, abs(b[f])), (a, b))
+
 class Sweep(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -101,13 +113,15 @@ class Sweep(unittest.TestCase):
         self.assertEqual(s.returncode, 0, s.stderr)
         a, b = json.loads(r.stdout)["skip_trigrams"], json.loads(s.stdout)["skip_trigrams"]
         self.assertEqual(len(a["triples"]), 24)
-        self.assertEqual(a["triples"], b["triples"])
+        assertSameTriples(self, b["triples"], a["triples"])
         # Without the model: the same triples, tokens unnamed.
         s = subprocess.run([MI, "report", "--from-sweep", self.ref, "--json"],
                            capture_output=True, text=True)
         c = json.loads(s.stdout)["skip_trigrams"]["triples"]
-        self.assertEqual([(t["src"], t["dst"], t["out"], t["score"]) for t in c],
-                         [(t["src"], t["dst"], t["out"], t["score"]) for t in a["triples"]])
+        self.assertEqual([(t["src"], t["dst"], t["out"]) for t in c],
+                         [(t["src"], t["dst"], t["out"]) for t in a["triples"]])
+        for t, u in zip(c, a["triples"]):
+            self.assertLessEqual(abs(t["score"] - u["score"]), 1e-5 * max(1.0, abs(u["score"])))
 
     def test_bytes_do_not_depend_on_threads(self):
         out = self.path("threads2.st")
@@ -141,8 +155,8 @@ class Sweep(unittest.TestCase):
                            capture_output=True, text=True)
         s = subprocess.run([MI, "report", "--from-sweep", out, self.gpt2, "--json",
                             "--trigrams", "40"], capture_output=True, text=True)
-        self.assertEqual(json.loads(r.stdout)["skip_trigrams"]["triples"],
-                         json.loads(s.stdout)["skip_trigrams"]["triples"])
+        assertSameTriples(self, json.loads(s.stdout)["skip_trigrams"]["triples"],
+                          json.loads(r.stdout)["skip_trigrams"]["triples"])
 
     def test_interrupted_sweep_resumes(self):
         out = self.path("resume.st")

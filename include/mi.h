@@ -2258,6 +2258,12 @@ MI_API mi_status mi_model_attention_scores(double *out, size_t count, const mi_m
  * and a z-score agrees with one computed from mi_circuit_rows' entries to
  * about that rounding (≈ 1e-6 of the entries' scale over the row's sd).
  *
+ * With ov_top1 or ov_top5 (mi_skip_trigram_options) the OV pass also gives
+ * each head's copying accuracy: it keeps 6 entries a row instead of
+ * outputs_per_source + 1 (which changes no triple: a row's best entries are
+ * a prefix of its longer list) and compares them with the diagonal's
+ * threshold, O(d_vocab · d_head) a head more.
+ *
  * Cost: per head, two d_vocab² × d_head products in the fused kernels
  * (never stored), plus O(d_vocab · d_head²) for the statistics. Memory:
  * the packed factors (≈ 2 · d_vocab · (d_head + 1) floats a circuit), per
@@ -2299,6 +2305,21 @@ typedef struct mi_skip_trigram_options {
   mi_progress_fn progress;
   /** Passed to progress. */
   void *progress_user;
+  /**
+   * NULL (default), or out: line l·n_heads + h receives head (l, h)'s top-1
+   * copying accuracy of its token OV circuit, exactly the out_top1 of
+   * mi_circuit_copying_accuracy on mi_circuit_ov(l, h), read from the same
+   * pass that finds the best outputs (its rows' picks, at least 5 off the
+   * diagonal, held against the diagonal's threshold), so a caller that
+   * wants both streams each OV circuit once (mi report: the head roles'
+   * ov_top1, mi_role_options). Written only when capacity > 0; after a
+   * failure, lines of the heads searched so far may be written.
+   */
+  double *ov_top1;
+  /** NULL (default), or out: the same for the top-5 copying accuracy (out_top5). */
+  double *ov_top5;
+  /** Doubles at ov_top1 and at ov_top5 (each that is not NULL), ≥ n_layers · n_heads. */
+  size_t ov_accuracy_count;
 } mi_skip_trigram_options;
 
 /**
@@ -2331,8 +2352,12 @@ MI_API void mi_skip_trigram_options_init(mi_skip_trigram_options *out, size_t st
  *         with capacity > 0, out[0].struct_size below sizeof(size_t), an
  *         options struct_size that is too small or too large, unknown
  *         qk_flags bits, outputs_per_source or destinations_per_source 0, a
- *         BLIS_ARCH_TYPE BLIS would abort on); MI_ERR_OUT_OF_MEMORY (the
- *         block, the ranks, the results, or a head's circuit factors).
+ *         BLIS_ARCH_TYPE BLIS would abort on); MI_ERR_SHAPE (ov_top1 or
+ *         ov_top5 with ov_accuracy_count < n_layers · n_heads);
+ *         MI_ERR_NUMERIC (a head's OV circuit overflows float32, or a
+ *         diagonal entry does, when the copying accuracy is asked);
+ *         MI_ERR_OUT_OF_MEMORY (the block, the ranks, the results, or a
+ *         head's circuit factors).
  */
 MI_API mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count,
                                         size_t capacity, const mi_model *model,
@@ -2412,6 +2437,16 @@ typedef struct mi_role_options {
   double min_copying_score;    /**< OV Σλ/Σ|λ|; default 0.5 */
   double min_copying_lift;     /**< top-1 accuracy in units of 1/d_vocab; default 50 */
   double min_k_composition_z;  /**< standard deviations of chance; default 3 */
+  /**
+   * NULL (default): each head's top-1 copying accuracy is computed
+   * (mi_circuit_copying_accuracy on its token OV circuit, one d_vocab² pass a
+   * head). Else line l·n_heads + h is head (l, h)'s, taken as given and no
+   * OV circuit is streamed: pass mi_model_skip_trigrams's ov_top1 (the same
+   * numbers, from the search's own OV pass). Borrowed for the call.
+   */
+  const double *ov_top1;
+  /** Doubles at ov_top1, ≥ n_layers · n_heads when ov_top1 is not NULL. */
+  size_t ov_top1_count;
 } mi_role_options;
 
 /**
@@ -2461,9 +2496,10 @@ typedef struct mi_role_partner {
 /**
  * Every head's role by the rule above. Runs mi_model_head_report (with the
  * behavioural scores), mi_model_composition_scores (K) and its baseline,
- * and mi_circuit_copying_accuracy on every head's token OV circuit: one
- * d_vocab × d_head × d_vocab product a head, in tiles, as the skip-trigram
- * search (cheap for the shipped models, minutes a head at GPT-2's 50k).
+ * and, unless options->ov_top1 gives them, mi_circuit_copying_accuracy on
+ * every head's token OV circuit: one d_vocab × d_head × d_vocab product a
+ * head, in tiles, as costly as either pass of the skip-trigram search
+ * (cheap for the shipped models, seconds a head at GPT-2's 50k).
  *
  * @param out                out: line l·n_heads + h is head (l, h); the
  *                           caller sets out[0].struct_size, which is also
@@ -2479,9 +2515,10 @@ typedef struct mi_role_partner {
  * @param options            in: NULL for the defaults
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL out or model; a struct_size
  *         below sizeof(size_t) or too large; partner_capacity > 0 with NULL
- *         out_partners; a threshold that is not finite; as
- *         mi_model_head_report for its options); MI_ERR_SHAPE (count too
- *         small; as mi_model_head_report); MI_ERR_NUMERIC;
+ *         out_partners; a threshold that is not finite; an ov_top1 entry
+ *         outside [0, 1] or NaN; as mi_model_head_report for its options);
+ *         MI_ERR_SHAPE (count too small; ov_top1 with ov_top1_count <
+ *         n_layers · n_heads; as mi_model_head_report); MI_ERR_NUMERIC;
  *         MI_ERR_OUT_OF_MEMORY.
  */
 MI_API mi_status mi_model_head_roles(mi_head_roles *out, size_t count,

@@ -376,9 +376,16 @@ static json_t *composition_json(const mi_model *model, mi_status *status) {
   return root;
 }
 
-static json_t *trigrams_json(const mi_model *model, size_t capacity, mi_status *status) {
+/* The skip-trigram table; with `ov_top1` (may be NULL) each head's top-1
+ * copying accuracy from the same OV pass. */
+static json_t *trigrams_json(const mi_model *model, size_t capacity, double *ov_top1,
+                             mi_status *status) {
   double floor;
   *status = mi_model_skip_trigram_floor(&floor, model);
+  mi_skip_trigram_options to;
+  mi_skip_trigram_options_init(&to, sizeof to);
+  to.ov_top1 = ov_top1;
+  to.ov_accuracy_count = model->config.n_layers * model->config.n_heads;
   mi_skip_trigram *tri = calloc(capacity ? capacity : 1, sizeof *tri);
   if (tri == NULL) {
     *status = mi__fail(MI_ERR_OUT_OF_MEMORY, "html report: %zu skip-trigrams", capacity);
@@ -387,7 +394,7 @@ static json_t *trigrams_json(const mi_model *model, size_t capacity, mi_status *
   tri[0].struct_size = sizeof *tri;
   size_t found = 0;
   if (*status == MI_OK)
-    *status = mi_model_skip_trigrams(tri, &found, capacity, model, NULL);
+    *status = mi_model_skip_trigrams(tri, &found, capacity, model, &to);
   json_t *list = *status == MI_OK ? json_array() : NULL;
   for (size_t i = 0; list && i < found; i++) {
     const mi_skip_trigram *t = &tri[i];
@@ -428,12 +435,23 @@ static mi_status page_data(json_t **out, const mi_model *model, const mi_html_op
   mi_status status = mi__struct_in(&ro, sizeof ro, o->roles, "mi_role_options");
   mi_head_roles *lines = calloc(heads, sizeof *lines);
   mi_role_partner *partners = calloc(heads * heads + 1, sizeof *partners);
+  double *ov_top1 = calloc(heads, sizeof *ov_top1);
   json_t *root = json_object(), *hl = json_array(), *pl = json_array(), *x = NULL;
-  if (status == MI_OK && (!lines || !partners))
+  json_t *tri = NULL;
+  if (status == MI_OK && (!lines || !partners || !ov_top1))
     status = mi__fail(MI_ERR_OUT_OF_MEMORY, "html report: roles of %zu heads", heads);
   TRY(root);
   TRY(hl);
   TRY(pl);
+  /* The search first: its OV pass gives the roles' copying accuracy, so each
+   * OV circuit is streamed once (unless the caller gave the accuracies). */
+  bool share = o->trigrams > 0 && ro.ov_top1 == NULL;
+  tri = trigrams_json(model, o->trigrams, share ? ov_top1 : NULL, &status);
+  TRY(tri);
+  if (share) {
+    ro.ov_top1 = ov_top1;
+    ro.ov_top1_count = heads;
+  }
   lines[0].struct_size = sizeof *lines;
   partners[0].struct_size = sizeof *partners;
   status = mi_model_head_roles(lines, heads, partners, heads * heads + 1, &n_partners, model, &ro);
@@ -460,17 +478,19 @@ static mi_status page_data(json_t **out, const mi_model *model, const mi_html_op
                !json_object_set(root, "heads", hl) && !json_object_set(root, "partners", pl));
   x = composition_json(model, &status);
   TRY(!json_object_set_new(root, "composition", x));
-  x = trigrams_json(model, o->trigrams, &status);
-  TRY(!json_object_set_new(root, "trigrams", x));
+  TRY(!json_object_set_new(root, "trigrams", tri));
+  tri = NULL;
   x = json_null();
   if (o->n_tokens > 0)
     status = prompt_json(&x, model, o);
   TRY(!json_object_set_new(root, "prompt", x));
 done:
+  json_decref(tri);
   json_decref(hl);
   json_decref(pl);
   free(lines);
   free(partners);
+  free(ov_top1);
   if (status != MI_OK) {
     json_decref(root);
     root = NULL;

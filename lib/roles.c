@@ -119,10 +119,16 @@ static mi_status uniform_baseline(double out[MI_SCORE_COUNT], const mi_model *mo
   return s;
 }
 
-/* Top-1 copying accuracy of every head's token OV circuit. */
-static mi_status top1_all(mi_head_roles *lines, const mi_model *model, size_t heads) {
+/*
+ * Top-1 copying accuracy of every head's token OV circuit: the caller's
+ * (given, e.g. from the skip-trigram search's OV pass), else computed.
+ */
+static mi_status top1_all(mi_head_roles *lines, const mi_model *model, size_t heads,
+                          const double *given) {
+  for (size_t i = 0; i < heads && given; i++)
+    lines[i].ov_top1 = given[i];
   mi_status s = MI_OK;
-  for (size_t i = 0; i < heads && s == MI_OK; i++) {
+  for (size_t i = 0; i < heads && s == MI_OK && !given; i++) {
     mi_circuit *ov;
     double top5;
     s = mi_circuit_ov(&ov, model, lines[i].layer, lines[i].head);
@@ -260,6 +266,14 @@ mi_status mi_model_head_roles(mi_head_roles *out, size_t count, mi_role_partner 
   if (count < heads)
     return mi__fail(MI_ERR_SHAPE, "head roles: %zu lines for %zu layers x %zu heads", count,
                     c->n_layers, c->n_heads);
+  if (opt.ov_top1 && opt.ov_top1_count < heads)
+    return mi__fail(MI_ERR_SHAPE, "head roles: ov_top1_count %zu for %zu layers x %zu heads",
+                    opt.ov_top1_count, c->n_layers, c->n_heads);
+  for (size_t i = 0; i < heads && opt.ov_top1; i++)
+    if (!(opt.ov_top1[i] >= 0.0 && opt.ov_top1[i] <= 1.0))
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "head roles: ov_top1[%zu] (head (%zu, %zu)) "
+                      "is %g, not a share in [0, 1]", i, i / c->n_heads, i % c->n_heads,
+                      opt.ov_top1[i]);
   mi_head_report *rep = calloc(heads, sizeof *rep);
   mi_head_roles *lines = calloc(heads, sizeof *lines);
   double *k = malloc(heads * heads * sizeof *k);
@@ -294,7 +308,7 @@ mi_status mi_model_head_roles(mi_head_roles *out, size_t count, mi_role_partner 
     r->induction_uniform = uniform[MI_SCORE_INDUCTION];
   }
   if (status == MI_OK)
-    status = top1_all(lines, model, heads);
+    status = top1_all(lines, model, heads, opt.ov_top1);
   if (status == MI_OK) {
     strongest_k(lines, k, c, baseline);
     for (size_t i = 0; i < heads; i++)

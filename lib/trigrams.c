@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Off-diagonal picks an OV row needs for the top-5 copying accuracy. */
+enum { COPYING_PICKS = 5 };
+
 void mi_skip_trigram_options_init(mi_skip_trigram_options *out, size_t struct_size) {
   const mi_skip_trigram_options defaults = {.struct_size = sizeof defaults,
                                             .qk_flags = MI_QK_BIAS | MI_QK_SCALE,
@@ -114,10 +117,12 @@ void mi__triples_sort(mi__triples *t) {
 
 /* Everything the search allocates, freed in one place. */
 typedef struct search {
-  size_t n, r, picks, done, total;
+  size_t n, r, done, total;
+  size_t ov_picks, qk_picks; /* top entries a line of each circuit */
   double *mean, *sd; /* one circuit's row statistics */
-  size_t *pick;      /* one circuit's top-`picks` lines: index, then value */
+  size_t *pick;      /* one circuit's top picks a line: index, then value */
   float *pick_v;
+  float *diag;       /* OV diagonal thresholds, when copying accuracy is asked */
   float *keys, *zf;  /* QK: [B column, 1] and [a/sd, −mean/sd] rows, n × (r + 1) */
   mi__ranks ov, qk;
   mi__triples top;
@@ -128,6 +133,7 @@ static void search_free(search *s) {
   free(s->sd);
   free(s->pick);
   free(s->pick_v);
+  free(s->diag);
   free(s->keys);
   free(s->zf);
   free(s->ov.best);
@@ -146,9 +152,13 @@ static mi_status search_alloc(search *s, const mi_model *model, size_t capacity,
   s->r = c->d_head;
   s->ov.k = opt->outputs_per_source;
   s->qk.k = opt->destinations_per_source;
-  /* One more than kept: a line's own index (the diagonal) is left out. */
-  size_t k = s->ov.k > s->qk.k ? s->ov.k : s->qk.k;
-  s->picks = k < n ? k + 1 : n;
+  /* One more than kept: a line's own index (the diagonal) is left out. The
+   * copying accuracy reads a row's 5 best entries off the diagonal. */
+  bool accuracy = opt->ov_top1 != NULL || opt->ov_top5 != NULL;
+  size_t ko = accuracy && s->ov.k < COPYING_PICKS ? COPYING_PICKS : s->ov.k;
+  s->ov_picks = ko < n ? ko + 1 : n;
+  s->qk_picks = s->qk.k < n ? s->qk.k + 1 : n;
+  size_t picks = s->ov_picks > s->qk_picks ? s->ov_picks : s->qk_picks;
   /* No more results than triples: L·H·n·outputs·destinations. */
   size_t triples = c->n_layers * c->n_heads, ovn, qkn, pickn, zn;
   if (!mi__mul_size(&triples, triples, n) || !mi__mul_size(&triples, triples, s->ov.k) ||
@@ -156,7 +166,7 @@ static mi_status search_alloc(search *s, const mi_model *model, size_t capacity,
     triples = SIZE_MAX;
   s->top.cap = capacity < triples ? capacity : triples;
   if (!mi__mul_size(&ovn, n, s->ov.k) || !mi__mul_size(&qkn, n, s->qk.k) ||
-      !mi__mul_size(&pickn, n, s->picks) || !mi__mul_size(&zn, n, s->r + 1) ||
+      !mi__mul_size(&pickn, n, picks) || !mi__mul_size(&zn, n, s->r + 1) ||
       pickn > SIZE_MAX / sizeof(size_t) || zn > SIZE_MAX / sizeof(float) ||
       s->top.cap > SIZE_MAX / sizeof(mi_skip_trigram))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "skip-trigrams: %zu outputs and %zu destinations "
@@ -168,16 +178,17 @@ static mi_status search_alloc(search *s, const mi_model *model, size_t capacity,
   s->pick_v = malloc(pickn * sizeof *s->pick_v);
   s->keys = malloc(zn * sizeof *s->keys);
   s->zf = malloc(zn * sizeof *s->zf);
+  s->diag = accuracy ? malloc(n * sizeof *s->diag) : NULL;
   s->ov.best = calloc(ovn, sizeof *s->ov.best);
   s->ov.z = calloc(ovn, sizeof *s->ov.z);
   s->qk.best = calloc(qkn, sizeof *s->qk.best);
   s->qk.z = calloc(qkn, sizeof *s->qk.z);
   s->top.items = malloc((s->top.cap ? s->top.cap : 1) * sizeof *s->top.items);
   s->top.seq = malloc((s->top.cap ? s->top.cap : 1) * sizeof *s->top.seq);
-  if (!s->mean || !s->sd || !s->pick || !s->pick_v || !s->keys || !s->zf || !s->ov.best ||
+  if (!s->mean || !s->sd || !s->pick || !s->pick_v || !s->keys || !s->zf || (accuracy && !s->diag) || !s->ov.best ||
       !s->ov.z || !s->qk.best || !s->qk.z || !s->top.items || !s->top.seq)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "skip-trigrams: statistics, top-%zu lines and "
-                    "z factors of %zu x %zu, ranks of %zu sources and %zu results", s->picks,
+                    "z factors of %zu x %zu, ranks of %zu sources and %zu results", picks,
                     n, s->r + 1, n, s->top.cap);
   s->total = 2 * c->n_layers * c->n_heads;
   return MI_OK;
@@ -193,11 +204,11 @@ static bool spread(const search *s, size_t i) {
  * own and whose z-score row `row_of` has spread, each z-scored in double
  * from the factors: (M[row][col] − mean[row]) / sd[row].
  */
-static mi_status take_picks(search *s, mi__ranks *r, const mi_circuit *circuit, size_t line,
-                            bool by_column) {
+static mi_status take_picks(const search *s, mi__ranks *r, size_t picks,
+                            const mi_circuit *circuit, size_t line, bool by_column) {
   size_t kept = 0;
-  for (size_t c = 0; c < s->picks && kept < r->k; c++) {
-    size_t other = s->pick[line * s->picks + c];
+  for (size_t c = 0; c < picks && kept < r->k; c++) {
+    size_t other = s->pick[line * picks + c];
     size_t row = by_column ? other : line, col = by_column ? line : other;
     if (other == line || !spread(s, row))
       continue;
@@ -212,19 +223,97 @@ static mi_status take_picks(search *s, mi__ranks *r, const mi_circuit *circuit, 
   return MI_OK;
 }
 
-/* OV ranks: each source row's best outputs are its largest entries. */
-static mi_status ov_ranks(search *s, const mi_circuit *ov) {
+/* Lines a job of the picks' re-scoring: enough to outweigh handing it out. */
+enum { PICK_CHUNK = 512 };
+
+/* One circuit's picks into its ranks, PICK_CHUNK lines a job (take_picks). */
+typedef struct picks_job {
+  const search *s;
+  mi__ranks *r;
+  size_t picks;
+  const mi_circuit *circuit;
+  bool by_column;
+} picks_job;
+
+static mi_status picks_chunk(size_t c, void *user) {
+  const picks_job *j = user;
+  size_t end = (c + 1) * PICK_CHUNK < j->s->n ? (c + 1) * PICK_CHUNK : j->s->n;
+  mi_status status = MI_OK;
+  for (size_t line = c * PICK_CHUNK; line < end && status == MI_OK; line++)
+    if (j->by_column || spread(j->s, line))
+      status = take_picks(j->s, j->r, j->picks, j->circuit, line, j->by_column);
+  return status;
+}
+
+static mi_status take_all_picks(const search *s, mi__ranks *r, size_t picks,
+                                const mi_circuit *circuit, bool by_column) {
+  picks_job job = {s, r, picks, circuit, by_column};
+  return mi__parallel_for((s->n + PICK_CHUNK - 1) / PICK_CHUNK, picks_chunk, &job);
+}
+
+/*
+ * Top-1 and top-5 copying accuracy (mi_circuit_copying_accuracy) from the
+ * OV rows' picks. A row's diagonal rank counts the entries off the diagonal
+ * that are > its threshold (copying.c), so rank < k exactly when the row
+ * has fewer than k such entries or its k-th largest is not > the threshold;
+ * the picks are the row's largest entries in the same float32 values (the
+ * same scan of the same factors), and at least 6 of them hold the 5
+ * largest off the diagonal.
+ */
+static void copying_from_picks(double *top1, double *top5, const search *s) {
+  size_t n = s->n, ranked[2] = {0, 0};
+  for (size_t i = 0; i < n; i++) {
+    bool below[2] = {true, true}; /* rank < 1, rank < 5 */
+    size_t seen = 0;
+    for (size_t c = 0; c < s->ov_picks && seen < COPYING_PICKS; c++) {
+      if (s->pick[i * s->ov_picks + c] == i)
+        continue;
+      float v = s->pick_v[i * s->ov_picks + c];
+      if (seen == 0)
+        below[0] = !(v > s->diag[i]);
+      if (seen == COPYING_PICKS - 1)
+        below[1] = !(v > s->diag[i]);
+      seen++;
+    }
+    ranked[0] += below[0];
+    ranked[1] += below[1];
+  }
+  *top1 = (double)ranked[0] / (double)n;
+  *top5 = (double)ranked[1] / (double)n;
+}
+
+/*
+ * OV ranks: each source row's best outputs are its largest entries; with
+ * `top1`/`top5` (either may be NULL) also head (l, h)'s copying accuracy
+ * from the same pass.
+ */
+static mi_status ov_ranks(search *s, const mi_circuit *ov, size_t l, size_t h, double *top1,
+                          double *top5) {
   size_t n = s->n;
   ranks_reset(&s->ov, n);
   mi_status status = mi_circuit_row_stats(s->mean, s->sd, ov, 0, n, 0);
+  if (status == MI_OK && s->diag)
+    status = mi__diag_thresholds(s->diag, ov, 0, n);
   mi__matrix A, B;
   mi__circuit_factors(&A, &B, ov);
-  mi__select scan = {MI__SELECT_LARGEST, s->picks, s->pick, s->pick_v, s->picks, NULL, NULL, 0};
-  if (status == MI_OK)
+  mi__select scan = {MI__SELECT_LARGEST, s->ov_picks, s->pick, s->pick_v, s->ov_picks,
+                     NULL, NULL, 0};
+  if (status == MI_OK) {
     status = mi__select_rows(A, B, 0, n, &scan);
-  for (size_t src = 0; src < n && status == MI_OK; src++)
-    if (spread(s, src))
-      status = take_picks(s, &s->ov, ov, src, false);
+    if (status == MI_ERR_NUMERIC)
+      return mi__fail(status, "skip-trigrams: head (%zu, %zu)'s OV circuit overflowed "
+                      "float32 (an infinity or NaN in a row)", l, h);
+  }
+  if (status == MI_OK)
+    status = take_all_picks(s, &s->ov, s->ov_picks, ov, false);
+  if (status == MI_OK && s->diag) {
+    double t1, t5;
+    copying_from_picks(&t1, &t5, s);
+    if (top1)
+      *top1 = t1;
+    if (top5)
+      *top5 = t5;
+  }
   return status;
 }
 
@@ -261,11 +350,12 @@ static mi_status qk_ranks(search *s, const mi_circuit *qk) {
       z[s->r] = -INFINITY;
     }
   }
-  mi__select scan = {MI__SELECT_LARGEST, s->picks, s->pick, s->pick_v, s->picks, NULL, NULL, 0};
+  mi__select scan = {MI__SELECT_LARGEST, s->qk_picks, s->pick, s->pick_v, s->qk_picks,
+                     NULL, NULL, 0};
   status = mi__select_rows(mi__matrix_rowmajor(s->keys, n, r1),
                            mi__matrix_t(mi__matrix_rowmajor(s->zf, n, r1)), 0, n, &scan);
-  for (size_t src = 0; src < n && status == MI_OK; src++)
-    status = take_picks(s, &s->qk, qk, src, true);
+  if (status == MI_OK)
+    status = take_all_picks(s, &s->qk, s->qk_picks, qk, true);
   return status;
 }
 
@@ -296,8 +386,10 @@ static mi_status search_heads(search *s, const mi_model *model,
       mi_status status = mi_circuit_ov(&ov, model, l, h);
       if (status == MI_OK)
         status = mi_circuit_qk(&qk, model, l, h, MI_EMBED_TOKEN, MI_EMBED_TOKEN, opt->qk_flags);
+      size_t line = l * model->config.n_heads + h;
       if (status == MI_OK)
-        status = ov_ranks(s, ov);
+        status = ov_ranks(s, ov, l, h, opt->ov_top1 ? opt->ov_top1 + line : NULL,
+                          opt->ov_top5 ? opt->ov_top5 + line : NULL);
       if (status == MI_OK && opt->progress)
         opt->progress(++s->done, s->total, opt->progress_user);
       if (status == MI_OK)
@@ -331,6 +423,10 @@ mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count, size_t
     return mi__fail(MI_ERR_INVALID_ARGUMENT,
                     "skip-trigrams: %zu outputs and %zu destinations per source; each must "
                     "be at least 1", opt.outputs_per_source, opt.destinations_per_source);
+  size_t heads = model->config.n_layers * model->config.n_heads;
+  if ((opt.ov_top1 || opt.ov_top5) && opt.ov_accuracy_count < heads)
+    return mi__fail(MI_ERR_SHAPE, "skip-trigrams: ov_accuracy_count %zu for %zu x %zu heads",
+                    opt.ov_accuracy_count, model->config.n_layers, model->config.n_heads);
   if (capacity == 0)
     return MI_OK;
   MI_CHECK_ARG(out);

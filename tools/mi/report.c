@@ -502,24 +502,31 @@ int cmd_report(int argc, char **argv) {
   mi_role_partner *partners = xcalloc(nh * nh + 1, sizeof *partners);
   roles[0].struct_size = sizeof *roles;
   partners[0].struct_size = sizeof *partners;
-  LIB(mi_model_head_roles(roles, nh, partners, nh * nh + 1, &np, m.model, &ro),
-      "naming the head roles");
   mi_skip_trigram *tri = xcalloc(n_tri, sizeof *tri);
   tri[0].struct_size = sizeof *tri;
   size_t n_found = 0;
   double floor;
   LIB(mi_model_skip_trigram_floor(&floor, m.model), "the skip-trigram noise floor");
+  /* The search first: its OV pass gives the roles' copying accuracy, so each
+   * OV circuit is streamed once. */
+  double *ov_top1 = xcalloc(nh, sizeof *ov_top1);
   if (n_tri) {
     mi_skip_trigram_options to;
     mi_skip_trigram_options_init(&to, sizeof to);
     to.qk_flags = qk_flags;
+    to.ov_top1 = ov_top1;
+    to.ov_accuracy_count = nh;
     progress p;
     progress_start(&p, "skip-trigrams", 1);
     to.progress = on_progress;
     to.progress_user = &p;
     LIB(mi_model_skip_trigrams(tri, &n_found, n_tri, m.model, &to), "searching skip-trigrams");
     progress_end(&p);
+    ro.ov_top1 = ov_top1;
+    ro.ov_top1_count = nh;
   }
+  LIB(mi_model_head_roles(roles, nh, partners, nh * nh + 1, &np, m.model, &ro),
+      "naming the head roles");
   const char *how = no_qk_bias ? qk_no_bias : qk_with_bias;
 
   if (c.json) {
@@ -548,6 +555,7 @@ int cmd_report(int argc, char **argv) {
     if (n_tri)
       print_trigrams(&m, tri, n_found, floor, how);
   }
+  free(ov_top1);
   free(tri);
   free(partners);
   free(roles);

@@ -190,6 +190,9 @@ class SkipTrigramOptions(ctypes.Structure):
         ("destinations_per_source", ctypes.c_size_t),
         ("progress", PROGRESS_FN),
         ("progress_user", ctypes.c_void_p),
+        ("ov_top1", c_double_p),
+        ("ov_top5", c_double_p),
+        ("ov_accuracy_count", ctypes.c_size_t),
     ]
 
 
@@ -205,6 +208,8 @@ class RoleOptions(ctypes.Structure):
         ("min_copying_score", ctypes.c_double),
         ("min_copying_lift", ctypes.c_double),
         ("min_k_composition_z", ctypes.c_double),
+        ("ov_top1", c_double_p),
+        ("ov_top1_count", ctypes.c_size_t),
     ]
 
 

@@ -102,11 +102,12 @@ def _is_text(x) -> bool:
     return isinstance(x, (str, bytes, bytearray))
 
 
-def _set_fields(struct, values, what, skip=1):
+def _set_fields(struct, values, what, skip=1, end=None):
     """Sets fields of a ctypes options struct by name, each checked: size_t
     and uint64 fields through size(), doubles through float(); TypeError for
-    a name the struct lacks (the first ``skip`` fields are not settable)."""
-    fields = dict(struct._fields_[skip:])
+    a name the struct lacks (the first ``skip`` fields, and those from
+    ``end`` on, are not settable)."""
+    fields = dict(struct._fields_[skip:end])
     for name, value in values.items():
         kind = fields.get(name)
         if kind is None or kind not in (ctypes.c_size_t, ctypes.c_uint64, ctypes.c_double,
@@ -130,7 +131,9 @@ def _role_options(thresholds: dict):
     """mi_role_options with the defaults, then the given thresholds by name."""
     options = _native.RoleOptions()
     lib.mi_role_options_init(ctypes.byref(options), ctypes.sizeof(options))
-    _set_fields(options, thresholds, "threshold", skip=2)
+    # The thresholds end where the precomputed copying accuracies begin.
+    _set_fields(options, thresholds, "threshold", skip=2,
+                end=[f for f, _ in options._fields_].index("ov_top1"))
     return options
 
 
@@ -800,14 +803,28 @@ class Model:
                            r.duplicate_token_attention, r.induction_attention) for r in lines]
 
     @reads
-    def head_roles(self, report: Optional[dict] = None, **thresholds):
+    def head_roles(self, report: Optional[dict] = None,
+                   ov_top1: Optional[Sequence[float]] = None, **thresholds):
         """Every head's role by libmi's stated rule (mi_model_head_roles) and
         the induction heads' K-composition partners: ``(roles, partners)``.
         ``thresholds``: mi_role_options fields (min_attention=0.5,
         min_attention_lift=3, min_prev_share_lift=2, min_copying_score=0.5,
         min_copying_lift=50, min_k_composition_z=3); ``report``:
-        mi_report_options fields (behaviour_sequences, ...)."""
+        mi_report_options fields (behaviour_sequences, ...); ``ov_top1``:
+        None (each head's top-1 copying accuracy is computed), or one share
+        a head in line order l·n_heads + h, e.g. the first of each pair
+        ``skip_trigrams(copying_accuracy=True)`` returns, so that no OV
+        circuit is streamed again."""
         options = _role_options(thresholds)
+        c = self.config
+        heads = c["n_layers"] * c["n_heads"]
+        if ov_top1 is not None:
+            shares = [float(x) for x in ov_top1]
+            if len(shares) != heads:
+                raise ValueError(f"ov_top1: {len(shares)} shares for {heads} heads")
+            given = (ctypes.c_double * heads)(*shares)
+            options.ov_top1 = ctypes.cast(given, _native.c_double_p)
+            options.ov_top1_count = heads
         rep = _native.ReportOptions()
         lib.mi_report_options_init(ctypes.byref(rep), ctypes.sizeof(rep))
         if report is not None and not isinstance(report, dict):
@@ -815,8 +832,6 @@ class Model:
                             f"{type(report).__name__}")
         _set_fields(rep, report or {}, "report option")
         options.report = ctypes.pointer(rep)
-        c = self.config
-        heads = c["n_layers"] * c["n_heads"]
         lines = (_native.HeadRoles * heads)()
         lines[0].struct_size = ctypes.sizeof(_native.HeadRoles)
         partners = (_native.RolePartner * (heads * heads + 1))()
@@ -875,13 +890,17 @@ class Model:
     @reads
     def skip_trigrams(self, count: int = 24, bias: bool = True, scale: bool = True,
                       outputs_per_source: int = 2, destinations_per_source: int = 2,
-                      progress: Optional[Callable[[int, int], object]] = None
-                      ) -> List[SkipTrigram]:
+                      progress: Optional[Callable[[int, int], object]] = None,
+                      copying_accuracy: bool = False):
         """The ``count`` strongest skip-trigrams over every head, best first
         (mi_model_skip_trigrams): QK (with ``bias``, ``scale``) and OV entries
         z-scored within their rows, each source's best outputs and
         destinations paired, each triple scored min(z_QK, z_OV).
-        ``progress(done, total)`` is called after each block of rows."""
+        ``progress(done, total)`` is called after each block of rows.
+        With ``copying_accuracy`` (and count > 0) it returns ``(triples,
+        accuracy)``: accuracy[l·n_heads + h] is head (l, h)'s ``(top1, top5)``
+        copying accuracy from the same OV pass, exactly
+        ``ov(l, h).copying_accuracy()`` (for ``head_roles(ov_top1=...)``)."""
         options = _native.SkipTrigramOptions()
         lib.mi_skip_trigram_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.qk_flags = _qk_flags(bias, scale)
@@ -895,14 +914,26 @@ class Model:
             callback = _native.PROGRESS_FN(lambda done, total, user: watcher(done, total))
             options.progress = callback
         count = size(count, "count")
+        if copying_accuracy:
+            if count == 0:
+                raise ValueError("copying_accuracy needs count > 0: a search of 0 triples "
+                                 "reads no circuit")
+            heads = self.config["n_layers"] * self.config["n_heads"]
+            top1, top5 = (ctypes.c_double * heads)(), (ctypes.c_double * heads)()
+            options.ov_top1 = ctypes.cast(top1, _native.c_double_p)
+            options.ov_top5 = ctypes.cast(top5, _native.c_double_p)
+            options.ov_accuracy_count = heads
         out = (_native.SkipTrigram * max(count, 1))()
         out[0].struct_size = ctypes.sizeof(_native.SkipTrigram)
         found = ctypes.c_size_t()
         lib.mi_model_skip_trigrams(out, ctypes.byref(found), count, self._h(),
                                    ctypes.byref(options))
         watcher.check()
-        return [SkipTrigram(t.layer, t.head, t.src, t.dst, t.out, t.qk_z, t.ov_z, t.score)
-                for t in out[:found.value]]
+        triples = [SkipTrigram(t.layer, t.head, t.src, t.dst, t.out, t.qk_z, t.ov_z, t.score)
+                   for t in out[:found.value]]
+        if copying_accuracy:
+            return triples, list(zip(top1, top5))
+        return triples
 
 
     @reads

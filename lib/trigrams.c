@@ -124,6 +124,7 @@ typedef struct search {
   float *pick_v;
   float *diag;       /* OV diagonal thresholds, when copying accuracy is asked */
   float *keys, *zf;  /* QK: [B column, 1] and [a/sd, −mean/sd] rows, n × (r + 1) */
+  size_t *live;      /* QK: the rows with z-scores, in order (zf's rows) */
   mi__ranks ov, qk;
   mi__triples top;
 } search;
@@ -136,6 +137,7 @@ static void search_free(search *s) {
   free(s->diag);
   free(s->keys);
   free(s->zf);
+  free(s->live);
   free(s->ov.best);
   free(s->ov.z);
   free(s->qk.best);
@@ -178,6 +180,7 @@ static mi_status search_alloc(search *s, const mi_model *model, size_t capacity,
   s->pick_v = malloc(pickn * sizeof *s->pick_v);
   s->keys = malloc(zn * sizeof *s->keys);
   s->zf = malloc(zn * sizeof *s->zf);
+  s->live = malloc(n * sizeof *s->live);
   s->diag = accuracy ? malloc(n * sizeof *s->diag) : NULL;
   s->ov.best = calloc(ovn, sizeof *s->ov.best);
   s->ov.z = calloc(ovn, sizeof *s->ov.z);
@@ -185,7 +188,8 @@ static mi_status search_alloc(search *s, const mi_model *model, size_t capacity,
   s->qk.z = calloc(qkn, sizeof *s->qk.z);
   s->top.items = malloc((s->top.cap ? s->top.cap : 1) * sizeof *s->top.items);
   s->top.seq = malloc((s->top.cap ? s->top.cap : 1) * sizeof *s->top.seq);
-  if (!s->mean || !s->sd || !s->pick || !s->pick_v || !s->keys || !s->zf || (accuracy && !s->diag) || !s->ov.best ||
+  if (!s->mean || !s->sd || !s->pick || !s->pick_v || !s->keys || !s->zf || !s->live ||
+      (accuracy && !s->diag) || !s->ov.best ||
       !s->ov.z || !s->qk.best || !s->qk.z || !s->top.items || !s->top.seq)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "skip-trigrams: statistics, top-%zu lines and "
                     "z factors of %zu x %zu, ranks of %zu sources and %zu results", picks,
@@ -320,12 +324,14 @@ static mi_status ov_ranks(search *s, const mi_circuit *ov, size_t l, size_t h, d
 /*
  * QK ranks: column src of the z matrix Z[d][src] = (a_d·b_src − mean_d) /
  * sd_d = [a_d / sd_d, −mean_d / sd_d]·[b_src; 1], streamed as the rows of
- * [b_src, 1] times the scaled rows' transpose. A row without spread scores
- * −∞ (0 weights, −∞ on the 1), so it comes last and is skipped; so is one
- * whose scaled row overflows float.
+ * [b_src, 1] times the scaled rows' transpose. Only rows with z-scores
+ * enter it, in order (so ties still go to the lower row): a row without
+ * spread, or whose scaled row overflows float, has none. (Scoring such a
+ * row −∞ instead would put an infinity in the factors, which sends the
+ * whole pass to the screened BLIS way and fails it as an overflow.)
  */
 static mi_status qk_ranks(search *s, const mi_circuit *qk) {
-  size_t n = s->n, r1 = s->r + 1;
+  size_t n = s->n, r1 = s->r + 1, m = 0;
   ranks_reset(&s->qk, n);
   mi_status status = mi_circuit_row_stats(s->mean, s->sd, qk, 0, n, 0);
   if (status != MI_OK)
@@ -333,7 +339,7 @@ static mi_status qk_ranks(search *s, const mi_circuit *qk) {
   mi__matrix A, B;
   mi__circuit_factors(&A, &B, qk);
   for (size_t d = 0; d < n; d++) {
-    float *z = s->zf + d * r1, *key = s->keys + d * r1;
+    float *z = s->zf + m * r1, *key = s->keys + d * r1;
     bool finite = spread(s, d);
     for (size_t t = 0; t < s->r; t++) {
       z[t] = finite ? (float)(A.data[(ptrdiff_t)d * A.rs + (ptrdiff_t)t * A.cs] / s->sd[d])
@@ -341,21 +347,23 @@ static mi_status qk_ranks(search *s, const mi_circuit *qk) {
       key[t] = B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)d * B.cs];
       finite = finite && isfinite(z[t]);
     }
-    z[s->r] = (float)(-s->mean[d] / s->sd[d]);
+    z[s->r] = finite ? (float)(-s->mean[d] / s->sd[d]) : 0.0f;
     key[s->r] = 1.0f;
-    if (!finite || !isfinite(z[s->r])) {
+    if (finite && isfinite(z[s->r]))
+      s->live[m++] = d;
+    else
       s->sd[d] = 0.0; /* no z-scores from this row */
-      for (size_t t = 0; t < s->r; t++)
-        z[t] = 0.0f;
-      z[s->r] = -INFINITY;
-    }
   }
-  mi__select scan = {MI__SELECT_LARGEST, s->qk_picks, s->pick, s->pick_v, s->qk_picks,
-                     NULL, NULL, 0};
+  if (m == 0)
+    return MI_OK; /* no row has z-scores: no destinations */
+  size_t picks = s->qk_picks < m ? s->qk_picks : m;
+  mi__select scan = {MI__SELECT_LARGEST, picks, s->pick, s->pick_v, picks, NULL, NULL, 0};
   status = mi__select_rows(mi__matrix_rowmajor(s->keys, n, r1),
-                           mi__matrix_t(mi__matrix_rowmajor(s->zf, n, r1)), 0, n, &scan);
+                           mi__matrix_t(mi__matrix_rowmajor(s->zf, m, r1)), 0, n, &scan);
+  for (size_t i = 0; i < n * picks && status == MI_OK; i++)
+    s->pick[i] = s->live[s->pick[i]];
   if (status == MI_OK)
-    status = take_all_picks(s, &s->qk, s->qk_picks, qk, true);
+    status = take_all_picks(s, &s->qk, picks, qk, true);
   return status;
 }
 

@@ -225,6 +225,32 @@ START_TEST(gpt2_shaped_head_gives_the_old_table) {
 }
 END_TEST
 
+/*
+ * Tokens whose embedding is zero (no biases): their QK rows are constant,
+ * without z-scores, and their OV rows too. They are left out, and the rest
+ * is the old table's; the search used to score such a row −∞ in its z
+ * factors, which failed the whole search as an overflow.
+ */
+START_TEST(tokens_without_spread_are_left_out) {
+  size_t V = 400, D = 16;
+  mi_config c = tu_config(1, 2, D, 8, V, 8, 0);
+  mi_model *model = tu_random_model(&c, 31);
+  size_t rows, cols;
+  double *we = tu_weight(model, MI_W_E, 0, 0, &rows, &cols);
+  float *E = malloc(V * D * sizeof *E);
+  for (size_t i = 0; i < V * D; i++)
+    E[i] = (float)we[i];
+  const size_t zero[] = {0, 3, 250, V - 1};
+  for (size_t z = 0; z < sizeof zero / sizeof zero[0]; z++)
+    memset(E + zero[z] * D, 0, D * sizeof *E);
+  TU_OK(mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, E, D));
+  compare_tables(model, 200, MI_QK_BIAS | MI_QK_SCALE, 2, 2, "zero embeddings");
+  free(we);
+  free(E);
+  mi_model_free(model);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("trigrams");
   TCase *tc = tcase_create("old table");
@@ -233,6 +259,7 @@ int main(void) {
   tcase_set_timeout(tc, 1800);
   tcase_add_loop_test(tc, shipped_models_give_the_old_table, 0, 2);
   tcase_add_test(tc, gpt2_shaped_head_gives_the_old_table);
+  tcase_add_test(tc, tokens_without_spread_are_left_out);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }

@@ -90,6 +90,32 @@ class RolesTest(unittest.TestCase):
                 wins = sum(row[i] == max(row) for i, row in enumerate(M))
                 self.assertAlmostEqual(r.ov_top1, wins / len(M), delta=1.5 / len(M))
 
+    def test_search_gives_the_copying_accuracy(self):
+        # The skip-trigram search's OV pass gives each head's copying
+        # accuracy, exactly Circuit.copying_accuracy's (both count the same
+        # float32 entries against the same threshold); the triples are those
+        # of a search without it, and the roles given it are the roles.
+        for name in ("induction-2l", "skip-trigram-1l"):
+            model, _ = load(name)
+            with model:
+                c = model.config
+                triples, accuracy = model.skip_trigrams(copying_accuracy=True)
+                self.assertEqual(triples, model.skip_trigrams())
+                self.assertEqual(len(accuracy), c["n_layers"] * c["n_heads"])
+                for i, pair in enumerate(accuracy):
+                    with model.ov(i // c["n_heads"], i % c["n_heads"]) as ov:
+                        self.assertEqual(pair, ov.copying_accuracy(), (name, i))
+                shared = model.head_roles(ov_top1=[a for a, _ in accuracy])
+                self.assertEqual(shared, model.head_roles())
+                with self.assertRaises(ValueError):
+                    model.head_roles(ov_top1=[0.5])
+                with self.assertRaises(mi.MiError):
+                    model.head_roles(ov_top1=[2.0] * len(accuracy))
+                with self.assertRaises(TypeError):  # not a threshold
+                    model.head_roles(ov_top1_count=1)
+                with self.assertRaises(ValueError):
+                    model.skip_trigrams(0, copying_accuracy=True)
+
     def test_thresholds_are_used(self):
         # Lowering the copying lift to 20x chance makes the 2-layer model's
         # layer-0 heads (29-43x) copying heads: the option reaches the rule.
@@ -147,6 +173,15 @@ class HtmlTest(unittest.TestCase):
         self.assertEqual([h["role"] for h in data["heads"]].count("induction"),
                          len(card["found"]["induction_heads"]))
         self.assertIn("<iframe srcdoc=", page._repr_html_())
+        # The page's head table is the same whether the search's OV pass
+        # gives the copying accuracy (trigrams) or the roles compute it (none).
+        model, _ = load("induction-2l")
+        with model:
+            def heads(trigrams):
+                text = model.html_report(trigrams=trigrams)
+                start = text.index('id="mi-data">') + len('id="mi-data">')
+                return json.loads(text[start:text.index("</script>", start)])["heads"]
+            self.assertEqual(heads(24), heads(0))
         with self.assertRaisesRegex(IndexError, "out of range"):  # checked in Python
             model2, _ = load("induction-2l")
             with model2:

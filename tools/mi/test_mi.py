@@ -153,6 +153,20 @@ class Roles(unittest.TestCase):
                              sorted(h for h, r in want.items() if r == role), role)
         return c, got, text
 
+    def test_shared_copying_accuracy_changes_no_role(self):
+        # With the search on, the roles take each head's copying accuracy
+        # from its OV pass; with --trigrams 0 they compute it themselves.
+        # The heads, the roles and the printed table must not change.
+        for model_dir in (IND, SKIP):
+            path = os.path.join(model_dir, "model.safetensors")
+            shared, alone = run_json("report", path), run_json("report", path, "--trigrams", "0")
+            self.assertEqual(shared["heads"], alone["heads"])
+            self.assertEqual(shared["roles"], alone["roles"])
+            text = run("report", path).stdout
+            self.assertIn("\nskip-trigrams", text)
+            self.assertEqual(text[:text.index("\nskip-trigrams")].rstrip("\n"),
+                             run("report", path, "--trigrams", "0").stdout.rstrip("\n"))
+
     def test_induction_model(self):
         c, got, text = self.check(IND)
         # Each induction head lists the card's K-composition partners, with
@@ -540,6 +554,10 @@ class Threads(unittest.TestCase):
     def test_default_is_every_online_core(self):
         self.assertEqual(run_json("paths")["threads"], os.sysconf("SC_NPROCESSORS_ONLN"))
         self.assertEqual(run_json("paths", "--threads", "3")["threads"], 3)
+
+    def test_report_uses_every_online_core(self):
+        self.assertEqual(run_json("report", "--trigrams", "0")["threads"],
+                         os.sysconf("SC_NPROCESSORS_ONLN"))
 
     def test_threads_do_not_change_the_report(self):
         one, three = run_json("report", "--threads", "1"), run_json("report", "--threads", "3")

@@ -12,12 +12,14 @@
  *    them. Times 144 it is the search's part of `mi report` on 12 × 12.
  * 2. mi_model_composition_scores, Q, K and V, of the 12 × 12 model, R
  *    rounds: the three tables' sum per round.
- * 3. With --full: what `mi report` asks of the library, once, on an L × H
- *    model of that shape (default 12 × 12): mi_model_head_roles (the head
- *    report, copying accuracy, behaviour, K-composition partners, with the
- *    command's defaults), the noise floor and the skip-trigram search;
- *    printed per head too. Run 1 × 1 and 1 × 2 for the fixed and per-head
- *    parts on a busy machine.
+ * 3. With --full: what `mi report` asks of the library on an L × H model
+ *    of that shape (default 12 × 12): the skip-trigram search and
+ *    mi_model_head_roles (the head report, copying accuracy, behaviour,
+ *    K-composition partners, with the command's defaults), both ways,
+ *    interleaved for R rounds: "shared" (the search's OV pass gives the
+ *    copying accuracy, as mi report does) and "separate" (the roles
+ *    compute it: one more d_vocab² pass a head); wall and CPU seconds.
+ *    Run 1 × 1 and 1 × 2 for the fixed and per-head parts.
  *
  * Kernels: mi_blis_select_fast_kernels first, as the mi command does.
  */
@@ -189,22 +191,54 @@ int main(int argc, char **argv) {
   }
 
   if (full) {
+    /* Both ways, interleaved for R rounds (which goes first alternating):
+     * "shared", as mi report now does it (the search first, its OV pass
+     * giving the roles' copying accuracy: two d_vocab² passes a head), and
+     * "separate" (the roles compute the accuracy themselves: three). */
     mi_model *model = random_model(layers, heads);
     size_t nh = layers * heads;
     mi_head_roles *roles = calloc(nh, sizeof *roles);
     mi_role_partner *partners = calloc(nh * nh + 1, sizeof *partners);
-    roles[0].struct_size = sizeof *roles;
-    partners[0].struct_size = sizeof *partners;
-    size_t np = 0;
-    double floor, load0 = load_average(), t = bench_now();
-    bench_check(mi_model_head_roles(roles, nh, partners, nh * nh + 1, &np, model, NULL),
-                "head roles");
-    double rep = bench_now() - t;
+    double *top1 = calloc(nh, sizeof *top1), floor;
+    double wall[2][MAX_ROUNDS], cpu[2][MAX_ROUNDS];
     bench_check(mi_model_skip_trigram_floor(&floor, model), "noise floor");
-    double tri = trigrams(model, out, NULL);
-    printf("mi report's library work on %zu x %zu heads: head roles %.1f s, skip-trigrams "
-           "%.1f s: %.1f s, %.2f s a head (load %.2f before, %.2f after)\n", layers, heads,
-           rep, tri, rep + tri, (rep + tri) / (double)nh, load0, load_average());
+    for (int r = 0; r < rounds; r++)
+      for (int k = 0; k < 2; k++) {
+        int shared = (k + r) % 2 == 0;
+        roles[0].struct_size = sizeof *roles;
+        partners[0].struct_size = sizeof *partners;
+        size_t np = 0, found = 0;
+        mi_skip_trigram_options to;
+        mi_skip_trigram_options_init(&to, sizeof to);
+        mi_role_options ro;
+        mi_role_options_init(&ro, sizeof ro);
+        if (shared) {
+          to.ov_top1 = top1;
+          to.ov_accuracy_count = nh;
+          ro.ov_top1 = top1;
+          ro.ov_top1_count = nh;
+        }
+        double load0 = load_average(), c0 = cpu_seconds(), t0 = bench_now();
+        out[0].struct_size = sizeof *out;
+        bench_check(mi_model_skip_trigrams(out, &found, TRIPLES, model, &to), "skip-trigrams");
+        double c1 = cpu_seconds(), t1 = bench_now();
+        bench_check(mi_model_head_roles(roles, nh, partners, nh * nh + 1, &np, model, &ro),
+                    "head roles");
+        double c2 = cpu_seconds(), t2 = bench_now();
+        wall[shared][r] = t2 - t0;
+        cpu[shared][r] = c2 - c0;
+        printf("  round %d, %s: skip-trigrams %.1f s (CPU %.1f), head roles %.1f s (CPU "
+               "%.1f): %.1f s, CPU %.1f s, %.2f cores (load %.2f before, %.2f after)\n", r,
+               shared ? "shared  " : "separate", t1 - t0, c1 - c0, t2 - t1, c2 - c1, t2 - t0,
+               c2 - c0, (c2 - c0) / (t2 - t0), load0, load_average());
+      }
+    printf("mi report's library work on %zu x %zu heads (median of %d): shared %.1f s "
+           "(CPU %.1f), separate %.1f s (CPU %.1f); per head %.2f and %.2f s\n", layers,
+           heads, rounds, bench_median(wall[1], rounds), bench_median(cpu[1], rounds),
+           bench_median(wall[0], rounds), bench_median(cpu[0], rounds),
+           bench_median(wall[1], rounds) / (double)nh,
+           bench_median(wall[0], rounds) / (double)nh);
+    free(top1);
     free(roles);
     free(partners);
     mi_model_free(model);

@@ -330,7 +330,7 @@ static mi_status ov_ranks(search *s, const mi_circuit *ov, size_t l, size_t h, d
  * row −∞ instead would put an infinity in the factors, which sends the
  * whole pass to the screened BLIS way and fails it as an overflow.)
  */
-static mi_status qk_ranks(search *s, const mi_circuit *qk) {
+static mi_status qk_ranks(search *s, const mi_circuit *qk, size_t l, size_t h) {
   size_t n = s->n, r1 = s->r + 1, m = 0;
   ranks_reset(&s->qk, n);
   mi_status status = mi_circuit_row_stats(s->mean, s->sd, qk, 0, n, 0);
@@ -360,6 +360,9 @@ static mi_status qk_ranks(search *s, const mi_circuit *qk) {
   mi__select scan = {MI__SELECT_LARGEST, picks, s->pick, s->pick_v, picks, NULL, NULL, 0};
   status = mi__select_rows(mi__matrix_rowmajor(s->keys, n, r1),
                            mi__matrix_t(mi__matrix_rowmajor(s->zf, m, r1)), 0, n, &scan);
+  if (status == MI_ERR_NUMERIC)
+    return mi__fail(status, "skip-trigrams: head (%zu, %zu)'s QK z-scores overflowed float32",
+                    l, h);
   for (size_t i = 0; i < n * picks && status == MI_OK; i++)
     s->pick[i] = s->live[s->pick[i]];
   if (status == MI_OK)
@@ -401,7 +404,7 @@ static mi_status search_heads(search *s, const mi_model *model,
       if (status == MI_OK && opt->progress)
         opt->progress(++s->done, s->total, opt->progress_user);
       if (status == MI_OK)
-        status = qk_ranks(s, qk);
+        status = qk_ranks(s, qk, l, h);
       if (status == MI_OK && opt->progress)
         opt->progress(++s->done, s->total, opt->progress_user);
       mi_circuit_free(ov);

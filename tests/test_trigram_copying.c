@@ -135,6 +135,45 @@ START_TEST(random_heads) {
 }
 END_TEST
 
+/* A 1-head model with these W_E (V × D) and W_U (D × V), d_head = D, and
+ * W_V = W_O = W_Q = W_K = I, so that its OV circuit is W_E W_U. Owned. */
+static mi_model *identity_head(size_t V, size_t D, const float *E, const float *U) {
+  mi_config c = tu_config(1, 1, D, D, V, 4, 0);
+  mi_model *model;
+  TU_OK(mi_model_create(&model, &c));
+  float *eye = calloc(D * D, sizeof *eye);
+  for (size_t t = 0; t < D; t++)
+    eye[t * D + t] = 1.0f;
+  TU_OK(mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, E, D));
+  TU_OK(mi_model_set_weight(model, MI_W_U, 0, 0, MI_DTYPE_F32, U, V));
+  const mi_weight eyes[] = {MI_W_V, MI_W_O, MI_W_Q, MI_W_K};
+  for (size_t w = 0; w < 4; w++)
+    TU_OK(mi_model_set_weight(model, eyes[w], 0, 0, MI_DTYPE_F32, eye, D));
+  TU_OK(mi_model_process(model, 0));
+  free(eye);
+  return model;
+}
+
+/* The search's accuracy (1, 2 and 7 outputs a source) and the circuit's are
+ * top1 / V and top5 / V, counted by the caller. */
+static void check_counts(const mi_model *model, size_t V, size_t top1, size_t top5) {
+  mi_skip_trigram *tri = malloc(CAP * sizeof *tri);
+  double t1, t5;
+  const size_t outputs[] = {1, 2, 7};
+  for (size_t o = 0; o < sizeof outputs / sizeof outputs[0]; o++) {
+    search(tri, &t1, &t5, model, outputs[o]);
+    ck_assert_double_eq(t1, (double)top1 / (double)V);
+    ck_assert_double_eq(t5, (double)top5 / (double)V);
+  }
+  mi_circuit *circuit;
+  TU_OK(mi_circuit_ov(&circuit, model, 0, 0));
+  TU_OK(mi_circuit_copying_accuracy(&t1, &t5, circuit));
+  mi_circuit_free(circuit);
+  ck_assert_double_eq(t1, (double)top1 / (double)V);
+  ck_assert_double_eq(t5, (double)top5 / (double)V);
+  free(tri);
+}
+
 /*
  * W_E and W_U of small integers, W_V = W_O = I: every entry of OV = W_E W_U
  * is an exact small integer in float32 and in double, and many rows have
@@ -144,25 +183,14 @@ END_TEST
  */
 START_TEST(tied_integer_head_matches_dense_ranks) {
   size_t V = 300, D = 4;
-  mi_config c = tu_config(1, 1, D, D, V, 4, 0);
-  mi_model *model;
-  TU_OK(mi_model_create(&model, &c));
   tu_rng rng = tu_rng_seed(7);
-  float *E = malloc(V * D * sizeof *E), *U = malloc(D * V * sizeof *U), eye[16] = {0};
+  float *E = malloc(V * D * sizeof *E), *U = malloc(D * V * sizeof *U);
   for (size_t i = 0; i < V * D; i++)
     E[i] = (float)(int)(tu_uniform(&rng) * 4.0) - 1.0f;
   for (size_t v = 0; v < V; v++)
     for (size_t t = 0; t < D; t++) /* W_U = W_Eᵀ (a copying diagonal), perturbed on every 4th */
       U[t * V + v] = E[v * D + t] + (v % 4 == 0 ? (float)(int)(tu_uniform(&rng) * 3.0) : 0.0f);
-  for (size_t t = 0; t < D; t++)
-    eye[t * D + t] = 1.0f;
-  TU_OK(mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, E, D));
-  TU_OK(mi_model_set_weight(model, MI_W_U, 0, 0, MI_DTYPE_F32, U, V));
-  TU_OK(mi_model_set_weight(model, MI_W_V, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_set_weight(model, MI_W_O, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_set_weight(model, MI_W_Q, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_set_weight(model, MI_W_K, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_process(model, 0));
+  mi_model *model = identity_head(V, D, E, U);
   size_t r, k;
   double *we = tu_weight(model, MI_W_E, 0, 0, &r, &k), *wv = tu_weight(model, MI_W_V, 0, 0, &r, &k);
   double *wo = tu_weight(model, MI_W_O, 0, 0, &r, &k), *wu = tu_weight(model, MI_W_U, 0, 0, &r, &k);
@@ -184,24 +212,10 @@ START_TEST(tied_integer_head_matches_dense_ranks) {
   ck_assert_uint_gt(tied_rows, V / 10);
   for (int b = 0; b < 3; b++)
     ck_assert_uint_gt(by_rank[b], V / 20);
-  double t1, t5;
-  mi_skip_trigram *tri = malloc(CAP * sizeof *tri);
-  const size_t outputs[] = {1, 2, 7};
-  for (size_t o = 0; o < sizeof outputs / sizeof outputs[0]; o++) {
-    search(tri, &t1, &t5, model, outputs[o]);
-    ck_assert_double_eq(t1, (double)top1 / (double)V);
-    ck_assert_double_eq(t5, (double)top5 / (double)V);
-  }
-  mi_circuit *circuit;
-  TU_OK(mi_circuit_ov(&circuit, model, 0, 0));
-  TU_OK(mi_circuit_copying_accuracy(&t1, &t5, circuit));
-  mi_circuit_free(circuit);
-  ck_assert_double_eq(t1, (double)top1 / (double)V);
-  ck_assert_double_eq(t5, (double)top5 / (double)V);
+  check_counts(model, V, top1, top5);
   fprintf(stderr, "integer head: %zu of %zu rows tie with their diagonal; top-1 %zu, top-5 "
           "%zu rows\n", tied_rows, V, top1, top5);
   free(E); free(U); free(we); free(wv); free(wo); free(wu); free(ev); free(evo); free(ov);
-  free(tri);
   mi_model_free(model);
 }
 END_TEST
@@ -218,10 +232,7 @@ END_TEST
  */
 START_TEST(diagonal_rounding_up_needs_the_sixth_pick) {
   size_t V = 16, D = 2;
-  mi_config c = tu_config(1, 1, D, D, V, 4, 0);
-  mi_model *model;
-  TU_OK(mi_model_create(&model, &c));
-  float E[16 * 2], U[2 * 16] = {0}, eye[4] = {1, 0, 0, 1};
+  float E[16 * 2], U[2 * 16] = {0};
   for (size_t v = 0; v < V; v++) {
     E[v * D] = 1.0f;
     E[v * D + 1] = v == 0 ? 0x1p-24f : 0.0f;
@@ -233,13 +244,7 @@ START_TEST(diagonal_rounding_up_needs_the_sixth_pick) {
   U[5] = 1.0f + 0x1p-23f;
   for (size_t j = 6; j < V; j++)
     U[j] = 0.5f * (float)(j % 3); /* rows 1 … 15: diagonals 0, 0.5, 1 */
-  TU_OK(mi_model_set_weight(model, MI_W_E, 0, 0, MI_DTYPE_F32, E, D));
-  TU_OK(mi_model_set_weight(model, MI_W_U, 0, 0, MI_DTYPE_F32, U, V));
-  TU_OK(mi_model_set_weight(model, MI_W_V, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_set_weight(model, MI_W_O, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_set_weight(model, MI_W_Q, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_set_weight(model, MI_W_K, 0, 0, MI_DTYPE_F32, eye, D));
-  TU_OK(mi_model_process(model, 0));
+  mi_model *model = identity_head(V, D, E, U);
   size_t top1 = 0, top5 = 0;
   for (size_t i = 0; i < V; i++) {
     double diag = (double)E[i * D] * U[i] + (double)E[i * D + 1] * U[V + i];
@@ -250,20 +255,7 @@ START_TEST(diagonal_rounding_up_needs_the_sixth_pick) {
     top1 += rank < 1;
     top5 += rank < 5;
   }
-  mi_skip_trigram *tri = malloc(CAP * sizeof *tri);
-  double t1, t5;
-  const size_t outputs[] = {1, 2, 7};
-  for (size_t o = 0; o < sizeof outputs / sizeof outputs[0]; o++) {
-    search(tri, &t1, &t5, model, outputs[o]);
-    ck_assert_double_eq(t1, (double)top1 / (double)V);
-    ck_assert_double_eq(t5, (double)top5 / (double)V);
-  }
-  mi_circuit *circuit;
-  TU_OK(mi_circuit_ov(&circuit, model, 0, 0));
-  TU_OK(mi_circuit_copying_accuracy(&t1, &t5, circuit));
-  mi_circuit_free(circuit);
-  ck_assert_double_eq(t5, (double)top5 / (double)V);
-  free(tri);
+  check_counts(model, V, top1, top5);
   mi_model_free(model);
 }
 END_TEST

@@ -149,6 +149,61 @@ static mi_status plain_tile(const float *tile, size_t ld, size_t row0, size_t ro
   return MI_OK;
 }
 
+/* ---- overflow ---------------------------------------------------------------- */
+
+/* The largest |x| of a view (NaN if it holds one), read along its contiguous
+ * dimension in runs of fixed length, which the compiler vectorises. */
+static float max_abs(mi__matrix X) {
+  enum { RUN = 16 };
+  bool by_rows = X.cs == 1 || X.rs != 1;
+  size_t lines = by_rows ? X.rows : X.cols, len = by_rows ? X.cols : X.rows;
+  ptrdiff_t step = by_rows ? X.cs : X.rs, next = by_rows ? X.rs : X.cs;
+  float lane[RUN] = {0}, nan = 0.0f;
+  for (size_t l = 0; l < lines; l++) {
+    const float *x = X.data + (ptrdiff_t)l * next;
+    size_t j = 0;
+    for (; step == 1 && j + RUN <= len; j += RUN)
+      for (size_t t = 0; t < RUN; t++) {
+        float v = fabsf(x[j + t]);
+        nan += v != v ? v : 0.0f; /* a NaN sticks */
+        lane[t] = v > lane[t] ? v : lane[t];
+      }
+    for (; j < len; j++) {
+      float v = fabsf(x[(ptrdiff_t)j * step]);
+      nan += v != v ? v : 0.0f;
+      lane[0] = v > lane[0] ? v : lane[0];
+    }
+  }
+  float b = nan;
+  for (size_t t = 0; t < RUN; t++)
+    b = lane[t] > b ? lane[t] : b;
+  return b;
+}
+
+/* max_i ‖A_i‖₁ over rows i0..i1 (NaN if a row holds one). */
+static double max_row_l1(mi__matrix A, size_t i0, size_t i1) {
+  double a = 0.0;
+  for (size_t i = i0; i < i1; i++) {
+    double sum = 0.0;
+    for (size_t t = 0; t < A.cols; t++)
+      sum += fabs((double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs]);
+    a = sum > a || sum != sum ? sum : a;
+  }
+  return a;
+}
+
+/*
+ * Whether no entry of A·B can overflow float32, from a = max_i ‖A_i‖₁ and
+ * b = max|B|: |(AB)_ij| ≤ a·b, and the partial sums of an FMA chain stay
+ * within that bound times (1 + r·2⁻²⁴), so half of FLT_MAX leaves room.
+ * False also for non-finite factors (a factor computed from huge weights
+ * may hold an infinity). The maxima cost O((i1 − i0 + m)·r), against the
+ * product's O((i1 − i0)·r·m).
+ */
+static bool product_bounded(double a, double b) {
+  return a * b <= 0.5 * FLT_MAX; /* false for NaN and infinity */
+}
+
 /* ---- the fused kernels ---------------------------------------------------------- */
 
 /*
@@ -321,9 +376,25 @@ static void panel_rows(const mi__select *s, size_t g0, size_t rows, size_t c0, s
       if (row >= c0 && row < c0 + nc) /* the diagonal itself never counts */
         m &= ~((uint64_t)1 << (row - c0));
       s->count[line] += (size_t)__builtin_popcountll(m);
-    } else if (mask[i] != 0 || c0 < s->k) {
+    } else if (c0 < s->k) { /* the heap is still filling */
       float *hv = s->value + line * s->ld;
       topk_offer(hv, s->index + line * s->ld, s->k, sign_of(s), out + i * nr, c0, nc);
+      thr[i] = hv[0];
+    } else if (mask[i] != 0) {
+      /* Only the masked columns beat the threshold the tile was compared
+       * with; in increasing order, each against the threshold as it rises. */
+      float *hv = s->value + line * s->ld, sign = sign_of(s), threshold = sign * hv[0];
+      size_t *hi = s->index + line * s->ld;
+      for (uint64_t m = mask[i]; m != 0; m &= m - 1) {
+        size_t j = (size_t)__builtin_ctzll(m);
+        float x = out[i * nr + j];
+        if (sign * x > threshold) {
+          hv[0] = x;
+          hi[0] = c0 + j;
+          sift_down(hv, hi, s->k, 0, sign);
+          threshold = sign * hv[0];
+        }
+      }
       thr[i] = hv[0];
     }
   }
@@ -381,14 +452,19 @@ typedef struct pack_job {
   mi__matrix B;
   float *out;
   size_t nr, p0, p1;
+  float max_abs; /* out: max|B| over the job's columns, for the overflow bound */
 } pack_job;
 
 static void *pack_worker(void *arg) {
   pack_job *j = arg;
   size_t r = j->B.rows, m = j->B.cols;
+  j->max_abs = 0.0f;
   for (size_t p = j->p0; p < j->p1; p++) {
-    size_t c0 = p * j->nr;
-    pack_b(j->out + p * r * j->nr, j->B, c0, m - c0 < j->nr ? m - c0 : j->nr, j->nr);
+    size_t c0 = p * j->nr, nc = m - c0 < j->nr ? m - c0 : j->nr;
+    /* B is read once: the panel is still in cache when it is packed. */
+    float b = max_abs(mi__matrix_cols(j->B, c0, c0 + nc));
+    j->max_abs = b > j->max_abs || b != b ? b : j->max_abs;
+    pack_b(j->out + p * r * j->nr, j->B, c0, nc, j->nr);
   }
   return NULL;
 }
@@ -414,8 +490,12 @@ static void *alloc_packed(size_t bytes) {
 /* Largest packed B the fused way takes (it packs all of B once). */
 static const size_t PACKED_B_LIMIT = (size_t)48 << 20;
 
+/*
+ * The scan by a fused kernel, when the product is bounded (a = max_i ‖A_i‖₁
+ * of the rows): *bounded says whether it was, else nothing is scanned.
+ */
 static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, size_t i1,
-                              const mi__select *s) {
+                              const mi__select *s, double a, bool *bounded) {
   size_t r = A.cols, m = B.cols;
   size_t panels_b = (m + f.nr - 1) / f.nr;
   size_t threads = mi__thread_count();
@@ -432,8 +512,16 @@ static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, si
   pack_job packs[MI__MAX_THREADS];
   for (size_t t = 0; t < threads; t++)
     packs[t] = (pack_job){B, packed, f.nr, panels_b * t / threads,
-                          panels_b * (t + 1) / threads};
+                          panels_b * (t + 1) / threads, 0.0f};
   mi__run_threads(pack_worker, packs, sizeof packs[0], threads);
+  float b = 0.0f;
+  for (size_t t = 0; t < threads; t++)
+    b = packs[t].max_abs > b || packs[t].max_abs != packs[t].max_abs ? packs[t].max_abs : b;
+  *bounded = product_bounded(a, b);
+  if (!*bounded) {
+    free(packed);
+    return MI_OK;
+  }
   fused_scan scan = {s, f, A, B, i0, i1, packed, 0};
   fused_job jobs[MI__MAX_THREADS];
   float *own = packed + panels_b * r * f.nr;
@@ -444,55 +532,6 @@ static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, si
   mi__run_threads(fused_worker, jobs, sizeof jobs[0], threads);
   free(packed);
   return MI_OK;
-}
-
-/* ---- overflow ---------------------------------------------------------------- */
-
-/* The largest |x| of a view (NaN if it holds one), read along its contiguous
- * dimension in runs of fixed length, which the compiler vectorises. */
-static float max_abs(mi__matrix X) {
-  enum { RUN = 16 };
-  bool by_rows = X.cs == 1 || X.rs != 1;
-  size_t lines = by_rows ? X.rows : X.cols, len = by_rows ? X.cols : X.rows;
-  ptrdiff_t step = by_rows ? X.cs : X.rs, next = by_rows ? X.rs : X.cs;
-  float lane[RUN] = {0}, nan = 0.0f;
-  for (size_t l = 0; l < lines; l++) {
-    const float *x = X.data + (ptrdiff_t)l * next;
-    size_t j = 0;
-    for (; step == 1 && j + RUN <= len; j += RUN)
-      for (size_t t = 0; t < RUN; t++) {
-        float v = fabsf(x[j + t]);
-        nan += v != v ? v : 0.0f; /* a NaN sticks */
-        lane[t] = v > lane[t] ? v : lane[t];
-      }
-    for (; j < len; j++) {
-      float v = fabsf(x[(ptrdiff_t)j * step]);
-      nan += v != v ? v : 0.0f;
-      lane[0] = v > lane[0] ? v : lane[0];
-    }
-  }
-  float b = nan;
-  for (size_t t = 0; t < RUN; t++)
-    b = lane[t] > b ? lane[t] : b;
-  return b;
-}
-
-/*
- * Whether no entry of rows i0..i1 of A·B can overflow float32: |(AB)_ij| ≤
- * ‖A_i‖₁ · max|B|, and the partial sums of an FMA chain stay within that
- * bound times (1 + r·2⁻²⁴), so half of FLT_MAX leaves room. False also for
- * non-finite factors (a factor computed from huge weights may hold an
- * infinity). Costs O((i1 − i0 + m)·r), against the product's O((i1 − i0)·r·m).
- */
-static bool product_bounded(mi__matrix A, mi__matrix B, size_t i0, size_t i1) {
-  double b = max_abs(B), a = 0.0;
-  for (size_t i = i0; i < i1; i++) {
-    double sum = 0.0;
-    for (size_t t = 0; t < A.cols; t++)
-      sum += fabs((double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs]);
-    a = sum > a || sum != sum ? sum : a;
-  }
-  return a * b <= 0.5 * FLT_MAX; /* false for NaN and infinity */
 }
 
 /* ---- choosing the way ----------------------------------------------------------- */
@@ -556,15 +595,26 @@ mi_status mi__select_rows(mi__matrix A, mi__matrix B, size_t i0, size_t i1,
     for (size_t i = 0; i < i1 - i0; i++)
       s->count[i] = 0;
   /* Only a product that may overflow pays for screening its tiles, and the
-   * fused kernels, which never store a tile, leave it to the plain way. */
-  plain_scan plain = {s, !product_bounded(A, B, i0, i1)};
-  mi__select_impl impl = plain.screen ? MI__SELECT_PLAIN : choose(A.cols, B.cols);
-  switch (impl) {
+   * fused kernels, which never store a tile, leave it to the plain way;
+   * they find max|B| as they pack B. */
+  double a = max_row_l1(A, i0, i1);
+  bool fused_done = false, bounded = true;
+  switch (choose(A.cols, B.cols)) {
 #if HAVE_X86
-  case MI__SELECT_AVX512: status = fused_select((fused){tile_avx512, 64}, A, B, i0, i1, s); break;
-  case MI__SELECT_AVX2: status = fused_select((fused){tile_avx2, 16}, A, B, i0, i1, s); break;
+  case MI__SELECT_AVX512:
+    status = fused_select((fused){tile_avx512, 64}, A, B, i0, i1, s, a, &bounded);
+    fused_done = bounded;
+    break;
+  case MI__SELECT_AVX2:
+    status = fused_select((fused){tile_avx2, 16}, A, B, i0, i1, s, a, &bounded);
+    fused_done = bounded;
+    break;
 #endif
-  default: status = mi__stream(A, B, i0, i1, plain_tile, &plain); break;
+  default: bounded = product_bounded(a, max_abs(B)); break;
+  }
+  if (status == MI_OK && !fused_done) {
+    plain_scan plain = {s, !bounded};
+    status = mi__stream(A, B, i0, i1, plain_tile, &plain);
   }
   if (status != MI_OK || s->kind == MI__SELECT_RANK)
     return status;

@@ -251,6 +251,24 @@ __attribute__((target("avx512f"))) static bool tile_avx512(const float *ap, cons
       c[i][3] = _mm512_fmadd_ps(a, b3, c[i][3]);
     }
   }
+  if (!(how & (TILE_STORE | TILE_NO_STORE))) {
+    /* Most top-k tiles hold no candidate: one compare a row of the rows'
+     * extremes tells (the product is finite: no NaN to lose). */
+    __mmask16 hit = 0;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+      __m512 th = _mm512_set1_ps(thr[i]);
+      hit |= (how & TILE_BELOW)
+                 ? _mm512_cmp_ps_mask(_mm512_min_ps(_mm512_min_ps(c[i][0], c[i][1]),
+                                                    _mm512_min_ps(c[i][2], c[i][3])),
+                                      th, _CMP_LT_OQ)
+                 : _mm512_cmp_ps_mask(_mm512_max_ps(_mm512_max_ps(c[i][0], c[i][1]),
+                                                    _mm512_max_ps(c[i][2], c[i][3])),
+                                      th, _CMP_GT_OQ);
+    }
+    if (hit == 0)
+      return false;
+  }
   uint64_t any = 0;
 #pragma GCC unroll 8
   for (int i = 0; i < MR; i++) {
@@ -293,6 +311,19 @@ __attribute__((target("avx2,fma"))) static bool tile_avx2(const float *ap, const
       c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
+  }
+  if (!(how & (TILE_STORE | TILE_NO_STORE))) { /* as in tile_avx512 */
+    int hit = 0;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+      __m256 th = _mm256_set1_ps(thr[i]);
+      hit |= (how & TILE_BELOW) ? _mm256_movemask_ps(_mm256_cmp_ps(
+                                      _mm256_min_ps(c[i][0], c[i][1]), th, _CMP_LT_OQ))
+                                : _mm256_movemask_ps(_mm256_cmp_ps(
+                                      _mm256_max_ps(c[i][0], c[i][1]), th, _CMP_GT_OQ));
+    }
+    if (hit == 0)
+      return false;
   }
   uint64_t any = 0;
 #pragma GCC unroll 8

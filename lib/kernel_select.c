@@ -453,9 +453,15 @@ static void fused_tile(fused_job *job, size_t row0, size_t rows) {
     unsigned how = below | (s->kind == MI__SELECT_RANK ? TILE_NO_STORE
                             : c0 < s->k                ? TILE_STORE
                                                        : 0);
+    /* The next B panel comes from memory: its cache lines are fetched a
+     * share a micro-tile, while this panel is computed from cache. */
+    const char *next = c0 + nr < m ? (const char *)(bp + r * nr) : NULL;
+    size_t lines = r * nr * sizeof(float) / 64, share = (lines + panels - 1) / panels;
     for (size_t p = 0; p < panels; p++) {
       size_t n = rows - p * MR < MR ? rows - p * MR : MR;
       float *thr = job->thr + p * MR;
+      for (size_t l = p * share; next != NULL && l < lines && l < (p + 1) * share; l++)
+        __builtin_prefetch(next + l * 64);
       if (sc->f.tile(job->a + p * MR * r, bp, r, thr, how, valid, mask, job->out) ||
           s->kind == MI__SELECT_RANK)
         panel_rows(s, row0 + p * MR, n, c0, nc, nr, mask, job->out, thr);

@@ -8,9 +8,11 @@
  * 6-row register tiles from panels packed here and compare them with each
  * row's running threshold while they are still in registers, so the tile
  * is never stored; only a row with a candidate goes through the scalar
- * heap. They accumulate each entry as BLIS's FMA kernel sets do (one FMA
- * chain from +0 over the inner dimension, when it fits one KC block), and
- * are used only under those kernel sets.
+ * heap, and only its masked columns. They accumulate each entry as BLIS's
+ * FMA kernel sets do (one FMA chain from +0 over the inner dimension, when
+ * it fits one KC block), and are used only under those kernel sets.
+ * Each row tile runs every B panel against all its micro-tiles while the
+ * panel is in L1, fetching the next panel meanwhile.
  */
 #define _DEFAULT_SOURCE /* madvise */
 
@@ -484,26 +486,39 @@ static void *fused_worker(void *arg) {
   }
 }
 
-/* Packing B's panels in parallel: one contiguous range of panels a job. */
-typedef struct pack_job {
+/* Packing B's panels in parallel, PACK_RUN panels at a time to the next
+ * free thread (a thread slowed by a neighbour packs fewer). */
+enum { PACK_RUN = 16 };
+
+typedef struct pack_scan {
   mi__matrix B;
   float *out;
-  size_t nr, p0, p1;
-  float max_abs; /* out: max|B| over the job's columns, for the overflow bound */
+  size_t nr, panels;
+  atomic_size_t next_run;
+} pack_scan;
+
+typedef struct pack_job {
+  pack_scan *scan;
+  float max_abs; /* out: max|B| over the job's panels, for the overflow bound */
 } pack_job;
 
 static void *pack_worker(void *arg) {
   pack_job *j = arg;
-  size_t r = j->B.rows, m = j->B.cols;
+  pack_scan *sc = j->scan;
+  size_t r = sc->B.rows, m = sc->B.cols, nr = sc->nr;
   j->max_abs = 0.0f;
-  for (size_t p = j->p0; p < j->p1; p++) {
-    size_t c0 = p * j->nr, nc = m - c0 < j->nr ? m - c0 : j->nr;
-    /* B is read once: the panel is still in cache when it is packed. */
-    float b = max_abs(mi__matrix_cols(j->B, c0, c0 + nc));
-    j->max_abs = b > j->max_abs || b != b ? b : j->max_abs;
-    pack_b(j->out + p * r * j->nr, j->B, c0, nc, j->nr);
+  for (;;) {
+    size_t p0 = atomic_fetch_add(&sc->next_run, 1) * PACK_RUN;
+    if (p0 >= sc->panels)
+      return NULL;
+    for (size_t p = p0; p < sc->panels && p < p0 + PACK_RUN; p++) {
+      size_t c0 = p * nr, nc = m - c0 < nr ? m - c0 : nr;
+      /* B is read once: the panel is still in cache when it is packed. */
+      float b = max_abs(mi__matrix_cols(sc->B, c0, c0 + nc));
+      j->max_abs = b > j->max_abs || b != b ? b : j->max_abs;
+      pack_b(sc->out + p * r * nr, sc->B, c0, nc, nr);
+    }
   }
-  return NULL;
 }
 
 /*
@@ -546,10 +561,10 @@ static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, si
   if (packed == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "select: packed factors of %d x %zu and %zu x %zu",
                     TILE_ROWS, r, r, m);
+  pack_scan pack = {B, packed, f.nr, panels_b, 0};
   pack_job packs[MI__MAX_THREADS];
   for (size_t t = 0; t < threads; t++)
-    packs[t] = (pack_job){B, packed, f.nr, panels_b * t / threads,
-                          panels_b * (t + 1) / threads, 0.0f};
+    packs[t] = (pack_job){&pack, 0.0f};
   mi__run_threads(pack_worker, packs, sizeof packs[0], threads);
   float b = 0.0f;
   for (size_t t = 0; t < threads; t++)

@@ -1170,7 +1170,10 @@ MI_API size_t mi_get_num_threads(void);
  * Cost: a token circuit's factors are d_vocab × d_head (12.9 MB for GPT-2)
  * and its creation one d_vocab × d_model × d_head product. Queries that
  * stream (top-k) use one scratch tile of at most 256 × 4080 floats (4 MiB)
- * per thread, whatever n and m.
+ * per thread, whatever n and m; under the fused AVX-512/AVX2 kernels
+ * instead the second factor packed once (m × d_head floats, 12.3 MiB for
+ * GPT-2, taken up to 48 MiB and rounded up to 2 MiB) and about 50 KiB a
+ * thread at d_head 64.
  */
 
 /** A matrix kept as a product of two factors (opaque, reference-counted). */

@@ -148,7 +148,8 @@ typedef struct mi__select {
  * fused AVX-512 or AVX2 kernel when the CPU has it, BLIS runs an FMA
  * kernel set and A.cols fits one of its KC blocks, else BLIS tiles through
  * mi__stream; both give the same indices, values and counts. Threads as
- * mi__stream; extra memory: B packed once (≤ 48 MiB, else the BLIS way).
+ * mi__stream; extra memory: B packed once (≤ 48 MiB, else the BLIS way;
+ * on 2 MiB pages where Linux gives them, so rounded up to 2 MiB).
  * A product whose bound max_i ‖A_i‖₁ · max|B| does not keep it below
  * float32's overflow goes the BLIS way with every tile screened, and an
  * infinity or NaN in one is MI_ERR_NUMERIC, without a message: the caller

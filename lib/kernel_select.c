@@ -8,10 +8,14 @@
  * 6-row register tiles from panels packed here and compare them with each
  * row's running threshold while they are still in registers, so the tile
  * is never stored; only a row with a candidate goes through the scalar
- * heap. They accumulate each entry as BLIS's FMA kernel sets do (one FMA
- * chain from +0 over the inner dimension, when it fits one KC block), and
- * are used only under those kernel sets.
+ * heap, and only its masked columns. They accumulate each entry as BLIS's
+ * FMA kernel sets do (one FMA chain from +0 over the inner dimension, when
+ * it fits one KC block), and are used only under those kernel sets.
+ * Each row tile runs every B panel against all its micro-tiles while the
+ * panel is in L1, fetching the next panel meanwhile.
  */
+#define _DEFAULT_SOURCE /* madvise */
+
 #include "kernel.h"
 
 #include <float.h>
@@ -19,6 +23,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -144,6 +151,61 @@ static mi_status plain_tile(const float *tile, size_t ld, size_t row0, size_t ro
   return MI_OK;
 }
 
+/* ---- overflow ---------------------------------------------------------------- */
+
+/* The largest |x| of a view (NaN if it holds one), read along its contiguous
+ * dimension in runs of fixed length, which the compiler vectorises. */
+static float max_abs(mi__matrix X) {
+  enum { RUN = 16 };
+  bool by_rows = X.cs == 1 || X.rs != 1;
+  size_t lines = by_rows ? X.rows : X.cols, len = by_rows ? X.cols : X.rows;
+  ptrdiff_t step = by_rows ? X.cs : X.rs, next = by_rows ? X.rs : X.cs;
+  float lane[RUN] = {0}, nan = 0.0f;
+  for (size_t l = 0; l < lines; l++) {
+    const float *x = X.data + (ptrdiff_t)l * next;
+    size_t j = 0;
+    for (; step == 1 && j + RUN <= len; j += RUN)
+      for (size_t t = 0; t < RUN; t++) {
+        float v = fabsf(x[j + t]);
+        nan += v != v ? v : 0.0f; /* a NaN sticks */
+        lane[t] = v > lane[t] ? v : lane[t];
+      }
+    for (; j < len; j++) {
+      float v = fabsf(x[(ptrdiff_t)j * step]);
+      nan += v != v ? v : 0.0f;
+      lane[0] = v > lane[0] ? v : lane[0];
+    }
+  }
+  float b = nan;
+  for (size_t t = 0; t < RUN; t++)
+    b = lane[t] > b ? lane[t] : b;
+  return b;
+}
+
+/* max_i ‖A_i‖₁ over rows i0..i1 (NaN if a row holds one). */
+static double max_row_l1(mi__matrix A, size_t i0, size_t i1) {
+  double a = 0.0;
+  for (size_t i = i0; i < i1; i++) {
+    double sum = 0.0;
+    for (size_t t = 0; t < A.cols; t++)
+      sum += fabs((double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs]);
+    a = sum > a || sum != sum ? sum : a;
+  }
+  return a;
+}
+
+/*
+ * Whether no entry of A·B can overflow float32, from a = max_i ‖A_i‖₁ and
+ * b = max|B|: |(AB)_ij| ≤ a·b, and the partial sums of an FMA chain stay
+ * within that bound times (1 + r·2⁻²⁴), so half of FLT_MAX leaves room.
+ * False also for non-finite factors (a factor computed from huge weights
+ * may hold an infinity). The maxima cost O((i1 − i0 + m)·r), against the
+ * product's O((i1 − i0)·r·m).
+ */
+static bool product_bounded(double a, double b) {
+  return a * b <= 0.5 * FLT_MAX; /* false for NaN and infinity */
+}
+
 /* ---- the fused kernels ---------------------------------------------------------- */
 
 /*
@@ -191,6 +253,24 @@ __attribute__((target("avx512f"))) static bool tile_avx512(const float *ap, cons
       c[i][3] = _mm512_fmadd_ps(a, b3, c[i][3]);
     }
   }
+  if (!(how & (TILE_STORE | TILE_NO_STORE))) {
+    /* Most top-k tiles hold no candidate: one compare a row of the rows'
+     * extremes tells (the product is finite: no NaN to lose). */
+    __mmask16 hit = 0;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+      __m512 th = _mm512_set1_ps(thr[i]);
+      hit |= (how & TILE_BELOW)
+                 ? _mm512_cmp_ps_mask(_mm512_min_ps(_mm512_min_ps(c[i][0], c[i][1]),
+                                                    _mm512_min_ps(c[i][2], c[i][3])),
+                                      th, _CMP_LT_OQ)
+                 : _mm512_cmp_ps_mask(_mm512_max_ps(_mm512_max_ps(c[i][0], c[i][1]),
+                                                    _mm512_max_ps(c[i][2], c[i][3])),
+                                      th, _CMP_GT_OQ);
+    }
+    if (hit == 0)
+      return false;
+  }
   uint64_t any = 0;
 #pragma GCC unroll 8
   for (int i = 0; i < MR; i++) {
@@ -233,6 +313,19 @@ __attribute__((target("avx2,fma"))) static bool tile_avx2(const float *ap, const
       c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
       c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
     }
+  }
+  if (!(how & (TILE_STORE | TILE_NO_STORE))) { /* as in tile_avx512 */
+    int hit = 0;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+      __m256 th = _mm256_set1_ps(thr[i]);
+      hit |= (how & TILE_BELOW) ? _mm256_movemask_ps(_mm256_cmp_ps(
+                                      _mm256_min_ps(c[i][0], c[i][1]), th, _CMP_LT_OQ))
+                                : _mm256_movemask_ps(_mm256_cmp_ps(
+                                      _mm256_max_ps(c[i][0], c[i][1]), th, _CMP_GT_OQ));
+    }
+    if (hit == 0)
+      return false;
   }
   uint64_t any = 0;
 #pragma GCC unroll 8
@@ -316,9 +409,25 @@ static void panel_rows(const mi__select *s, size_t g0, size_t rows, size_t c0, s
       if (row >= c0 && row < c0 + nc) /* the diagonal itself never counts */
         m &= ~((uint64_t)1 << (row - c0));
       s->count[line] += (size_t)__builtin_popcountll(m);
-    } else if (mask[i] != 0 || c0 < s->k) {
+    } else if (c0 < s->k) { /* the heap is still filling */
       float *hv = s->value + line * s->ld;
       topk_offer(hv, s->index + line * s->ld, s->k, sign_of(s), out + i * nr, c0, nc);
+      thr[i] = hv[0];
+    } else if (mask[i] != 0) {
+      /* Only the masked columns beat the threshold the tile was compared
+       * with; in increasing order, each against the threshold as it rises. */
+      float *hv = s->value + line * s->ld, sign = sign_of(s), threshold = sign * hv[0];
+      size_t *hi = s->index + line * s->ld;
+      for (uint64_t m = mask[i]; m != 0; m &= m - 1) {
+        size_t j = (size_t)__builtin_ctzll(m);
+        float x = out[i * nr + j];
+        if (sign * x > threshold) {
+          hv[0] = x;
+          hi[0] = c0 + j;
+          sift_down(hv, hi, s->k, 0, sign);
+          threshold = sign * hv[0];
+        }
+      }
       thr[i] = hv[0];
     }
   }
@@ -346,9 +455,15 @@ static void fused_tile(fused_job *job, size_t row0, size_t rows) {
     unsigned how = below | (s->kind == MI__SELECT_RANK ? TILE_NO_STORE
                             : c0 < s->k                ? TILE_STORE
                                                        : 0);
+    /* The next B panel comes from memory: its cache lines are fetched a
+     * share a micro-tile, while this panel is computed from cache. */
+    const char *next = c0 + nr < m ? (const char *)(bp + r * nr) : NULL;
+    size_t lines = r * nr * sizeof(float) / 64, share = (lines + panels - 1) / panels;
     for (size_t p = 0; p < panels; p++) {
       size_t n = rows - p * MR < MR ? rows - p * MR : MR;
       float *thr = job->thr + p * MR;
+      for (size_t l = p * share; next != NULL && l < lines && l < (p + 1) * share; l++)
+        __builtin_prefetch(next + l * 64);
       if (sc->f.tile(job->a + p * MR * r, bp, r, thr, how, valid, mask, job->out) ||
           s->kind == MI__SELECT_RANK)
         panel_rows(s, row0 + p * MR, n, c0, nc, nr, mask, job->out, thr);
@@ -371,28 +486,68 @@ static void *fused_worker(void *arg) {
   }
 }
 
-/* Packing B's panels in parallel: one contiguous range of panels a job. */
-typedef struct pack_job {
+/* Packing B's panels in parallel, PACK_RUN panels at a time to the next
+ * free thread (a thread slowed by a neighbour packs fewer). */
+enum { PACK_RUN = 16 };
+
+typedef struct pack_scan {
   mi__matrix B;
   float *out;
-  size_t nr, p0, p1;
+  size_t nr, panels;
+  atomic_size_t next_run;
+} pack_scan;
+
+typedef struct pack_job {
+  pack_scan *scan;
+  float max_abs; /* out: max|B| over the job's panels, for the overflow bound */
 } pack_job;
 
 static void *pack_worker(void *arg) {
   pack_job *j = arg;
-  size_t r = j->B.rows, m = j->B.cols;
-  for (size_t p = j->p0; p < j->p1; p++) {
-    size_t c0 = p * j->nr;
-    pack_b(j->out + p * r * j->nr, j->B, c0, m - c0 < j->nr ? m - c0 : j->nr, j->nr);
+  pack_scan *sc = j->scan;
+  size_t r = sc->B.rows, m = sc->B.cols, nr = sc->nr;
+  j->max_abs = 0.0f;
+  for (;;) {
+    size_t p0 = atomic_fetch_add(&sc->next_run, 1) * PACK_RUN;
+    if (p0 >= sc->panels)
+      return NULL;
+    for (size_t p = p0; p < sc->panels && p < p0 + PACK_RUN; p++) {
+      size_t c0 = p * nr, nc = m - c0 < nr ? m - c0 : nr;
+      /* B is read once: the panel is still in cache when it is packed. */
+      float b = max_abs(mi__matrix_cols(sc->B, c0, c0 + nc));
+      j->max_abs = b > j->max_abs || b != b ? b : j->max_abs;
+      pack_b(sc->out + p * r * nr, sc->B, c0, nc, nr);
+    }
   }
-  return NULL;
+}
+
+/*
+ * The packed factors, on 2 MiB pages where Linux gives them: packing B
+ * then takes a few page faults rather than one a 4 KiB page (thousands a
+ * call, and dear under a hypervisor), and its panels a few TLB entries.
+ */
+static void *alloc_packed(size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  enum { HUGE = 2u << 20 };
+  if (bytes >= HUGE) {
+    void *p = aligned_alloc(HUGE, (bytes + HUGE - 1) / HUGE * HUGE);
+    if (p != NULL)
+      madvise(p, (bytes + HUGE - 1) / HUGE * HUGE, MADV_HUGEPAGE); /* a hint: failure is harmless */
+    return p;
+  }
+#endif
+  return malloc(bytes);
 }
 
 /* Largest packed B the fused way takes (it packs all of B once). */
 static const size_t PACKED_B_LIMIT = (size_t)48 << 20;
 
+/*
+ * The scan by a fused kernel, when the product is bounded (a = max_i ‖A_i‖₁
+ * of the rows): *bounded says whether it was, else nothing is scanned.
+ */
 static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, size_t i1,
-                              const mi__select *s) {
+                              const mi__select *s, double a, bool *bounded) {
   size_t r = A.cols, m = B.cols;
   size_t panels_b = (m + f.nr - 1) / f.nr;
   size_t threads = mi__thread_count();
@@ -402,15 +557,23 @@ static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, si
   if (threads > MI__MAX_THREADS)
     threads = MI__MAX_THREADS;
   size_t per_thread = TILE_ROWS * r + TILE_ROWS + MR * MAX_NR;
-  float *packed = malloc((panels_b * r * f.nr + threads * per_thread) * sizeof *packed);
+  float *packed = alloc_packed((panels_b * r * f.nr + threads * per_thread) * sizeof *packed);
   if (packed == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "select: packed factors of %d x %zu and %zu x %zu",
                     TILE_ROWS, r, r, m);
+  pack_scan pack = {B, packed, f.nr, panels_b, 0};
   pack_job packs[MI__MAX_THREADS];
   for (size_t t = 0; t < threads; t++)
-    packs[t] = (pack_job){B, packed, f.nr, panels_b * t / threads,
-                          panels_b * (t + 1) / threads};
+    packs[t] = (pack_job){&pack, 0.0f};
   mi__run_threads(pack_worker, packs, sizeof packs[0], threads);
+  float b = 0.0f;
+  for (size_t t = 0; t < threads; t++)
+    b = packs[t].max_abs > b || packs[t].max_abs != packs[t].max_abs ? packs[t].max_abs : b;
+  *bounded = product_bounded(a, b);
+  if (!*bounded) {
+    free(packed);
+    return MI_OK;
+  }
   fused_scan scan = {s, f, A, B, i0, i1, packed, 0};
   fused_job jobs[MI__MAX_THREADS];
   float *own = packed + panels_b * r * f.nr;
@@ -421,31 +584,6 @@ static mi_status fused_select(fused f, mi__matrix A, mi__matrix B, size_t i0, si
   mi__run_threads(fused_worker, jobs, sizeof jobs[0], threads);
   free(packed);
   return MI_OK;
-}
-
-/* ---- overflow ---------------------------------------------------------------- */
-
-/*
- * Whether no entry of rows i0..i1 of A·B can overflow float32: |(AB)_ij| ≤
- * ‖A_i‖₁ · max|B|, and the partial sums of an FMA chain stay within that
- * bound times (1 + r·2⁻²⁴), so half of FLT_MAX leaves room. False also for
- * non-finite factors (a factor computed from huge weights may hold an
- * infinity). Costs O((i1 − i0 + m)·r), against the product's O((i1 − i0)·r·m).
- */
-static bool product_bounded(mi__matrix A, mi__matrix B, size_t i0, size_t i1) {
-  double b = 0.0, a = 0.0;
-  for (size_t t = 0; t < B.rows; t++)
-    for (size_t j = 0; j < B.cols; j++) {
-      double v = fabs((double)B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)j * B.cs]);
-      b = v > b || v != v ? v : b; /* a NaN sticks */
-    }
-  for (size_t i = i0; i < i1; i++) {
-    double sum = 0.0;
-    for (size_t t = 0; t < A.cols; t++)
-      sum += fabs((double)A.data[(ptrdiff_t)i * A.rs + (ptrdiff_t)t * A.cs]);
-    a = sum > a || sum != sum ? sum : a;
-  }
-  return a * b <= 0.5 * FLT_MAX; /* false for NaN and infinity */
 }
 
 /* ---- choosing the way ----------------------------------------------------------- */
@@ -509,15 +647,26 @@ mi_status mi__select_rows(mi__matrix A, mi__matrix B, size_t i0, size_t i1,
     for (size_t i = 0; i < i1 - i0; i++)
       s->count[i] = 0;
   /* Only a product that may overflow pays for screening its tiles, and the
-   * fused kernels, which never store a tile, leave it to the plain way. */
-  plain_scan plain = {s, !product_bounded(A, B, i0, i1)};
-  mi__select_impl impl = plain.screen ? MI__SELECT_PLAIN : choose(A.cols, B.cols);
-  switch (impl) {
+   * fused kernels, which never store a tile, leave it to the plain way;
+   * they find max|B| as they pack B. */
+  double a = max_row_l1(A, i0, i1);
+  bool fused_done = false, bounded = true;
+  switch (choose(A.cols, B.cols)) {
 #if HAVE_X86
-  case MI__SELECT_AVX512: status = fused_select((fused){tile_avx512, 64}, A, B, i0, i1, s); break;
-  case MI__SELECT_AVX2: status = fused_select((fused){tile_avx2, 16}, A, B, i0, i1, s); break;
+  case MI__SELECT_AVX512:
+    status = fused_select((fused){tile_avx512, 64}, A, B, i0, i1, s, a, &bounded);
+    fused_done = bounded;
+    break;
+  case MI__SELECT_AVX2:
+    status = fused_select((fused){tile_avx2, 16}, A, B, i0, i1, s, a, &bounded);
+    fused_done = bounded;
+    break;
 #endif
-  default: status = mi__stream(A, B, i0, i1, plain_tile, &plain); break;
+  default: bounded = product_bounded(a, max_abs(B)); break;
+  }
+  if (status == MI_OK && !fused_done) {
+    plain_scan plain = {s, !bounded};
+    status = mi__stream(A, B, i0, i1, plain_tile, &plain);
   }
   if (status != MI_OK || s->kind == MI__SELECT_RANK)
     return status;

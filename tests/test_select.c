@@ -197,10 +197,10 @@ START_TEST(fused_topk_equals_plain_and_reference) {
 END_TEST
 
 /*
- * A NaN factor entry, or finite factors whose product overflows float32,
- * are MI_ERR_NUMERIC under every way (issue 10: a NaN compares false with
- * everything, so no ordering of it is an answer): the bound check sends
- * them the plain way, which screens each tile.
+ * A NaN factor entry (of A or of B), or finite factors whose product
+ * overflows float32, are MI_ERR_NUMERIC under every way (issue 10: a NaN
+ * compares false with everything, so no ordering of it is an answer): the
+ * bound check sends them the plain way, which screens each tile.
  */
 START_TEST(non_finite_products_are_refused_by_every_way) {
   factors f = make(100, 300, 16, true, GAUSS, 7);
@@ -208,14 +208,18 @@ START_TEST(non_finite_products_are_refused_by_every_way) {
   factors g = make(100, 300, 16, true, GAUSS, 8);
   g.a[40 * 16 + 5] = 1e30f; /* finite, but 1e30 times a unit entry of B overflows */
   g.b[7 * 16 + 5] = 1e30f;
+  /* A NaN in B, in the last, partial panel: the fused ways find max|B|
+   * while packing B, panel by panel. */
+  factors e = make(100, 300, 16, true, GAUSS, 9);
+  e.b[290 * 16 + 2] = NAN;
   mi__select_impl ways[] = {MI__SELECT_PLAIN, MI__SELECT_AVX512, MI__SELECT_AVX2};
   size_t ix[100 * 3], count[100];
   float v[100 * 3];
   for (size_t w = 0; w < 3; w++) {
     if (mi__select_use(ways[w]) != MI_OK)
       continue;
-    for (int which = 0; which < 2; which++) {
-      const factors *h = which ? &g : &f;
+    for (int which = 0; which < 3; which++) {
+      const factors *h = which == 0 ? &f : which == 1 ? &g : &e;
       mi__select top = {MI__SELECT_LARGEST, 3, ix, v, 3, NULL, NULL, 0};
       TU_FAILS_SILENT(MI_ERR_NUMERIC, mi__select_rows(view_a(h), view_b(h), 0, h->n, &top));
       float thr[100] = {0};
@@ -229,6 +233,7 @@ START_TEST(non_finite_products_are_refused_by_every_way) {
   TU_OK(mi__select_use(MI__SELECT_AUTO));
   drop(&f);
   drop(&g);
+  drop(&e);
 }
 END_TEST
 

@@ -416,6 +416,7 @@ static mi_status out_of_memory(const unpickler *up) {
 
 /* A new object of `kind`, owned by the machine. */
 static mi_status make(obj **out, unpickler *up, int kind) {
+  *out = NULL;
   obj *o = calloc(1, sizeof *o);
   if (o == NULL || !grow(&up->all, &up->cap_all, up->n_all, sizeof *up->all)) {
     free(o);
@@ -459,6 +460,7 @@ static obj *pop(unpickler *up) { return up->stack[--up->n_stack]; }
 
 /* The items above the last mark, which is removed. */
 static mi_status pop_mark(size_t *out_from, unpickler *up) {
+  *out_from = 0;
   if (up->n_marks == 0)
     return mi__fail(MI_ERR_FORMAT, "data.pkl byte %zu: %s without a MARK", up->op_at,
                     opcode_name(up->p[up->op_at]));
@@ -486,6 +488,7 @@ static mi_status take_items(unpickler *up, obj *seq, size_t from) {
 /* ---- reading operands ----------------------------------------------------------- */
 
 static mi_status operand(const unsigned char **out, unpickler *up, size_t n) {
+  *out = NULL; /* set on every path, so -O3 sees callers' operands initialised */
   if (n > up->size - up->pos)
     return mi__fail(MI_ERR_TRUNCATED, "data.pkl byte %zu: %s needs %zu more bytes, but the "
                     "%zu-byte pickle ends first", up->op_at, opcode_name(up->p[up->op_at]),

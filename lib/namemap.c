@@ -121,6 +121,11 @@ typedef struct loader {
   unsigned parts;
   size_t n_layers;
   const char *prefix;       /* GPT-2: "" or "transformer." */
+  const mi__image *img;     /* where the tensors' bytes are */
+  /* The one tensor read whole, for copies that are not a plain float32 read. */
+  const mi__tensor *held;
+  unsigned char *scratch;
+  size_t scratch_size;
 } loader;
 
 static const mi__tensor *find(const loader *ld, const char *name) {
@@ -221,17 +226,83 @@ static mi_status lookup(const mi__tensor **out, loader *ld, unsigned part, shape
   return status;
 }
 
+#define TRY(call)                                                            \
+  do {                                                                       \
+    mi_status try_status_ = (call);                                          \
+    if (try_status_ != MI_OK)                                                \
+      return try_status_;                                                    \
+  } while (0)
+
+/* Float32s read and screened at a time: a chunk is checked while in cache. */
+enum { CHUNK = 1 << 18 };
+
+/*
+ * A contiguous float32 copy read from the file straight into the model's
+ * slot, screened chunk by chunk; a chunk with a NaN or infinity hands the
+ * slot to mi__model_weight_accept, which names the element and resets it.
+ */
+static mi_status read_direct(loader *ld, mi_weight which, size_t layer, size_t head,
+                             size_t at) {
+  float *slot;
+  size_t count, where[2];
+  TRY(mi__model_weight_target(&slot, &count, ld->model, which, layer, head));
+  for (size_t k = 0; k < count; k += CHUNK) {
+    size_t n = count - k < CHUNK ? count - k : CHUNK;
+    TRY(mi__image_read(slot + k, ld->img, at + k * sizeof *slot, n * sizeof *slot));
+    if (!mi__finite_f(slot + k, 1, n, n, where))
+      return mi__model_weight_accept(ld->model, which, layer, head);
+  }
+  return MI_OK;
+}
+
+/* Reads the whole of `t` into the loader's scratch (once for all its copies). */
+static mi_status hold(loader *ld, const mi__tensor *t, size_t *out_start) {
+  size_t last = 0;
+  for (size_t k = 0; k < t->rank && k < MI__TENSOR_RANK; k++)
+    last += (t->dims[k] - 1) * t->strides[k]; /* the reader checked it fits */
+  size_t start = (size_t)(t->data - ld->img->bytes), size = (last + 1) * t->item;
+  *out_start = start;
+  if (ld->held == t)
+    return MI_OK;
+  if (size > ld->scratch_size) {
+    free(ld->scratch);
+    ld->held = NULL;
+    ld->scratch_size = 0;
+    if ((ld->scratch = malloc(size)) == NULL)
+      return mi__fail(MI_ERR_OUT_OF_MEMORY, "tensor '%s': cannot allocate %zu bytes to "
+                      "read it", t->name, size);
+    mi__advise_huge(ld->scratch, size);
+    ld->scratch_size = size;
+  }
+  TRY(mi__image_read(ld->scratch, ld->img, start, size));
+  ld->held = t;
+  return MI_OK;
+}
+
 /*
  * Copies one weight copy from `t`, starting `offset` elements in, with the
  * given strides (elements, from the tensor's own). Nothing to do during the
- * checking pass or for an absent optional tensor.
+ * checking pass or for an absent optional tensor. From a file, a contiguous
+ * float32 copy is read into the model as it is; anything else (another
+ * dtype, a strided or transposed view) is converted from the tensor read
+ * whole into one scratch, so the load holds at most one tensor besides the
+ * weights.
  */
 static mi_status copy(loader *ld, mi_weight which, size_t layer, size_t head,
                       const mi__tensor *t, size_t offset, size_t row_stride, size_t col_stride) {
   if (ld->model == NULL || t == NULL)
     return MI_OK;
+  if (ld->img->fd < 0)
+    return mi__model_set_weight_strided(ld->model, which, layer, head, (mi_dtype)t->dtype,
+                                        t->data + offset * t->item, row_stride, col_stride);
+  mi__weight_geometry g = mi__weight_geometry_of(&ld->model->config, which);
+  size_t at = (size_t)(t->data - ld->img->bytes) + offset * t->item;
+  if (t->dtype == MI_DTYPE_F32 && col_stride == 1 && (g.rows == 1 || row_stride == g.cols))
+    return read_direct(ld, which, layer, head, at);
+  size_t start;
+  TRY(hold(ld, t, &start));
   return mi__model_set_weight_strided(ld->model, which, layer, head, (mi_dtype)t->dtype,
-                                      t->data + offset * t->item, row_stride, col_stride);
+                                      ld->scratch + (at - start), row_stride, col_stride);
 }
 
 #define SHAPE1(a) ((shape){1, {(a)}})
@@ -239,12 +310,6 @@ static mi_status copy(loader *ld, mi_weight which, size_t layer, size_t head,
 #define SHAPE3(a, b, c) ((shape){3, {(a), (b), (c)}})
 /* Element stride of axis k of an optional tensor (0 when absent: not copied). */
 #define ST(t, k) ((t) != NULL ? (t)->strides[k] : 0)
-#define TRY(call)                                                            \
-  do {                                                                       \
-    mi_status try_status_ = (call);                                          \
-    if (try_status_ != MI_OK)                                                \
-      return try_status_;                                                    \
-  } while (0)
 
 /*
  * Counts the layers "<prefix><l>." from 0, refuses gaps (a layer index past
@@ -536,7 +601,7 @@ static mi_status positional_kind(mi_positional *out, const loader *ld,
 
 mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t count,
                                  const mi__model_hints *file_hints,
-                                 const mi_load_options *options) {
+                                 const mi_load_options *options, const mi__image *img) {
   /* The caller's options are one more source, checked against the files. */
   mi__model_hints hints = *file_hints;
   const mi__model_hints from_options = {.source = "mi_load_options",
@@ -547,7 +612,7 @@ mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t cou
     hints.source = "the file";
 
   qsort(tensors, count, sizeof *tensors, by_name);
-  loader ld = {.tensors = tensors, .n_tensors = count};
+  loader ld = {.tensors = tensors, .n_tensors = count, .img = img};
   mi_layout layout;
   mi_status (*map)(loader *);
   if (find(&ld, "embed.W_E")) {
@@ -589,6 +654,7 @@ mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t cou
   TRY(positional_kind(&config.positional, &ld, &hints));
   TRY(mi_model_create(&ld.model, &config));
   mi_status status = map(&ld);
+  free(ld.scratch);
   if (status == MI_OK)
     status = mi_model_process(ld.model, options->process);
   if (status != MI_OK) {

@@ -24,6 +24,14 @@
  * (issue 10: a file truncated under a mapping raises SIGBUS). The
  * ".safetensors / mmap" ratio is the cost of that safety. Run against an
  * older libmi (LD_LIBRARY_PATH) for the cost of the finite check too.
+ *
+ * A fourth, "pread", is the floor: the same .safetensors file's bytes read
+ * with pread into fresh anonymous memory advised for huge pages (what
+ * mi_model_load did before it read each tensor into the model), nothing
+ * else. ".safetensors / pread" is how far a load is from memory speed.
+ * CPU time is the whole process's (user + system, every thread: a load
+ * reads its large tensors on all online cores), less the sampler's share
+ * is negligible.
  */
 #define _GNU_SOURCE
 #include "../tests/pth_writer.h"
@@ -115,17 +123,47 @@ static void weight_bytes(const mi_model *model, double *total, double *largest) 
   }
 }
 
-/* CPU seconds (user + system) of the calling thread. */
-static double thread_cpu(void) {
+/* CPU seconds (user + system) of the process, every thread. */
+static double process_cpu(void) {
   struct rusage u;
-  getrusage(RUSAGE_THREAD, &u);
+  getrusage(RUSAGE_SELF, &u);
   return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec +
          ((double)u.ru_utime.tv_usec + (double)u.ru_stime.tv_usec) * 1e-6;
 }
 
-/* mi_model_load, or with `mapped` the file mmap'd and loaded from memory. */
-static mi_status load(mi_model **out, const char *path, bool mapped) {
-  if (!mapped)
+/* How a child loads: mi_model_load, the file mmap'd, or the pread floor. */
+enum { WAY_LOAD, WAY_MMAP, WAY_PREAD };
+
+/* The floor: the file's bytes into fresh memory advised for huge pages. */
+static void pread_floor(const char *path) {
+  int fd = open(path, O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    perror(path);
+    exit(1);
+  }
+  size_t size = (size_t)st.st_size, got = 0;
+  unsigned char *bytes =
+      mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (bytes == MAP_FAILED) {
+    perror("mmap");
+    exit(1);
+  }
+  madvise(bytes, size, MADV_HUGEPAGE);
+  while (got < size) {
+    ssize_t n = pread(fd, bytes + got, size - got, (off_t)got);
+    if (n <= 0) {
+      perror("pread");
+      exit(1);
+    }
+    got += (size_t)n;
+  }
+  close(fd);
+  munmap(bytes, size);
+}
+
+static mi_status load(mi_model **out, const char *path, int way) {
+  if (way == WAY_LOAD)
     return mi_model_load(out, path, NULL);
   int fd = open(path, O_RDONLY);
   struct stat st;
@@ -144,7 +182,7 @@ static mi_status load(mi_model **out, const char *path, bool mapped) {
   return status;
 }
 
-static int measure(const char *path, bool mapped) {
+static int measure(const char *path, int way) {
   page_kb = sysconf(_SC_PAGESIZE) / 1024;
   long resident, shared;
   statm(&resident, &shared);
@@ -153,14 +191,18 @@ static int measure(const char *path, bool mapped) {
   atomic_store(&sampling, 1);
   pthread_t thread;
   pthread_create(&thread, NULL, sampler, NULL);
-  mi_model *model;
-  double t0 = bench_now(), c0 = thread_cpu();
-  bench_check(load(&model, path, mapped), path);
-  double seconds = bench_now() - t0, cpu = thread_cpu() - c0;
+  mi_model *model = NULL;
+  double t0 = bench_now(), c0 = process_cpu();
+  if (way == WAY_PREAD)
+    pread_floor(path);
+  else
+    bench_check(load(&model, path, way), path);
+  double seconds = bench_now() - t0, cpu = process_cpu() - c0;
   atomic_store(&sampling, 0);
   pthread_join(thread, NULL);
-  double total, largest;
-  weight_bytes(model, &total, &largest);
+  double total = 0, largest = 0;
+  if (model != NULL)
+    weight_bytes(model, &total, &largest);
   printf("%.6f %.6f %ld %ld %ld %.0f %.0f\n", seconds, cpu, status_kb("VmHWM:"),
          peak_anon_kb, base_anon, total, largest);
   mi_model_free(model);
@@ -230,7 +272,9 @@ typedef struct sample {
   double seconds, cpu, hwm_mb, anon_mb, weights_mb, largest_mb;
 } sample;
 
-static sample spawn_measure(const char *self, const char *path, bool mapped) {
+static const char *const way_flags[] = {"--measure", "--measure-mmap", "--measure-pread"};
+
+static sample spawn_measure(const char *self, const char *path, int way) {
   int fds[2];
   if (pipe(fds) != 0) {
     perror("pipe");
@@ -240,7 +284,7 @@ static sample spawn_measure(const char *self, const char *path, bool mapped) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, fds[0]);
-  char *argv[] = {(char *)self, mapped ? "--measure-mmap" : "--measure", (char *)path, NULL};
+  char *argv[] = {(char *)self, (char *)way_flags[way], (char *)path, NULL};
   pid_t pid;
   if (posix_spawn(&pid, self, &actions, NULL, argv, environ) != 0) {
     perror("posix_spawn");
@@ -279,10 +323,9 @@ static int by_cpu(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--measure") == 0)
-    return measure(argv[2], false);
-  if (argc == 3 && strcmp(argv[1], "--measure-mmap") == 0)
-    return measure(argv[2], true);
+  for (int way = WAY_LOAD; way <= WAY_PREAD; way++)
+    if (argc == 3 && strcmp(argv[1], way_flags[way]) == 0)
+      return measure(argv[2], way);
   int rounds = 5;
   bool keep = false;
   const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -323,23 +366,27 @@ int main(int argc, char **argv) {
     st_writer_free(st);
     printf("wrote %s and %s in %.1f s\n", paths[0], paths[1], bench_now() - t0);
   }
-  enum { KINDS = 3 };
-  const char *names[KINDS] = {".pth", ".safetensors", "mmap"};
-  const char *files[KINDS] = {paths[0], paths[1], paths[1]};
+  enum { KINDS = 4 };
+  const char *names[KINDS] = {".pth", ".safetensors", "mmap", "pread"};
+  const char *files[KINDS] = {paths[0], paths[1], paths[1], paths[1]};
+  const int ways[KINDS] = {WAY_LOAD, WAY_LOAD, WAY_MMAP, WAY_PREAD};
   sample *s[KINDS];
   for (int k = 0; k < KINDS; k++)
     s[k] = calloc((size_t)rounds, sizeof(sample));
   /* One untimed load of each, so both files start in the page cache. */
   for (int k = 0; k < KINDS; k++)
-    spawn_measure(self, files[k], k == 2);
-  printf("round  wall: .pth  .safetensors  mmap   cpu: .pth  .safetensors  mmap\n");
+    spawn_measure(self, files[k], ways[k]);
+  printf("round  wall: .pth  .safetensors  mmap  pread   cpu: .pth  .safetensors  mmap  "
+         "pread\n");
   for (int r = 0; r < rounds; r++) {
     for (int k = 0; k < KINDS; k++) {
       int which = (r + k) % KINDS; /* rotate which goes first */
-      s[which][r] = spawn_measure(self, files[which], which == 2);
+      s[which][r] = spawn_measure(self, files[which], ways[which]);
     }
-    printf("%5d  %9.3f  %12.3f  %5.3f  %9.3f  %12.3f  %5.3f\n", r + 1, s[0][r].seconds,
-           s[1][r].seconds, s[2][r].seconds, s[0][r].cpu, s[1][r].cpu, s[2][r].cpu);
+    printf("%5d  %9.3f  %12.3f  %5.3f  %5.3f  %9.3f  %12.3f  %5.3f  %5.3f   "
+           ".safetensors/pread wall %.2f\n", r + 1, s[0][r].seconds, s[1][r].seconds,
+           s[2][r].seconds, s[3][r].seconds, s[0][r].cpu, s[1][r].cpu, s[2][r].cpu,
+           s[3][r].cpu, s[1][r].seconds / s[3][r].seconds);
   }
   double best[KINDS], median[KINDS], best_cpu[KINDS], median_cpu[KINDS];
   for (int k = 0; k < KINDS; k++) {
@@ -361,10 +408,13 @@ int main(int argc, char **argv) {
            names[k], best[k], median[k], best_cpu[k], median_cpu[k], hwm, anon,
            weights.weights_mb, weights.largest_mb);
   }
-  for (int k = 0; k < 2; k++)
-    printf("%s / %s: wall best %.3f, median %.3f; cpu best %.3f, median %.3f\n",
-           names[k], names[k + 1], best[k] / best[k + 1], median[k] / median[k + 1],
-           best_cpu[k] / best_cpu[k + 1], median_cpu[k] / median_cpu[k + 1]);
+  const int pairs[][2] = {{0, 1}, {1, 2}, {1, 3}, {0, 3}};
+  for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
+    int a = pairs[p][0], b = pairs[p][1];
+    printf("%s / %s: wall best %.3f, median %.3f; cpu best %.3f, median %.3f\n", names[a],
+           names[b], best[a] / best[b], median[a] / median[b], best_cpu[a] / best_cpu[b],
+           median_cpu[a] / median_cpu[b]);
+  }
   if (!keep) {
     remove(paths[0]);
     remove(paths[1]);

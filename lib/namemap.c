@@ -8,6 +8,7 @@
  * through its strides. The hints the files give (config.json, __metadata__,
  * the caller's options) are merged first and checked against the tensors.
  */
+#include "kernel.h"
 #include "loader.h"
 
 #include <math.h>
@@ -236,23 +237,45 @@ static mi_status lookup(const mi__tensor **out, loader *ld, unsigned part, shape
 /* Float32s read and screened at a time: a chunk is checked while in cache. */
 enum { CHUNK = 1 << 18 };
 
+/* One chunk of a direct read, for mi__parallel_for. */
+typedef struct direct {
+  float *slot;
+  size_t count, at;
+  const mi__image *img;
+  atomic_bool nonfinite;
+} direct;
+
+static mi_status read_chunk(size_t i, void *user) {
+  direct *d = user;
+  size_t k = i * CHUNK, n = d->count - k < CHUNK ? d->count - k : CHUNK, where[2];
+  mi_status status = mi__image_read(d->slot + k, d->img, d->at + k * sizeof *d->slot,
+                                    n * sizeof *d->slot);
+  if (status == MI_OK && !mi__finite_f(d->slot + k, 1, n, n, where))
+    atomic_store(&d->nonfinite, true);
+  return status;
+}
+
 /*
  * A contiguous float32 copy read from the file straight into the model's
- * slot, screened chunk by chunk; a chunk with a NaN or infinity hands the
+ * slot, screened chunk by chunk while each is in cache; the chunks of a
+ * large copy go to every thread, since the page faults of fresh memory (the
+ * kernel zeroing it) cost as much as the copy. A NaN or infinity hands the
  * slot to mi__model_weight_accept, which names the element and resets it.
  */
 static mi_status read_direct(loader *ld, mi_weight which, size_t layer, size_t head,
                              size_t at) {
-  float *slot;
-  size_t count, where[2];
-  TRY(mi__model_weight_target(&slot, &count, ld->model, which, layer, head));
-  for (size_t k = 0; k < count; k += CHUNK) {
-    size_t n = count - k < CHUNK ? count - k : CHUNK;
-    TRY(mi__image_read(slot + k, ld->img, at + k * sizeof *slot, n * sizeof *slot));
-    if (!mi__finite_f(slot + k, 1, n, n, where))
-      return mi__model_weight_accept(ld->model, which, layer, head);
+  direct d = {.at = at, .img = ld->img};
+  atomic_init(&d.nonfinite, false);
+  TRY(mi__model_weight_target(&d.slot, &d.count, ld->model, which, layer, head));
+  size_t chunks = (d.count + CHUNK - 1) / CHUNK;
+  if (chunks >= 8) {
+    TRY(mi__parallel_for(chunks, read_chunk, &d));
+  } else {
+    for (size_t i = 0; i < chunks; i++)
+      TRY(read_chunk(i, &d));
   }
-  return MI_OK;
+  return atomic_load(&d.nonfinite) ? mi__model_weight_accept(ld->model, which, layer, head)
+                                   : MI_OK;
 }
 
 /* Reads the whole of `t` into the loader's scratch (once for all its copies). */

@@ -130,6 +130,16 @@ START_TEST(nonfinite_file_is_refused) {
   SAYS("W_E");
   SAYS("[1, 1]");
   ck_assert_ptr_null(model);
+  /* From a file, where float32 tensors are read straight into the model. */
+  char path[512];
+  tmp_path(path, sizeof path, "reliability_nonfinite.safetensors");
+  ck_assert(st_write_bytes(path, bytes, size));
+  TU_FAILS(MI_ERR_NONFINITE, mi_model_load(&model, path, NULL));
+  SAYS("W_E");
+  SAYS("[1, 1]");
+  SAYS("+inf");
+  ck_assert_ptr_null(model);
+  unlink(path);
   free(bytes);
   st_writer_free(st);
 }

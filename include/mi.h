@@ -687,7 +687,8 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     value beyond float32's range (weight, layer, head and element named);
  *   MI_ERR_NUMERIC: processing (LayerNorm folding, centering) overflowed
  *     float32 (see mi_model_process);
- *   MI_ERR_OUT_OF_MEMORY (also when a tensor's scratch or the address space for the file's headers cannot be had);
+ *   MI_ERR_OUT_OF_MEMORY (also when a tensor's scratch, or the address
+ *     space the file's headers are read into, cannot be had);
  *   and, for the vocabulary of a folder, the statuses of
  *   `mi_model_load_vocab` (the message names the file and says
  *   MI_LOAD_NO_VOCAB skips it); no model is returned then.

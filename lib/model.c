@@ -322,29 +322,13 @@ static inline float read_element(const unsigned char *p, mi_dtype dtype) {
 /* n elements of `dtype`, `step` bytes apart from src, into dst as float. */
 static void convert_line(float *dst, const unsigned char *src, size_t n, size_t step,
                          mi_dtype dtype) {
-  /* One loop per dtype, so the element type is not decided per element. */
-  switch (dtype) {
-  case MI_DTYPE_F32:
-    if (step == 4) {
-      memcpy(dst, src, n * 4);
-      return;
-    }
-    for (size_t j = 0; j < n; j++)
-      dst[j] = read_element(src + j * step, MI_DTYPE_F32);
-    return;
-  case MI_DTYPE_F64:
-    for (size_t j = 0; j < n; j++)
-      dst[j] = read_element(src + j * step, MI_DTYPE_F64);
-    return;
-  case MI_DTYPE_F16:
-    for (size_t j = 0; j < n; j++)
-      dst[j] = read_element(src + j * step, MI_DTYPE_F16);
-    return;
-  case MI_DTYPE_BF16:
-    for (size_t j = 0; j < n; j++)
-      dst[j] = read_element(src + j * step, MI_DTYPE_BF16);
+  if (dtype == MI_DTYPE_F32 && step == 4) {
+    memcpy(dst, src, n * 4);
     return;
   }
+  /* dtype is loop-invariant: the compiler unswitches the loop per dtype. */
+  for (size_t j = 0; j < n; j++)
+    dst[j] = read_element(src + j * step, dtype);
 }
 
 /*

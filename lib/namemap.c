@@ -524,8 +524,14 @@ static mi_status gpt2_map(loader *ld) {
   TRY(copy(ld, MI_LNF_W, 0, 0, fw, 0, 0, ST(fw, 0)));
   TRY(copy(ld, MI_LNF_B, 0, 0, fb, 0, 0, ST(fb, 0)));
   /* W_U [d_model × d_vocab] is the transpose of a [d_vocab × d_model] tensor. */
-  const mi__tensor *unembed = head ? head : wte;
-  return copy(ld, MI_W_U, 0, 0, unembed, 0, ST(unembed, 1), ST(unembed, 0));
+  if (head != NULL || ld->model == NULL)
+    return copy(ld, MI_W_U, 0, 0, head, 0, ST(head, 1), ST(head, 0));
+  /* Tied: from the W_E just read, so the file's wte is not read twice, nor
+   * held whole in the scratch (the largest tensor of the file). */
+  float *we;
+  TRY(mi__weight_slot(&we, ld->model, MI_W_E, 0, 0));
+  return mi__model_set_weight_strided(ld->model, MI_W_U, 0, 0, MI_DTYPE_F32, we, 1,
+                                      ld->dims[DIM_MODEL]);
 }
 
 /* ---- the model --------------------------------------------------------------- */

@@ -432,7 +432,8 @@ static double load_peak(const char *path) {
  * 256, d_vocab 16384, so W_E and W_U (16 MiB each) are most of the 34 MiB of
  * weights and the largest tensor of each file. TransformerLens safetensors
  * and .pth (every tensor read straight into the model), and a GPT-2 file with
- * tied W_U (its W_E is read whole into the one scratch, to transpose).
+ * tied W_U (each layer's packed c_attn read whole into the one scratch, to
+ * split; W_U transposed from the model's W_E).
  */
 START_TEST(a_load_peaks_at_the_weights_plus_one_tensor) {
   mi_config c = tu_config(2, 4, 256, 64, 16384, 64, MI_PART_LN | MI_PART_QKV_BIAS |

@@ -4,7 +4,7 @@
 For each folder in examples/models/: parse model.safetensors from its bytes
 (layout, dtypes, offsets, no holes), check the shapes against the metadata
 and vocab.txt, run a float64 numpy forward pass written from the formula in
-README.md and compare it with reference_logits.json. Needs only numpy
+docs/models.md and compare it with reference_logits.json. Needs only numpy
 (Debian: python3-numpy). Exit status 0 when every check passes.
 
     /usr/bin/python3 tools/check_models.py [MODELS_DIR | MODEL_DIR]

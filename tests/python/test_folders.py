@@ -8,7 +8,8 @@ import tempfile
 import unittest
 
 import mi
-from test_load import D, H, L, V, count, dh, tl_tensors, write_safetensors
+from helpers import write_safetensors
+from test_load import D, H, L, V, count, dh, tl_tensors
 
 
 def gpt2_tensors(n_ctx=5):

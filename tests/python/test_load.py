@@ -1,29 +1,12 @@
 """Loading .safetensors files and vocabularies through the bindings."""
 
-import json
 import math
 import os
-import struct
 import tempfile
 import unittest
 
 import mi
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """A minimal float32 safetensors writer: {name: (shape, flat values)}."""
-    header, blobs, offset = {}, [], 0
-    for name, (shape, values) in tensors.items():
-        blob = struct.pack(f"<{len(values)}f", *values)
-        header[name] = {"dtype": "F32", "shape": shape,
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    if metadata:
-        header["__metadata__"] = metadata
-    text = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+from helpers import write_safetensors
 
 
 L, H, D, dh, V = 1, 2, 4, 2, 3

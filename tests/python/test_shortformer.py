@@ -13,7 +13,7 @@ import unittest
 
 import mi
 from reference import forward_weights, random_weights, tolist
-from test_load import write_safetensors
+from helpers import write_safetensors
 
 TOL = 1e-4
 TOKENS = [3, 0, 6, 3, 1, 2]

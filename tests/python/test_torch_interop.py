@@ -105,7 +105,7 @@ class TorchTest(unittest.TestCase):
     def test_tensors_are_not_read_element_by_element(self):
         """A 5000 x 256 tensor goes in through its data pointer: timed against
         a copy of the same tensor through Python floats (the old path), on
-        this machine at least 20x faster (measured: see the README's figures)."""
+        this machine at least 20x faster (measured: see docs/python.md, "Tests")."""
         t = torch.randn(5000, 256)
         with mi.Model.create(n_layers=1, n_heads=1, d_model=256, d_head=4, d_vocab=5000) as m:
             start = time.perf_counter()

@@ -11,26 +11,16 @@ of its terms' scale, and over the row's sd that moves a z-score by about
 test allows 1e-5 * max(1, |z|). Ranks are compared exactly: a wrong row,
 column, exclusion or tie rule changes which tokens come out."""
 
-import math
 import os
 import unittest
 
 import mi
+from helpers import z_rows
 from reference import random_model, tolist
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "models",
                        "skip-trigram-1l", "model.safetensors")
 Z_TOL = 1e-5
-
-
-def z_rows(matrix):
-    """Each row as z-scores (population sd), or None for a row with no spread."""
-    out = []
-    for row in matrix:
-        mean = sum(row) / len(row)
-        var = sum((x - mean) ** 2 for x in row) / len(row)
-        out.append([(x - mean) / math.sqrt(var) for x in row] if var > 0 else None)
-    return out
 
 
 def reference(model, count, bias=True, n_out=2, n_dst=2):

@@ -11,11 +11,14 @@ import os
 import random
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "tests", "python"))
+from helpers import write_safetensors, z_rows  # noqa: E402
 
 MI = sys.argv[1] if len(sys.argv) > 1 else "mi"
 MODELS = sys.argv[2] if len(sys.argv) > 2 else "examples/models"
@@ -264,16 +267,6 @@ def dense_from_topk(circuit, head, n, *extra):
     return rows
 
 
-def z_rows(matrix):
-    """Each row as z-scores (population sd), or None for a row with no spread."""
-    out = []
-    for row in matrix:
-        mean = sum(row) / len(row)
-        var = sum((x - mean) ** 2 for x in row) / len(row)
-        out.append([(x - mean) / math.sqrt(var) for x in row] if var > 0 else None)
-    return out
-
-
 class SkipTrigramTable(unittest.TestCase):
     def test_table_is_the_search_redone_from_the_circuits(self):
         # The skip-trigram search redone in Python from every head's circuits
@@ -374,22 +367,6 @@ class ByteLevelTokens(unittest.TestCase):
                            "--circuit", "direct", "--token", "5", "-k", "2")
             self.assertEqual(len(out["lines"]), 1)
             self.assertEqual(out["lines"][0]["token"], "\\xe2")
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """A minimal float32 safetensors writer: {name: (shape, flat values)}."""
-    header, blobs, offset = {}, [], 0
-    for name, (shape, values) in tensors.items():
-        blob = struct.pack(f"<{len(values)}f", *values)
-        header[name] = {"dtype": "F32", "shape": shape,
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    if metadata:
-        header["__metadata__"] = metadata
-    text = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def randoms(rng, *shape):

@@ -316,14 +316,20 @@ static void arm(const char *path, off_t size) {
   armed_inode = st.st_ino;
 }
 
-START_TEST(files_shrinking_while_they_load_are_truncated) {
+/* A small TransformerLens model saved as `name` (its path in `path`); owned. */
+static st_writer *small_file(char *path, size_t size, const char *name) {
   mi_model *model = small_model(MI_PART_LN);
   st_writer *st = write_tl(model, "F32", false, NULL);
   mi_model_free(model);
-  char path[512];
-  tmp_path(path, sizeof path, "reliability_shrinks.safetensors");
+  tmp_path(path, size, name);
   ck_assert(st_save(st, path));
-  st_writer_free(st);
+  return st;
+}
+
+START_TEST(files_shrinking_while_they_load_are_truncated) {
+  char path[512];
+  st_writer_free(small_file(path, sizeof path, "reliability_shrinks.safetensors"));
+  mi_model *model;
   mi_load_options options;
   mi_load_options_init(&options, sizeof options);
   options.flags = MI_LOAD_NO_CONFIG;
@@ -353,12 +359,9 @@ END_TEST
 
 /* A file that shrinks after its header was read: the tensor reads see it. */
 START_TEST(files_shrinking_under_their_tensors_are_truncated) {
-  mi_model *model = small_model(MI_PART_LN);
-  st_writer *st = write_tl(model, "F32", false, NULL);
-  mi_model_free(model);
   char path[512];
-  tmp_path(path, sizeof path, "reliability_shrinks_late.safetensors");
-  ck_assert(st_save(st, path));
+  st_writer *st = small_file(path, sizeof path, "reliability_shrinks_late.safetensors");
+  mi_model *model;
   size_t size;
   unsigned char *pth = pth_from_st(st, PTH_DESCRIPTOR, &size);
   st_writer_free(st);

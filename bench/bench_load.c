@@ -24,6 +24,17 @@
  * (issue 10: a file truncated under a mapping raises SIGBUS). The
  * ".safetensors / mmap" ratio is the cost of that safety. Run against an
  * older libmi (LD_LIBRARY_PATH) for the cost of the finite check too.
+ *
+ * A fourth, "pread", is the floor: the same .safetensors file's bytes read
+ * with pread into fresh anonymous memory advised for huge pages (what
+ * mi_model_load did before it read each tensor into the model), nothing
+ * else. ".safetensors / pread" is how far a load is from memory speed.
+ * A fifth, "GPT-2 names", is the same shapes as a Hugging Face checkpoint
+ * (packed c_attn split through the one-tensor scratch, W_U tied to W_E, so
+ * the file is 261 MiB for the same 406 MiB of weights).
+ * CPU time is the whole process's (user + system, every thread: a load
+ * reads its large tensors on all online cores), less the sampler's share
+ * is negligible.
  */
 #define _GNU_SOURCE
 #include "../tests/pth_writer.h"
@@ -115,17 +126,47 @@ static void weight_bytes(const mi_model *model, double *total, double *largest) 
   }
 }
 
-/* CPU seconds (user + system) of the calling thread. */
-static double thread_cpu(void) {
+/* CPU seconds (user + system) of the process, every thread. */
+static double process_cpu(void) {
   struct rusage u;
-  getrusage(RUSAGE_THREAD, &u);
+  getrusage(RUSAGE_SELF, &u);
   return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec +
          ((double)u.ru_utime.tv_usec + (double)u.ru_stime.tv_usec) * 1e-6;
 }
 
-/* mi_model_load, or with `mapped` the file mmap'd and loaded from memory. */
-static mi_status load(mi_model **out, const char *path, bool mapped) {
-  if (!mapped)
+/* How a child loads: mi_model_load, the file mmap'd, or the pread floor. */
+enum { WAY_LOAD, WAY_MMAP, WAY_PREAD };
+
+/* The floor: the file's bytes into fresh memory advised for huge pages. */
+static void pread_floor(const char *path) {
+  int fd = open(path, O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    perror(path);
+    exit(1);
+  }
+  size_t size = (size_t)st.st_size, got = 0;
+  unsigned char *bytes =
+      mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (bytes == MAP_FAILED) {
+    perror("mmap");
+    exit(1);
+  }
+  madvise(bytes, size, MADV_HUGEPAGE);
+  while (got < size) {
+    ssize_t n = pread(fd, bytes + got, size - got, (off_t)got);
+    if (n <= 0) {
+      perror("pread");
+      exit(1);
+    }
+    got += (size_t)n;
+  }
+  close(fd);
+  munmap(bytes, size);
+}
+
+static mi_status load(mi_model **out, const char *path, int way) {
+  if (way == WAY_LOAD)
     return mi_model_load(out, path, NULL);
   int fd = open(path, O_RDONLY);
   struct stat st;
@@ -144,7 +185,7 @@ static mi_status load(mi_model **out, const char *path, bool mapped) {
   return status;
 }
 
-static int measure(const char *path, bool mapped) {
+static int measure(const char *path, int way) {
   page_kb = sysconf(_SC_PAGESIZE) / 1024;
   long resident, shared;
   statm(&resident, &shared);
@@ -153,14 +194,18 @@ static int measure(const char *path, bool mapped) {
   atomic_store(&sampling, 1);
   pthread_t thread;
   pthread_create(&thread, NULL, sampler, NULL);
-  mi_model *model;
-  double t0 = bench_now(), c0 = thread_cpu();
-  bench_check(load(&model, path, mapped), path);
-  double seconds = bench_now() - t0, cpu = thread_cpu() - c0;
+  mi_model *model = NULL;
+  double t0 = bench_now(), c0 = process_cpu();
+  if (way == WAY_PREAD)
+    pread_floor(path);
+  else
+    bench_check(load(&model, path, way), path);
+  double seconds = bench_now() - t0, cpu = process_cpu() - c0;
   atomic_store(&sampling, 0);
   pthread_join(thread, NULL);
-  double total, largest;
-  weight_bytes(model, &total, &largest);
+  double total = 0, largest = 0;
+  if (model != NULL)
+    weight_bytes(model, &total, &largest);
   printf("%.6f %.6f %ld %ld %ld %.0f %.0f\n", seconds, cpu, status_kb("VmHWM:"),
          peak_anon_kb, base_anon, total, largest);
   mi_model_free(model);
@@ -226,11 +271,42 @@ static st_writer *gpt2_small_state_dict(void) {
   return st;
 }
 
+/*
+ * The same shapes named as a Hugging Face GPT-2 checkpoint: packed c_attn
+ * (split into heads through the one-tensor scratch) and no lm_head (W_U is
+ * W_E transposed). n_head in __metadata__.
+ */
+static st_writer *gpt2_small_checkpoint(void) {
+  st_writer *st = st_writer_new();
+  char name[64];
+  st_add_metadata(st, "n_head", "12");
+  add(st, "wte.weight", 2, (size_t[]){V, D}, 0.1, 0);
+  add(st, "wpe.weight", 2, (size_t[]){T, D}, 0.02, 0);
+  for (int l = 0; l < L; l++) {
+#define NAME(suffix) (snprintf(name, sizeof name, "h.%d.%s", l, suffix), name)
+    add(st, NAME("ln_1.weight"), 1, (size_t[]){D}, 0.1, 1);
+    add(st, NAME("ln_1.bias"), 1, (size_t[]){D}, 0.1, 0);
+    add(st, NAME("attn.c_attn.weight"), 2, (size_t[]){D, 3 * D}, 0.036, 0);
+    add(st, NAME("attn.c_attn.bias"), 1, (size_t[]){3 * D}, 0.1, 0);
+    add(st, NAME("attn.c_proj.weight"), 2, (size_t[]){D, D}, 0.036, 0);
+    add(st, NAME("attn.c_proj.bias"), 1, (size_t[]){D}, 0.1, 0);
+#undef NAME
+  }
+  add(st, "ln_f.weight", 1, (size_t[]){D}, 0.1, 1);
+  add(st, "ln_f.bias", 1, (size_t[]){D}, 0.1, 0);
+  return st;
+}
+
 typedef struct sample {
   double seconds, cpu, hwm_mb, anon_mb, weights_mb, largest_mb;
 } sample;
 
-static sample spawn_measure(const char *self, const char *path, bool mapped) {
+static const char *const way_flags[] = {"--measure", "--measure-mmap", "--measure-pread"};
+
+/* With --before DIR: the environment whose LD_LIBRARY_PATH puts DIR's libmi first. */
+static char **before_env;
+
+static sample spawn_measure(const char *self, const char *path, int way, bool before) {
   int fds[2];
   if (pipe(fds) != 0) {
     perror("pipe");
@@ -240,9 +316,9 @@ static sample spawn_measure(const char *self, const char *path, bool mapped) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, fds[0]);
-  char *argv[] = {(char *)self, mapped ? "--measure-mmap" : "--measure", (char *)path, NULL};
+  char *argv[] = {(char *)self, (char *)way_flags[way], (char *)path, NULL};
   pid_t pid;
-  if (posix_spawn(&pid, self, &actions, NULL, argv, environ) != 0) {
+  if (posix_spawn(&pid, self, &actions, NULL, argv, before ? before_env : environ) != 0) {
     perror("posix_spawn");
     exit(1);
   }
@@ -279,12 +355,12 @@ static int by_cpu(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--measure") == 0)
-    return measure(argv[2], false);
-  if (argc == 3 && strcmp(argv[1], "--measure-mmap") == 0)
-    return measure(argv[2], true);
+  for (int way = WAY_LOAD; way <= WAY_PREAD; way++)
+    if (argc == 3 && strcmp(argv[1], way_flags[way]) == 0)
+      return measure(argv[2], way);
   int rounds = 5;
   bool keep = false;
+  const char *before = NULL; /* a folder holding an older libmi.so.0 */
   const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
@@ -293,8 +369,11 @@ int main(int argc, char **argv) {
       dir = argv[++i];
     else if (strcmp(argv[i], "--keep") == 0)
       keep = true;
+    else if (strcmp(argv[i], "--before") == 0 && i + 1 < argc)
+      before = argv[++i];
     else {
-      fprintf(stderr, "usage: %s [--rounds R] [--dir DIR] [--keep]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--rounds R] [--dir DIR] [--keep] [--before LIBDIR]\n",
+              argv[0]);
       return 2;
     }
   }
@@ -307,9 +386,18 @@ int main(int argc, char **argv) {
     return 1;
   }
   self[n] = '\0';
-  char paths[2][4096];
+  char paths[3][4096];
   snprintf(paths[0], sizeof paths[0], "%s/mi_bench_gpt2_small.pth", dir);
   snprintf(paths[1], sizeof paths[1], "%s/mi_bench_gpt2_small.safetensors", dir);
+  snprintf(paths[2], sizeof paths[2], "%s/mi_bench_gpt2_small_hf.safetensors", dir);
+  if (access(paths[2], R_OK) != 0) {
+    st_writer *st = gpt2_small_checkpoint();
+    if (!st_save(st, paths[2])) {
+      fprintf(stderr, "cannot write %s\n", paths[2]);
+      return 1;
+    }
+    st_writer_free(st);
+  }
   if (access(paths[0], R_OK) != 0 || access(paths[1], R_OK) != 0) {
     double t0 = bench_now();
     st_writer *st = gpt2_small_state_dict();
@@ -323,25 +411,50 @@ int main(int argc, char **argv) {
     st_writer_free(st);
     printf("wrote %s and %s in %.1f s\n", paths[0], paths[1], bench_now() - t0);
   }
-  enum { KINDS = 3 };
-  const char *names[KINDS] = {".pth", ".safetensors", "mmap"};
-  const char *files[KINDS] = {paths[0], paths[1], paths[1]};
-  sample *s[KINDS];
+  enum { MOST = 7 };
+  const char *names[MOST] = {".pth", ".safetensors", "mmap", "pread", "GPT-2 names",
+                             ".pth before", ".safetensors before"};
+  const char *files[MOST] = {paths[0], paths[1], paths[1], paths[1], paths[2], paths[0],
+                             paths[1]};
+  const int ways[MOST] = {WAY_LOAD, WAY_LOAD, WAY_MMAP, WAY_PREAD, WAY_LOAD, WAY_LOAD,
+                          WAY_LOAD};
+  const bool old[MOST] = {false, false, false, false, false, true, true};
+  const int KINDS = before != NULL ? 7 : 5;
+  if (before != NULL) {
+    size_t n_env = 0;
+    while (environ[n_env] != NULL)
+      n_env++;
+    before_env = calloc(n_env + 2, sizeof *before_env);
+    size_t used = 0;
+    for (size_t i = 0; i < n_env; i++)
+      if (strncmp(environ[i], "LD_LIBRARY_PATH=", 16) != 0)
+        before_env[used++] = environ[i];
+    static char library_path[4200];
+    snprintf(library_path, sizeof library_path, "LD_LIBRARY_PATH=%s", before);
+    before_env[used] = library_path;
+  }
+  sample *s[MOST];
   for (int k = 0; k < KINDS; k++)
     s[k] = calloc((size_t)rounds, sizeof(sample));
   /* One untimed load of each, so both files start in the page cache. */
   for (int k = 0; k < KINDS; k++)
-    spawn_measure(self, files[k], k == 2);
-  printf("round  wall: .pth  .safetensors  mmap   cpu: .pth  .safetensors  mmap\n");
+    spawn_measure(self, files[k], ways[k], old[k]);
+  printf("round  wall: .pth  .safetensors  mmap  pread  gpt2   cpu: .pth  .safetensors  "
+         "mmap  pread  gpt2\n");
   for (int r = 0; r < rounds; r++) {
     for (int k = 0; k < KINDS; k++) {
       int which = (r + k) % KINDS; /* rotate which goes first */
-      s[which][r] = spawn_measure(self, files[which], which == 2);
+      s[which][r] = spawn_measure(self, files[which], ways[which], old[which]);
     }
-    printf("%5d  %9.3f  %12.3f  %5.3f  %9.3f  %12.3f  %5.3f\n", r + 1, s[0][r].seconds,
-           s[1][r].seconds, s[2][r].seconds, s[0][r].cpu, s[1][r].cpu, s[2][r].cpu);
+    printf("%5d  %9.3f  %12.3f  %5.3f  %5.3f  %5.3f  %9.3f  %12.3f  %5.3f  %5.3f  %5.3f   "
+           ".safetensors/pread wall %.2f\n", r + 1, s[0][r].seconds, s[1][r].seconds,
+           s[2][r].seconds, s[3][r].seconds, s[4][r].seconds, s[0][r].cpu, s[1][r].cpu,
+           s[2][r].cpu, s[3][r].cpu, s[4][r].cpu, s[1][r].seconds / s[3][r].seconds);
+    if (before != NULL)
+      printf("       before: wall .pth %.3f .safetensors %.3f, cpu .pth %.3f .safetensors "
+             "%.3f\n", s[5][r].seconds, s[6][r].seconds, s[5][r].cpu, s[6][r].cpu);
   }
-  double best[KINDS], median[KINDS], best_cpu[KINDS], median_cpu[KINDS];
+  double best[MOST], median[MOST], best_cpu[MOST], median_cpu[MOST];
   for (int k = 0; k < KINDS; k++) {
     double hwm = 0, anon = 0;
     for (int r = 0; r < rounds; r++) {
@@ -361,15 +474,18 @@ int main(int argc, char **argv) {
            names[k], best[k], median[k], best_cpu[k], median_cpu[k], hwm, anon,
            weights.weights_mb, weights.largest_mb);
   }
-  for (int k = 0; k < 2; k++)
-    printf("%s / %s: wall best %.3f, median %.3f; cpu best %.3f, median %.3f\n",
-           names[k], names[k + 1], best[k] / best[k + 1], median[k] / median[k + 1],
-           best_cpu[k] / best_cpu[k + 1], median_cpu[k] / median_cpu[k + 1]);
-  if (!keep) {
-    remove(paths[0]);
-    remove(paths[1]);
+  const int pairs[][2] = {{0, 1}, {1, 2}, {1, 3}, {0, 3}, {4, 3}, {6, 1}, {5, 0}};
+  for (size_t p = 0; p < (before != NULL ? 7u : 5u); p++) {
+    int a = pairs[p][0], b = pairs[p][1];
+    printf("%s / %s: wall best %.3f, median %.3f; cpu best %.3f, median %.3f\n", names[a],
+           names[b], best[a] / best[b], median[a] / median[b], best_cpu[a] / best_cpu[b],
+           median_cpu[a] / median_cpu[b]);
   }
+  if (!keep)
+    for (int i = 0; i < 3; i++)
+      remove(paths[i]);
   for (int k = 0; k < KINDS; k++)
     free(s[k]);
+  free(before_env);
   return 0;
 }

@@ -617,16 +617,20 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  * archive: `.pth`, `.pt`, `.bin`) or a model folder, with the config.json
  * beside it or in it (see above). The first bytes of a file say which it
  * is; a file that is neither (text, JSON, a bare pickle, another zip) is
- * refused with a message saying what it looks like. A file is mapped
- * read-only for the duration of the call (the model keeps its own copy of
- * the weights as float32), then `options->process` is applied with
- * `mi_model_process`. Every header field, shape and offset is checked against
+ * refused with a message saying what it looks like. The model keeps its
+ * own copy of the weights as float32, then `options->process` is applied
+ * with `mi_model_process`. Every header field, shape and offset is checked against
  * the file size before any data is read. `mi_model_layout` tells which name
  * map was used. Files are opened without blocking and must be regular files
  * (a FIFO named config.json is refused, never waited on); they are read with
  * pread into memory the process owns, never mapped, so a file that shrinks
- * while it loads is MI_ERR_TRUNCATED, not a SIGBUS. Every weight is checked
- * as it is copied (see "Non-finite numbers").
+ * while it loads is MI_ERR_TRUNCATED, not a SIGBUS. Memory: only headers and
+ * directories are read whole; each tensor is read into the model's own
+ * float32 weights (float32 tensors directly, on every online core for large
+ * ones), or, when it needs converting, transposing or splitting, into one
+ * scratch of that tensor's size, so a load peaks at the weights the model
+ * keeps plus the largest such tensor, never plus the file. Every weight is
+ * checked as it is copied (see "Non-finite numbers").
  *
  * A torch archive must hold a state dict (or a checkpoint dict with one
  * under "state_dict", "model_state_dict" or "model"); its pickle is read by
@@ -645,7 +649,7 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     (both named), or a folder holding several weights files and none of
  *     the preferred names (they are listed);
  *   MI_ERR_IO: the file, config.json or vocabulary cannot be opened, is not
- *     a regular file, or cannot be mapped or read; a folder with no weights
+ *     a regular file, or cannot be read; a folder with no weights
  *     file (the message says what was looked for);
  *   MI_ERR_TRUNCATED: the file is empty, shorter than its header length, or a
  *     tensor ends past the end of the file (the message gives the byte offset),
@@ -683,7 +687,8 @@ MI_API void mi_load_options_init(mi_load_options *out, size_t struct_size);
  *     value beyond float32's range (weight, layer, head and element named);
  *   MI_ERR_NUMERIC: processing (LayerNorm folding, centering) overflowed
  *     float32 (see mi_model_process);
- *   MI_ERR_OUT_OF_MEMORY (also when the file's bytes cannot be allocated);
+ *   MI_ERR_OUT_OF_MEMORY (also when a tensor's scratch, or the address
+ *     space the file's headers are read into, cannot be had);
  *   and, for the vocabulary of a folder, the statuses of
  *   `mi_model_load_vocab` (the message names the file and says
  *   MI_LOAD_NO_VOCAB skips it); no model is returned then.

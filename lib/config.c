@@ -45,24 +45,29 @@ char *mi__path_join(const char *dir, const char *name) {
   return path;
 }
 
-mi_status mi__pread_all(void *buf, int fd, size_t size, const char *path) {
+mi_status mi__pread_at(void *buf, int fd, size_t offset, size_t size, const char *path) {
   unsigned char *at = buf;
   size_t got = 0;
   while (got < size) {
     /* Reads of at most 1 GiB: some kernels cap one read below SSIZE_MAX. */
     size_t want = size - got < ((size_t)1 << 30) ? size - got : (size_t)1 << 30;
-    ssize_t n = pread(fd, at + got, want, (off_t)got);
+    ssize_t n = pread(fd, at + got, want, (off_t)(offset + got));
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
-      return mi__fail(MI_ERR_IO, "cannot read '%s' at byte offset %zu: %s", path, got,
-                      mi__errno_text(errno));
+      return mi__fail(MI_ERR_IO, "cannot read '%s' at byte offset %zu: %s", path,
+                      offset + got, mi__errno_text(errno));
     if (n == 0)
       return mi__fail(MI_ERR_TRUNCATED, "'%s' shrank while it was read: it ends at byte "
-                      "offset %zu, %zu bytes were there when it was opened", path, got, size);
+                      "offset %zu, but reached byte %zu when it was opened", path,
+                      offset + got, offset + size);
     got += (size_t)n;
   }
   return MI_OK;
+}
+
+mi_status mi__pread_all(void *buf, int fd, size_t size, const char *path) {
+  return mi__pread_at(buf, fd, 0, size, path);
 }
 
 mi_status mi__open_regular(int *fd, size_t *size, bool *missing, const char *path) {

@@ -93,6 +93,24 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
                                        size_t head, mi_dtype dtype, const void *data,
                                        size_t row_stride, size_t col_stride);
 
+/*
+ * Asks for huge pages on the page-aligned inside of a large allocation
+ * (advice only; nothing happens below 2 MiB or without MADV_HUGEPAGE).
+ */
+void mi__advise_huge(void *p, size_t bytes);
+
+/*
+ * For a loader that reads float32 bytes straight into the model: the
+ * (layer, head) copy of `which` (*out, *out_count floats, row-major), after
+ * the checks mi__model_set_weight_strided makes. Once it is filled,
+ * mi__model_weight_accept checks it as the setter checks what it copies
+ * (MI_ERR_NONFINITE naming the element, the slot reset).
+ */
+mi_status mi__model_weight_target(float **out, size_t *out_count, mi_model *model,
+                                  mi_weight which, size_t layer, size_t head);
+mi_status mi__model_weight_accept(mi_model *model, mi_weight which, size_t layer,
+                                  size_t head);
+
 /* "standard", "shortformer", "none" ("default" for DEFAULT): TransformerLens's
  * positional_embedding_type names, for messages and files. */
 const char *mi__positional_name(mi_positional kind);

@@ -38,12 +38,46 @@ static bool looks_like_text(const unsigned char *bytes, size_t size) {
   return n > 0;
 }
 
+mi_status mi__image_fill(const mi__image *img, size_t offset, size_t length) {
+  if (offset > img->size || length > img->size - offset)
+    return mi__fail(MI_ERR_TRUNCATED, "bytes %zu..%zu are past the end of the %zu-byte file",
+                    offset, offset + length, img->size);
+  if (img->fd < 0 || length == 0)
+    return MI_OK;
+  /* The image is the process's own anonymous memory when it has a file. */
+  return mi__pread_at((unsigned char *)img->bytes + offset, img->fd, offset, length,
+                      img->path);
+}
+
+mi_status mi__image_read(void *dst, const mi__image *img, size_t offset, size_t length) {
+  if (offset > img->size || length > img->size - offset)
+    return mi__fail(MI_ERR_TRUNCATED, "bytes %zu..%zu are past the end of the %zu-byte file",
+                    offset, offset + length, img->size);
+  if (img->fd < 0) {
+    memcpy(dst, img->bytes + offset, length);
+    return MI_OK;
+  }
+  return mi__pread_at(dst, img->fd, offset, length, img->path);
+}
+
 mi_status mi__load_bytes(mi_model **out, const unsigned char *bytes, size_t size,
                          const mi__model_hints *hints, const mi_load_options *options) {
+  const mi__image img = {.bytes = bytes, .size = size, .fd = -1};
+  return mi__load_image(out, &img, hints, options);
+}
+
+mi_status mi__load_image(mi_model **out, const mi__image *img, const mi__model_hints *hints,
+                         const mi_load_options *options) {
+  const unsigned char *bytes = img->bytes;
+  size_t size = img->size;
+  /* What the sniffing below reads: at most the first 64 bytes. */
+  mi_status status = mi__image_fill(img, 0, size < 64 ? size : 64);
+  if (status != MI_OK)
+    return status;
   /* A zip starts with a local header, or (empty) with its end record. */
   if (size >= 4 &&
       (memcmp(bytes, "PK\x03\x04", 4) == 0 || memcmp(bytes, "PK\x05\x06", 4) == 0))
-    return mi__torch_load(out, bytes, size, hints, options);
+    return mi__torch_load(out, img, hints, options);
   if (size >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= 5)
     return mi__fail(MI_ERR_UNSUPPORTED,
                     "this is a bare pickle, as torch.save wrote before PyTorch 1.6 (or "
@@ -52,7 +86,7 @@ mi_status mi__load_bytes(mi_model **out, const unsigned char *bytes, size_t size
                     "current PyTorch");
   /* A safetensors header length is 8 little-endian bytes, then '{'. */
   if (size > 8 && bytes[8] == '{')
-    return mi__safetensors_load(out, bytes, size, hints, options);
+    return mi__safetensors_load(out, img, hints, options);
   size_t skip = 0;
   while (skip < size && skip < 64 && strchr(" \t\r\n", bytes[skip]) && bytes[skip])
     skip++;
@@ -63,7 +97,7 @@ mi_status mi__load_bytes(mi_model **out, const unsigned char *bytes, size_t size
     return mi__fail(MI_ERR_FORMAT, "this looks like a text file, not a model; %s",
                     what_libmi_reads);
   /* Anything else is read as safetensors, whose checks say what is wrong. */
-  return mi__safetensors_load(out, bytes, size, hints, options);
+  return mi__safetensors_load(out, img, hints, options);
 }
 
 /* The caller's options over the defaults; unknown flags are refused. */
@@ -123,29 +157,24 @@ static mi_status load_file(mi_model **out, int fd, const struct stat *st, const 
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "'%s' is too large to read", path);
   }
   /*
-   * Read into memory the process owns rather than map the file: a file
-   * truncated while it loads is then MI_ERR_TRUNCATED, never SIGBUS.
-   * Anonymous pages, huge ones where the kernel allows, since a model is
-   * hundreds of megabytes and 4 KiB faults would cost more than the copy.
+   * Never map the file: one truncated while it loads must be
+   * MI_ERR_TRUNCATED, never SIGBUS. The image is anonymous address space of
+   * the file's size, of which the readers fill only the headers and
+   * directories; the tensors are read from `fd` straight into the model.
+   * MAP_NORESERVE: the pages never touched cost nothing.
    */
   size_t size = (size_t)st->st_size;
-  void *bytes = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *bytes = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (bytes == MAP_FAILED) {
     int err = errno;
     close(fd);
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes to read '%s': %s", size,
-                    path, mi__errno_text(err));
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot reserve %zu bytes of address space to "
+                    "read '%s': %s", size, path, mi__errno_text(err));
   }
-#ifdef MADV_HUGEPAGE
-  madvise(bytes, size, MADV_HUGEPAGE); /* advice only: its failure changes nothing */
-#endif
-  mi_status status = mi__pread_all(bytes, fd, size, path);
+  const mi__image img = {.bytes = bytes, .size = size, .fd = fd, .path = path};
+  mi_status status = mi__load_image(out, &img, hints, opts);
   close(fd);
-  if (status != MI_OK) {
-    munmap(bytes, size);
-    return status;
-  }
-  status = mi__load_bytes(out, bytes, size, hints, opts);
   munmap(bytes, size);
   if (status != MI_OK) {
     /* Say which file, keeping the reader's detail. */

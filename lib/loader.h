@@ -54,20 +54,55 @@ typedef struct mi__model_hints {
 mi_status mi__hints_merge(mi__model_hints *into, const mi__model_hints *from);
 
 /*
+ * A file's bytes as the readers see them (load.c). `bytes` spans the whole
+ * file, `size` bytes. From memory (`fd` -1) all of it is there. From a file
+ * (`fd` open on it, `path` naming it) `bytes` is address space the process
+ * owns, and only the ranges a reader asked for with mi__image_fill hold the
+ * file's bytes: headers and directories. Tensor data is never read into it;
+ * the name maps read each tensor from `fd` into the model (or a one-tensor
+ * scratch), so a load's peak is the weights plus one tensor, not plus the file.
+ */
+typedef struct mi__image {
+  const unsigned char *bytes;
+  size_t size;
+  int fd;
+  const char *path;
+} mi__image;
+
+/*
+ * Makes bytes [offset, offset + length) of the image the file's, reading
+ * them with pread (nothing to do from memory). MI_ERR_TRUNCATED for a range
+ * past the size (callers check first) or a file that shrank since it was
+ * opened, MI_ERR_IO for a read error; both name the path and offset.
+ */
+mi_status mi__image_fill(const mi__image *img, size_t offset, size_t length);
+
+/*
+ * Bytes [offset, offset + length) of the image into dst: a pread from the
+ * file, or a copy from memory. Statuses as mi__image_fill's.
+ */
+mi_status mi__image_read(void *dst, const mi__image *img, size_t offset, size_t length);
+
+/*
  * The model the tensors describe, named as a TransformerLens state dict or a
  * Hugging Face GPT-2 checkpoint (the table is sorted by name in place), with
  * `hints` checked against the tensors and `options->process` applied. The
- * tensor data is only read during the call. Statuses as mi_model_load's.
+ * tensors' data lies in `img` (their pointers into img->bytes) and is read
+ * only during the call, through mi__image_read. Statuses as mi_model_load's.
  */
 mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t count,
                                  const mi__model_hints *hints,
-                                 const mi_load_options *options);
+                                 const mi_load_options *options, const mi__image *img);
 
 /*
- * A model from a whole file's bytes, whatever its kind (load.c): the first
- * bytes choose the reader, and a file that is no model is refused saying
- * what it looks like. `hints`: what else was said (a config.json beside it).
+ * A model from a file's image, whatever its kind (load.c): the first bytes
+ * choose the reader, and a file that is no model is refused saying what it
+ * looks like. `hints`: what else was said (a config.json beside it).
  */
+mi_status mi__load_image(mi_model **out, const mi__image *img, const mi__model_hints *hints,
+                         const mi_load_options *options);
+
+/* mi__load_image of `size` bytes in memory. */
 mi_status mi__load_bytes(mi_model **out, const unsigned char *bytes, size_t size,
                          const mi__model_hints *hints, const mi_load_options *options);
 
@@ -101,11 +136,11 @@ void mi__st_close(mi__st_file *f);
 /* ---- readers: each from a whole file's bytes, with what else said `hints` -- */
 
 /* A .safetensors image (safetensors.c); its __metadata__ adds hints. */
-mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_t size,
+mi_status mi__safetensors_load(mi_model **out, const mi__image *img,
                                const mi__model_hints *hints, const mi_load_options *options);
 
 /* A torch.save zip archive holding a state dict (torchfile.c). */
-mi_status mi__torch_load(mi_model **out, const unsigned char *bytes, size_t size,
+mi_status mi__torch_load(mi_model **out, const mi__image *img,
                          const mi__model_hints *hints, const mi_load_options *options);
 
 /*
@@ -175,6 +210,9 @@ mi_status mi__open_regular(int *fd, size_t *size, bool *missing, const char *pat
  * error MI_ERR_IO.
  */
 mi_status mi__pread_all(void *buf, int fd, size_t size, const char *path);
+
+/* mi__pread_all of the bytes offset..offset + size of `fd`. */
+mi_status mi__pread_at(void *buf, int fd, size_t offset, size_t size, const char *path);
 
 /* strerror(err), thread-safe (a per-thread buffer, valid until the next call). */
 const char *mi__errno_text(int err);

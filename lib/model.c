@@ -1,12 +1,15 @@
 /*
  * model.c: mi_model's shape, weights, LayerNorm folding and centering.
  */
+/* MADV_HUGEPAGE */
+#define _DEFAULT_SOURCE
 #include "kernel.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 void mi_config_init(mi_config *out, size_t struct_size) {
   const mi_config defaults = {.struct_size = sizeof defaults, .ln_eps = 1e-5};
@@ -80,6 +83,24 @@ void mi_model_free(mi_model *model) {
   free(model);
 }
 
+/*
+ * Huge pages for the page-aligned inside of a large allocation: a model's
+ * weights are hundreds of megabytes, and filling them through 4 KiB faults
+ * cost more than copying the bytes in. Advice only: its failure changes
+ * nothing, and calloc's untouched pages stay untouched.
+ */
+void mi__advise_huge(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+  const uintptr_t page = 4096, huge = (uintptr_t)2 << 20;
+  uintptr_t begin = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)p + bytes) & ~(page - 1);
+  if (bytes >= huge && end > begin)
+    madvise((void *)begin, end - begin, MADV_HUGEPAGE);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
 /* New zeroed storage for one weight into *out; LayerNorm scales start at 1. */
 static mi_status new_weight(float **out, const mi_config *c, mi_weight which) {
   mi__weight_geometry g = mi__weight_geometry_of(c, which);
@@ -92,6 +113,7 @@ static mi_status new_weight(float **out, const mi_config *c, mi_weight which) {
   if (w == NULL)
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu floats",
                     mi__weight_name(which), count);
+  mi__advise_huge(w, count * sizeof *w);
   if (which == MI_LN1_W || which == MI_LNF_W)
     for (size_t i = 0; i < count; i++)
       w[i] = 1.0f;
@@ -283,7 +305,7 @@ static float half_to_float(uint16_t h) {
 }
 
 /* One element of `dtype` at p (any alignment, host byte order) as float. */
-static float read_element(const unsigned char *p, mi_dtype dtype) {
+static inline float read_element(const unsigned char *p, mi_dtype dtype) {
   /* memcpy: file data need not be aligned. Little-endian host assumed. */
   switch (dtype) {
   case MI_DTYPE_F32: { float f; memcpy(&f, p, 4); return f; }
@@ -297,11 +319,57 @@ static float read_element(const unsigned char *p, mi_dtype dtype) {
   return 0.0f;
 }
 
-mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t layer,
-                                       size_t head, mi_dtype dtype, const void *data,
-                                       size_t row_stride, size_t col_stride) {
-  MI_CHECK_ARG(model);
-  MI_CHECK_ARG(data);
+/* n elements of `dtype`, `step` bytes apart from src, into dst as float. */
+static void convert_line(float *dst, const unsigned char *src, size_t n, size_t step,
+                         mi_dtype dtype) {
+  if (dtype == MI_DTYPE_F32 && step == 4) {
+    memcpy(dst, src, n * 4);
+    return;
+  }
+  /* dtype is loop-invariant: the compiler unswitches the loop per dtype. */
+  for (size_t j = 0; j < n; j++)
+    dst[j] = read_element(src + j * step, dtype);
+}
+
+/*
+ * rows × cols elements at src (strides in elements) into the row-major slot.
+ * A row whose elements are further apart than its neighbours (a transposed
+ * view: W_U read from W_E's columns) is copied in blocks of rows that walk
+ * the source in its own order, one cache line feeding a block's rows.
+ */
+static bool convert_matrix(float *slot, const unsigned char *src, size_t rows, size_t cols,
+                           size_t row_stride, size_t col_stride, size_t item,
+                           mi_dtype dtype) {
+  /* Each row (or block) is screened while it is still in cache. */
+  bool finite = true;
+  size_t at[2];
+  if (rows == 1 || col_stride <= row_stride) {
+    for (size_t i = 0; i < rows; i++) {
+      convert_line(slot + i * cols, src + i * row_stride * item, cols, col_stride * item,
+                   dtype);
+      finite &= mi__finite_f(slot + i * cols, 1, cols, cols, at);
+    }
+    return finite;
+  }
+  enum { BLOCK = 16 };
+  for (size_t i0 = 0; i0 < rows; i0 += BLOCK) {
+    size_t n = rows - i0 < BLOCK ? rows - i0 : BLOCK;
+    for (size_t j = 0; j < cols; j++) {
+      const unsigned char *column = src + (i0 * row_stride + j * col_stride) * item;
+      for (size_t b = 0; b < n; b++)
+        slot[(i0 + b) * cols + j] = read_element(column + b * row_stride * item, dtype);
+    }
+    finite &= mi__finite_f(slot + i0 * cols, n, cols, cols, at);
+  }
+  return finite;
+}
+
+/*
+ * The weight's slot, after the checks every writer of a weight passes: the
+ * model must not have live circuits or a processed shortformer's kept terms.
+ */
+static mi_status writable_slot(float **out, mi__weight_geometry *g, mi_model *model,
+                               mi_weight which, size_t layer, size_t head) {
   /* A processed shortformer model keeps W_pos·W_Q and W_pos·W_K of the
    * weights before processing, which a new W_pos, W_Q or W_K would contradict. */
   if (model->pos_q != NULL && (which == MI_W_POS || which == MI_W_Q || which == MI_W_K))
@@ -311,45 +379,79 @@ mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t 
   if (atomic_load(&model->extra_refs) > 0)
     return mi__fail(MI_ERR_STATE, "%s: the model has live circuits, some reading its weights "
                     "in place; free them before changing a weight", mi__weight_name(which));
-  size_t item = dtype_size(dtype);
-  if (item == 0)
-    return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)dtype);
-  float *slot;
-  mi_status status = mi__weight_slot(&slot, model, which, layer, head);
-  if (status != MI_OK)
-    return status;
-  mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
-  if (g.rows > 1 && row_stride < g.cols * col_stride && col_stride < g.rows * row_stride)
-    return mi__fail(MI_ERR_INVALID_ARGUMENT,
-                    "%s: row stride %zu and column stride %zu overlap a %zu x %zu matrix",
-                    mi__weight_name(which), row_stride, col_stride, g.rows, g.cols);
-  /* One pass converts and checks: a float64 beyond float32's range becomes
-   * an infinity here, so converted values are what is checked. */
-  const unsigned char *bytes = data;
-  bool finite = true;
-  for (size_t i = 0; i < g.rows; i++)
-    for (size_t j = 0; j < g.cols; j++) {
-      float f = read_element(bytes + (i * row_stride + j * col_stride) * item, dtype);
-      finite &= isfinite(f) != 0;
-      slot[i * g.cols + j] = f;
-    }
-  if (finite)
-    return MI_OK;
+  mi_status status = mi__weight_slot(out, model, which, layer, head);
+  if (status == MI_OK)
+    *g = mi__weight_geometry_of(&model->config, which);
+  return status;
+}
+
+/*
+ * Checks a slot just written: MI_OK when every element is finite, else the
+ * slot goes back to its start (the model keeps finite weights only) and
+ * MI_ERR_NONFINITE names the element. `f64` (or NULL): the float64 source
+ * element [i, j] at f64 + i * row_step + j * col_step bytes, to tell an
+ * overflow from a NaN or infinity that was in the file.
+ */
+static mi_status accept_slot(float *slot, const mi__weight_geometry *g, mi_weight which,
+                             size_t layer, size_t head, const unsigned char *f64,
+                             size_t row_step, size_t col_step) {
   size_t at[2] = {0, 0};
-  mi__finite_f(slot, g.rows, g.cols, g.cols, at);
-  float bad = slot[at[0] * g.cols + at[1]];
-  /* The model keeps finite weights only: the slot goes back to its start. */
+  if (mi__finite_f(slot, g->rows, g->cols, g->cols, at))
+    return MI_OK;
+  float bad = slot[at[0] * g->cols + at[1]];
   float initial = which == MI_LN1_W || which == MI_LNF_W ? 1.0f : 0.0f;
-  for (size_t i = 0; i < g.rows * g.cols; i++)
+  for (size_t i = 0; i < g->rows * g->cols; i++)
     slot[i] = initial;
   double source = 0.0;
-  if (dtype == MI_DTYPE_F64)
-    memcpy(&source, bytes + (at[0] * row_stride + at[1] * col_stride) * item, sizeof source);
-  bool overflow = dtype == MI_DTYPE_F64 && isfinite(source);
+  if (f64 != NULL)
+    memcpy(&source, f64 + at[0] * row_step + at[1] * col_step, sizeof source);
+  bool overflow = f64 != NULL && isfinite(source);
   return mi__fail(MI_ERR_NONFINITE, "%s (layer %zu, head %zu): element [%zu, %zu] is %s%s; "
                   "libmi refuses NaN and infinite weights", mi__weight_name(which), layer,
                   head, at[0], at[1], isnan(bad) ? "NaN" : bad > 0 ? "+inf" : "-inf",
                   overflow ? " (a float64 beyond float32's range)" : "");
+}
+
+mi_status mi__model_set_weight_strided(mi_model *model, mi_weight which, size_t layer,
+                                       size_t head, mi_dtype dtype, const void *data,
+                                       size_t row_stride, size_t col_stride) {
+  MI_CHECK_ARG(model);
+  MI_CHECK_ARG(data);
+  size_t item = dtype_size(dtype);
+  if (item == 0)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown dtype %d", (int)dtype);
+  float *slot;
+  mi__weight_geometry g;
+  mi_status status = writable_slot(&slot, &g, model, which, layer, head);
+  if (status != MI_OK)
+    return status;
+  if (g.rows > 1 && row_stride < g.cols * col_stride && col_stride < g.rows * row_stride)
+    return mi__fail(MI_ERR_INVALID_ARGUMENT,
+                    "%s: row stride %zu and column stride %zu overlap a %zu x %zu matrix",
+                    mi__weight_name(which), row_stride, col_stride, g.rows, g.cols);
+  /* A float64 beyond float32's range becomes an infinity in the conversion,
+   * so converted values are what is checked. */
+  const unsigned char *bytes = data;
+  if (convert_matrix(slot, bytes, g.rows, g.cols, row_stride, col_stride, item, dtype))
+    return MI_OK;
+  return accept_slot(slot, &g, which, layer, head, dtype == MI_DTYPE_F64 ? bytes : NULL,
+                     row_stride * item, col_stride * item);
+}
+
+mi_status mi__model_weight_target(float **out, size_t *out_count, mi_model *model,
+                                  mi_weight which, size_t layer, size_t head) {
+  mi__weight_geometry g;
+  mi_status status = writable_slot(out, &g, model, which, layer, head);
+  *out_count = status == MI_OK ? g.rows * g.cols : 0;
+  return status;
+}
+
+mi_status mi__model_weight_accept(mi_model *model, mi_weight which, size_t layer,
+                                  size_t head) {
+  float *slot = NULL;
+  mi_status status = mi__weight_slot(&slot, model, which, layer, head);
+  mi__weight_geometry g = mi__weight_geometry_of(&model->config, which);
+  return status == MI_OK ? accept_slot(slot, &g, which, layer, head, NULL, 0, 0) : status;
 }
 
 mi_status mi_model_set_weight(mi_model *model, mi_weight which, size_t layer, size_t head,
@@ -409,22 +511,31 @@ static bool any_nonzero(const float *v, size_t n) {
 /*
  * Folds a LayerNorm (w, b) into a reading matrix W (rows = d_model) and its
  * bias: bias ← bias + b·W, then W ← diag(w)·W. `bias` may be NULL when b = 0.
+ * Row by row, in memory order (a column walk of a d_vocab-wide W_U misses
+ * the cache at every element); `acc` holds `cols` doubles, so each sum runs
+ * over the rows in order as before.
  */
 static void fold_into(float *W, float *bias, size_t d_model, size_t cols,
-                      const float *ln_w, const float *ln_b) {
+                      const float *ln_w, const float *ln_b, double *acc) {
   if (bias != NULL)
-    for (size_t j = 0; j < cols; j++) {
-      double sum = bias[j];
-      for (size_t i = 0; i < d_model; i++)
-        sum += (double)ln_b[i] * W[i * cols + j];
-      bias[j] = (float)sum;
-    }
-  for (size_t i = 0; i < d_model; i++)
     for (size_t j = 0; j < cols; j++)
-      W[i * cols + j] *= ln_w[i];
+      acc[j] = bias[j];
+  for (size_t i = 0; i < d_model; i++) {
+    float *row = W + i * cols;
+    if (bias != NULL) {
+      double b = ln_b[i];
+      for (size_t j = 0; j < cols; j++)
+        acc[j] += b * row[j];
+    }
+    for (size_t j = 0; j < cols; j++)
+      row[j] *= ln_w[i];
+  }
+  if (bias != NULL)
+    for (size_t j = 0; j < cols; j++)
+      bias[j] = (float)acc[j];
 }
 
-static mi_status fold_layernorms(mi_model *model) {
+static mi_status fold_layernorms(mi_model *model, double *acc) {
   const mi_config *c = &model->config;
   size_t D = c->d_model, dh = c->d_head;
   /* Biases first, so that running out of memory leaves the model as it was. */
@@ -446,14 +557,15 @@ static mi_status fold_layernorms(mi_model *model) {
       for (size_t h = 0; h < c->n_heads; h++) {
         size_t i = l * c->n_heads + h;
         fold_into(model->w[MI_W_Q] + i * D * dh,
-                  model->w[MI_B_Q] ? model->w[MI_B_Q] + i * dh : NULL, D, dh, ln_w, ln_b);
+                  model->w[MI_B_Q] ? model->w[MI_B_Q] + i * dh : NULL, D, dh, ln_w, ln_b,
+                  acc);
       }
       for (size_t h = 0; h < c->n_kv_heads; h++) {
         size_t i = l * c->n_kv_heads + h;
         for (mi_weight W = MI_W_K; W <= MI_W_V; W++) {
           mi_weight b = W == MI_W_K ? MI_B_K : MI_B_V;
           fold_into(model->w[W] + i * D * dh, model->w[b] ? model->w[b] + i * dh : NULL,
-                    D, dh, ln_w, ln_b);
+                    D, dh, ln_w, ln_b, acc);
         }
       }
     }
@@ -464,7 +576,7 @@ static mi_status fold_layernorms(mi_model *model) {
   }
   if (c->parts & MI_PART_LN_FINAL) {
     fold_into(model->w[MI_W_U], model->w[MI_B_U], D, c->d_vocab, model->w[MI_LNF_W],
-              model->w[MI_LNF_B]);
+              model->w[MI_LNF_B], acc);
     for (size_t i = 0; i < D; i++) {
       model->w[MI_LNF_W][i] = 1.0f;
       model->w[MI_LNF_B][i] = 0.0f;
@@ -473,32 +585,37 @@ static mi_status fold_layernorms(mi_model *model) {
   return MI_OK;
 }
 
-/*
- * Subtracts from each of `lines` lines of `len` elements its mean; element k
- * of line i is m[i * line_stride + k * step]. Rows and columns alike.
- */
-static void center_lines(float *m, size_t lines, size_t len, size_t line_stride,
-                         size_t step) {
-  for (size_t i = 0; i < lines; i++) {
-    float *line = m + i * line_stride;
+/* Each row of a count × n matrix loses its mean. */
+static void center_rows(float *m, size_t count, size_t n) {
+  for (size_t i = 0; i < count; i++) {
+    float *row = m + i * n;
     double mean = 0.0;
-    for (size_t k = 0; k < len; k++)
-      mean += line[k * step];
-    mean /= (double)len;
-    for (size_t k = 0; k < len; k++)
-      line[k * step] = (float)(line[k * step] - mean);
+    for (size_t k = 0; k < n; k++)
+      mean += row[k];
+    mean /= (double)n;
+    for (size_t k = 0; k < n; k++)
+      row[k] = (float)(row[k] - mean);
   }
 }
 
-/* Each row of a count × n matrix loses its mean. */
-static void center_rows(float *m, size_t count, size_t n) { center_lines(m, count, n, n, 1); }
-
-/* Each column of a rows × cols matrix loses its mean. */
-static void center_columns(float *m, size_t rows, size_t cols) {
-  center_lines(m, cols, rows, 1, cols);
+/*
+ * Each column of a rows × cols matrix loses its mean: sums in `acc` (cols
+ * doubles) over the rows in memory order, not a cache-missing column walk.
+ */
+static void center_columns(float *m, size_t rows, size_t cols, double *acc) {
+  for (size_t j = 0; j < cols; j++)
+    acc[j] = 0.0;
+  for (size_t i = 0; i < rows; i++)
+    for (size_t j = 0; j < cols; j++)
+      acc[j] += m[i * cols + j];
+  for (size_t j = 0; j < cols; j++)
+    acc[j] /= (double)rows;
+  for (size_t i = 0; i < rows; i++)
+    for (size_t j = 0; j < cols; j++)
+      m[i * cols + j] = (float)(m[i * cols + j] - acc[j]);
 }
 
-static void center_writing_weights(mi_model *model) {
+static void center_writing_weights(mi_model *model, double *acc) {
   const mi_config *c = &model->config;
   size_t D = c->d_model, dh = c->d_head;
   center_rows(model->w[MI_W_E], c->d_vocab, D);
@@ -510,12 +627,12 @@ static void center_writing_weights(mi_model *model) {
     center_rows(model->w[MI_B_O], c->n_layers, D);
   /* Readers: every input is LayerNorm-ed, so its mean over d_model is 0. */
   for (size_t i = 0; i < c->n_layers * c->n_heads; i++)
-    center_columns(model->w[MI_W_Q] + i * D * dh, D, dh);
+    center_columns(model->w[MI_W_Q] + i * D * dh, D, dh, acc);
   for (size_t i = 0; i < c->n_layers * c->n_kv_heads; i++) {
-    center_columns(model->w[MI_W_K] + i * D * dh, D, dh);
-    center_columns(model->w[MI_W_V] + i * D * dh, D, dh);
+    center_columns(model->w[MI_W_K] + i * D * dh, D, dh, acc);
+    center_columns(model->w[MI_W_V] + i * D * dh, D, dh, acc);
   }
-  center_columns(model->w[MI_W_U], D, c->d_vocab);
+  center_columns(model->w[MI_W_U], D, c->d_vocab, acc);
 }
 
 mi_status mi__positional_side(float *out, const mi_model *model, mi_weight which, size_t layer,
@@ -575,9 +692,18 @@ static mi_status keep_positional_side(mi_model *model) {
  * whose processed weights are not all finite is refused (its queries would
  * fail anyway, each with MI_ERR_NUMERIC).
  */
-static mi_status check_processed(const mi_model *model) {
+static mi_status check_processed(const mi_model *model, unsigned steps) {
+  /* Only what the steps rewrote: every other weight was screened as it came in. */
+  unsigned changed = 0;
+  if (steps & (MI_PROCESS_FOLD_LN | MI_PROCESS_CENTER_UNEMBED))
+    changed |= 1u << MI_W_U | 1u << MI_B_U;
+  if (steps & MI_PROCESS_FOLD_LN)
+    changed |= 1u << MI_W_Q | 1u << MI_W_K | 1u << MI_W_V | 1u << MI_B_Q | 1u << MI_B_K |
+               1u << MI_B_V;
+  if (steps & MI_PROCESS_CENTER_WRITING)
+    changed |= 1u << MI_W_E | 1u << MI_W_POS | 1u << MI_W_O | 1u << MI_B_O;
   for (int i = 0; i < MI_WEIGHT_COUNT; i++) {
-    if (model->w[i] == NULL)
+    if (model->w[i] == NULL || !(changed & 1u << i))
       continue;
     mi__weight_geometry g = mi__weight_geometry_of(&model->config, (mi_weight)i);
     size_t at[2];
@@ -607,13 +733,21 @@ mi_status mi_model_process(mi_model *model, unsigned steps) {
                     "layer and before the unembedding; without one it changes the outputs");
   if (steps & MI_PROCESS_CENTER_WRITING)
     steps |= MI_PROCESS_FOLD_LN;
+  /* Column sums for folding and centring, allocated before anything changes. */
+  const mi_config *c = &model->config;
+  size_t widest = c->d_vocab > c->d_head ? c->d_vocab : c->d_head;
+  double *acc = malloc(widest * sizeof *acc);
+  if (acc == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate %zu doubles to process the "
+                    "model", widest);
   /* Folding (and centering, which implies it) changes W_Q and W_K. */
   bool keep = model->config.positional == MI_POSITIONAL_SHORTFORMER &&
               (steps & MI_PROCESS_FOLD_LN) && (model->config.parts & MI_PART_LN);
   mi_status status = keep ? keep_positional_side(model) : MI_OK;
   if (status == MI_OK && (steps & MI_PROCESS_FOLD_LN))
-    status = fold_layernorms(model);
+    status = fold_layernorms(model, acc);
   if (status != MI_OK) {
+    free(acc);
     if (keep) {
       free(model->pos_q);
       free(model->pos_k);
@@ -622,7 +756,8 @@ mi_status mi_model_process(mi_model *model, unsigned steps) {
     return status;
   }
   if (steps & MI_PROCESS_CENTER_WRITING)
-    center_writing_weights(model);
+    center_writing_weights(model, acc);
+  free(acc);
   if (steps & MI_PROCESS_CENTER_UNEMBED) {
     center_rows(model->w[MI_W_U], model->config.d_model, model->config.d_vocab);
     if (model->w[MI_B_U])
@@ -630,7 +765,7 @@ mi_status mi_model_process(mi_model *model, unsigned steps) {
   }
   model->processing = steps;
   model->processed = true;
-  return check_processed(model);
+  return check_processed(model, steps);
 }
 
 /* ---- accessors ------------------------------------------------------------ */

@@ -8,6 +8,7 @@
  * through its strides. The hints the files give (config.json, __metadata__,
  * the caller's options) are merged first and checked against the tensors.
  */
+#include "kernel.h"
 #include "loader.h"
 
 #include <math.h>
@@ -121,6 +122,11 @@ typedef struct loader {
   unsigned parts;
   size_t n_layers;
   const char *prefix;       /* GPT-2: "" or "transformer." */
+  const mi__image *img;     /* where the tensors' bytes are */
+  /* The one tensor read whole, for copies that are not a plain float32 read. */
+  const mi__tensor *held;
+  unsigned char *scratch;
+  size_t scratch_size;
 } loader;
 
 static const mi__tensor *find(const loader *ld, const char *name) {
@@ -221,17 +227,105 @@ static mi_status lookup(const mi__tensor **out, loader *ld, unsigned part, shape
   return status;
 }
 
+#define TRY(call)                                                            \
+  do {                                                                       \
+    mi_status try_status_ = (call);                                          \
+    if (try_status_ != MI_OK)                                                \
+      return try_status_;                                                    \
+  } while (0)
+
+/* Float32s read and screened at a time: a chunk is checked while in cache. */
+enum { CHUNK = 1 << 18 };
+
+/* One chunk of a direct read, for mi__parallel_for. */
+typedef struct direct {
+  float *slot;
+  size_t count, at;
+  const mi__image *img;
+  atomic_bool nonfinite;
+} direct;
+
+static mi_status read_chunk(size_t i, void *user) {
+  direct *d = user;
+  size_t k = i * CHUNK, n = d->count - k < CHUNK ? d->count - k : CHUNK, where[2];
+  mi_status status = mi__image_read(d->slot + k, d->img, d->at + k * sizeof *d->slot,
+                                    n * sizeof *d->slot);
+  if (status == MI_OK && !mi__finite_f(d->slot + k, 1, n, n, where))
+    atomic_store(&d->nonfinite, true);
+  return status;
+}
+
+/*
+ * A contiguous float32 copy read from the file straight into the model's
+ * slot, screened chunk by chunk while each is in cache; the chunks of a
+ * large copy go to every thread, since the page faults of fresh memory (the
+ * kernel zeroing it) cost as much as the copy. A NaN or infinity hands the
+ * slot to mi__model_weight_accept, which names the element and resets it.
+ */
+static mi_status read_direct(loader *ld, mi_weight which, size_t layer, size_t head,
+                             size_t at) {
+  direct d = {.at = at, .img = ld->img};
+  atomic_init(&d.nonfinite, false);
+  TRY(mi__model_weight_target(&d.slot, &d.count, ld->model, which, layer, head));
+  size_t chunks = (d.count + CHUNK - 1) / CHUNK;
+  if (chunks >= 8) {
+    TRY(mi__parallel_for(chunks, read_chunk, &d));
+  } else {
+    for (size_t i = 0; i < chunks; i++)
+      TRY(read_chunk(i, &d));
+  }
+  return atomic_load(&d.nonfinite) ? mi__model_weight_accept(ld->model, which, layer, head)
+                                   : MI_OK;
+}
+
+/* Reads the whole of `t` into the loader's scratch (once for all its copies). */
+static mi_status hold(loader *ld, const mi__tensor *t, size_t *out_start) {
+  size_t last = 0;
+  for (size_t k = 0; k < t->rank && k < MI__TENSOR_RANK; k++)
+    last += (t->dims[k] - 1) * t->strides[k]; /* the reader checked it fits */
+  size_t start = (size_t)(t->data - ld->img->bytes), size = (last + 1) * t->item;
+  *out_start = start;
+  if (ld->held == t)
+    return MI_OK;
+  if (size > ld->scratch_size) {
+    free(ld->scratch);
+    ld->held = NULL;
+    ld->scratch_size = 0;
+    if ((ld->scratch = malloc(size)) == NULL)
+      return mi__fail(MI_ERR_OUT_OF_MEMORY, "tensor '%s': cannot allocate %zu bytes to "
+                      "read it", t->name, size);
+    mi__advise_huge(ld->scratch, size);
+    ld->scratch_size = size;
+  }
+  TRY(mi__image_read(ld->scratch, ld->img, start, size));
+  ld->held = t;
+  return MI_OK;
+}
+
 /*
  * Copies one weight copy from `t`, starting `offset` elements in, with the
  * given strides (elements, from the tensor's own). Nothing to do during the
- * checking pass or for an absent optional tensor.
+ * checking pass or for an absent optional tensor. From a file, a contiguous
+ * float32 copy is read into the model as it is; anything else (another
+ * dtype, a strided or transposed view) is converted from the tensor read
+ * whole into one scratch, so the load holds at most one tensor besides the
+ * weights.
  */
 static mi_status copy(loader *ld, mi_weight which, size_t layer, size_t head,
                       const mi__tensor *t, size_t offset, size_t row_stride, size_t col_stride) {
   if (ld->model == NULL || t == NULL)
     return MI_OK;
+  if (ld->img->fd < 0)
+    return mi__model_set_weight_strided(ld->model, which, layer, head, (mi_dtype)t->dtype,
+                                        t->data + offset * t->item, row_stride, col_stride);
+  mi__weight_geometry g = mi__weight_geometry_of(&ld->model->config, which);
+  size_t at = (size_t)(t->data - ld->img->bytes) + offset * t->item;
+  if (t->dtype == MI_DTYPE_F32 && col_stride == 1 && (g.rows == 1 || row_stride == g.cols))
+    return read_direct(ld, which, layer, head, at);
+  size_t start;
+  TRY(hold(ld, t, &start));
   return mi__model_set_weight_strided(ld->model, which, layer, head, (mi_dtype)t->dtype,
-                                      t->data + offset * t->item, row_stride, col_stride);
+                                      ld->scratch + (at - start), row_stride, col_stride);
 }
 
 #define SHAPE1(a) ((shape){1, {(a)}})
@@ -239,12 +333,6 @@ static mi_status copy(loader *ld, mi_weight which, size_t layer, size_t head,
 #define SHAPE3(a, b, c) ((shape){3, {(a), (b), (c)}})
 /* Element stride of axis k of an optional tensor (0 when absent: not copied). */
 #define ST(t, k) ((t) != NULL ? (t)->strides[k] : 0)
-#define TRY(call)                                                            \
-  do {                                                                       \
-    mi_status try_status_ = (call);                                          \
-    if (try_status_ != MI_OK)                                                \
-      return try_status_;                                                    \
-  } while (0)
 
 /*
  * Counts the layers "<prefix><l>." from 0, refuses gaps (a layer index past
@@ -436,8 +524,14 @@ static mi_status gpt2_map(loader *ld) {
   TRY(copy(ld, MI_LNF_W, 0, 0, fw, 0, 0, ST(fw, 0)));
   TRY(copy(ld, MI_LNF_B, 0, 0, fb, 0, 0, ST(fb, 0)));
   /* W_U [d_model × d_vocab] is the transpose of a [d_vocab × d_model] tensor. */
-  const mi__tensor *unembed = head ? head : wte;
-  return copy(ld, MI_W_U, 0, 0, unembed, 0, ST(unembed, 1), ST(unembed, 0));
+  if (head != NULL || ld->model == NULL)
+    return copy(ld, MI_W_U, 0, 0, head, 0, ST(head, 1), ST(head, 0));
+  /* Tied: from the W_E just read, so the file's wte is not read twice, nor
+   * held whole in the scratch (the largest tensor of the file). */
+  float *we;
+  TRY(mi__weight_slot(&we, ld->model, MI_W_E, 0, 0));
+  return mi__model_set_weight_strided(ld->model, MI_W_U, 0, 0, MI_DTYPE_F32, we, 1,
+                                      ld->dims[DIM_MODEL]);
 }
 
 /* ---- the model --------------------------------------------------------------- */
@@ -536,7 +630,7 @@ static mi_status positional_kind(mi_positional *out, const loader *ld,
 
 mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t count,
                                  const mi__model_hints *file_hints,
-                                 const mi_load_options *options) {
+                                 const mi_load_options *options, const mi__image *img) {
   /* The caller's options are one more source, checked against the files. */
   mi__model_hints hints = *file_hints;
   const mi__model_hints from_options = {.source = "mi_load_options",
@@ -547,7 +641,7 @@ mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t cou
     hints.source = "the file";
 
   qsort(tensors, count, sizeof *tensors, by_name);
-  loader ld = {.tensors = tensors, .n_tensors = count};
+  loader ld = {.tensors = tensors, .n_tensors = count, .img = img};
   mi_layout layout;
   mi_status (*map)(loader *);
   if (find(&ld, "embed.W_E")) {
@@ -589,6 +683,7 @@ mi_status mi__model_from_tensors(mi_model **out, mi__tensor *tensors, size_t cou
   TRY(positional_kind(&config.positional, &ld, &hints));
   TRY(mi_model_create(&ld.model, &config));
   mi_status status = map(&ld);
+  free(ld.scratch);
   if (status == MI_OK)
     status = mi_model_process(ld.model, options->process);
   if (status != MI_OK) {

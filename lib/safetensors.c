@@ -259,14 +259,27 @@ static mi_status tensor_views(mi__tensor **out, const st_file *f) {
   return MI_OK;
 }
 
-mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_t size,
+/* The length field and the header, the only bytes the parse reads. */
+static mi_status fill_header(const mi__image *img) {
+  mi_status status = mi__image_fill(img, 0, img->size < 8 ? img->size : 8);
+  uint64_t n = 0;
+  for (int i = 7; status == MI_OK && img->size >= 8 && i >= 0; i--)
+    n = n << 8 | img->bytes[i];
+  if (status == MI_OK && img->size >= 8 && n <= img->size - 8)
+    status = mi__image_fill(img, 8, (size_t)n);
+  return status;
+}
+
+mi_status mi__safetensors_load(mi_model **out, const mi__image *img,
                                const mi__model_hints *given, const mi_load_options *options) {
   st_file f = {0};
   mi__model_hints hints = *given;
   mi__model_hints from_metadata;
   mi__config embedded = {0};
   mi__tensor *views = NULL;
-  mi_status status = mi__st_parse(&f, bytes, size);
+  mi_status status = fill_header(img);
+  if (status == MI_OK)
+    status = mi__st_parse(&f, img->bytes, img->size);
   if (status == MI_OK)
     status = metadata_hints(&from_metadata, &f);
   if (status == MI_OK)
@@ -282,7 +295,7 @@ mi_status mi__safetensors_load(mi_model **out, const unsigned char *bytes, size_
   if (status == MI_OK)
     status = tensor_views(&views, &f);
   if (status == MI_OK)
-    status = mi__model_from_tensors(out, views, f.n_tensors, &hints, options);
+    status = mi__model_from_tensors(out, views, f.n_tensors, &hints, options, img);
   free(views);
   mi__config_free(&embedded);
   mi__st_close(&f);

@@ -54,6 +54,7 @@ typedef struct zip_entry {
 } zip_entry;
 
 typedef struct zip {
+  const mi__image *img;        /* the file; what the zip code reads is filled in */
   zip_entry *entries;          /* owned; in central-directory order */
   zip_entry **sorted;          /* owned; by name, for lookups */
   size_t count;
@@ -100,8 +101,12 @@ typedef struct zip_end {
   size_t end; /* the directory must end before this offset */
 } zip_end;
 
-static mi_status zip64_end(zip_end *out, const unsigned char *bytes, size_t size,
-                           size_t eocd) {
+static mi_status zip64_end(zip_end *out, const mi__image *img, size_t eocd) {
+  const unsigned char *bytes = img->bytes;
+  size_t size = img->size;
+  mi_status status = eocd < 20 ? MI_OK : mi__image_fill(img, eocd - 20, 20);
+  if (status != MI_OK)
+    return status;
   if (eocd < 20 || le32(bytes + eocd - 20) != 0x07064b50u)
     return mi__fail(MI_ERR_FORMAT, "the zip's end record marks zip64 fields, but the "
                     "zip64 end locator is not before it (at byte %zu)", eocd);
@@ -109,7 +114,10 @@ static mi_status zip64_end(zip_end *out, const unsigned char *bytes, size_t size
   uint64_t at = le64(loc + 8);
   if (le32(loc + 4) != 0 || le32(loc + 16) > 1)
     return mi__fail(MI_ERR_UNSUPPORTED, "the zip archive spans several disks");
-  if (at > eocd - 20 || eocd - 20 - at < 56 || le32(bytes + at) != 0x06064b50u)
+  bool room = at <= eocd - 20 && eocd - 20 - at >= 56;
+  if (room && (status = mi__image_fill(img, (size_t)at, 56)) != MI_OK)
+    return status;
+  if (!room || le32(bytes + at) != 0x06064b50u)
     return mi__fail(MI_ERR_FORMAT, "the zip64 end record the locator points at (byte "
                     "%llu) is not inside the %zu-byte file", (unsigned long long)at, size);
   const unsigned char *rec = bytes + at;
@@ -122,12 +130,17 @@ static mi_status zip64_end(zip_end *out, const unsigned char *bytes, size_t size
   return MI_OK;
 }
 
-static mi_status find_end(zip_end *out, const unsigned char *bytes, size_t size) {
+static mi_status find_end(zip_end *out, const mi__image *img) {
+  const unsigned char *bytes = img->bytes;
+  size_t size = img->size;
   /* The end record (22 bytes) is followed only by its comment (< 64 KiB). */
   if (size < 22)
     return mi__fail(MI_ERR_TRUNCATED, "a %zu-byte zip archive is shorter than its "
                     "22-byte end record", size);
   size_t lowest = size - 22 > 65535 ? size - 22 - 65535 : 0;
+  mi_status status = mi__image_fill(img, lowest, size - lowest);
+  if (status != MI_OK)
+    return status;
   for (size_t at = size - 22 + 1; at-- > lowest;) {
     const unsigned char *e = bytes + at;
     if (le32(e) != 0x06054b50u || at + 22 + le16(e + 20) != size)
@@ -140,7 +153,7 @@ static mi_status find_end(zip_end *out, const unsigned char *bytes, size_t size)
     out->end = at;
     if (out->entries == 0xFFFF || out->cd_size == 0xFFFFFFFFu ||
         out->cd_offset == 0xFFFFFFFFu)
-      return zip64_end(out, bytes, size, at);
+      return zip64_end(out, img, at);
     return MI_OK;
   }
   return mi__fail(MI_ERR_TRUNCATED, "no zip end record in the last %zu bytes: the "
@@ -190,7 +203,9 @@ static const char *method_name(unsigned method) {
 
 /* One central-directory entry at `p` (checked to hold its 46 fixed bytes). */
 static mi_status read_entry(zip_entry *e, const unsigned char *p, size_t room,
-                            size_t *used, const unsigned char *bytes, size_t size) {
+                            size_t *used, const mi__image *img) {
+  const unsigned char *bytes = img->bytes;
+  size_t size = img->size;
   size_t name_len = le16(p + 28), extra_len = le16(p + 30), comment_len = le16(p + 32);
   if (46 + name_len + extra_len + comment_len > room)
     return mi__fail(MI_ERR_FORMAT, "a zip central directory entry runs past the "
@@ -223,13 +238,18 @@ static mi_status read_entry(zip_entry *e, const unsigned char *p, size_t room,
     return mi__fail(MI_ERR_TRUNCATED, "zip entry '%.*s': its local header at byte %llu "
                     "is past the end of the %zu-byte file", (int)name_len, e->name,
                     (unsigned long long)offset, size);
+  if ((status = mi__image_fill(img, (size_t)offset, 30)) != MI_OK)
+    return status;
   const unsigned char *local = bytes + offset;
   if (le32(local) != 0x04034b50u)
     return mi__fail(MI_ERR_FORMAT, "zip entry '%.*s': no local header at byte %llu",
                     (int)name_len, e->name, (unsigned long long)offset);
   size_t start = (size_t)offset + 30 + le16(local + 26) + le16(local + 28);
-  if (!inside((size_t)offset + 30, le16(local + 26), size) ||
-      le16(local + 26) != name_len || memcmp(local + 30, e->name, name_len) != 0)
+  bool named = inside((size_t)offset + 30, le16(local + 26), size) &&
+               le16(local + 26) == name_len;
+  if (named && (status = mi__image_fill(img, (size_t)offset + 30, name_len)) != MI_OK)
+    return status;
+  if (!named || memcmp(local + 30, e->name, name_len) != 0)
     return mi__fail(MI_ERR_FORMAT, "zip entry '%.*s': its local header names another "
                     "file", (int)name_len, e->name);
   if (!inside(start, usize, size))
@@ -241,15 +261,20 @@ static mi_status read_entry(zip_entry *e, const unsigned char *p, size_t room,
   return MI_OK;
 }
 
-static mi_status zip_open(zip *z, const unsigned char *bytes, size_t size) {
+static mi_status zip_open(zip *z, const mi__image *img) {
+  const unsigned char *bytes = img->bytes;
+  size_t size = img->size;
+  z->img = img;
   zip_end end = {0};
-  mi_status status = find_end(&end, bytes, size);
+  mi_status status = find_end(&end, img);
   if (status != MI_OK)
     return status;
   if (end.cd_offset > end.end || end.cd_size > end.end - end.cd_offset)
     return mi__fail(MI_ERR_TRUNCATED, "the zip central directory (%llu bytes at byte %llu) "
                     "is not inside the %zu-byte file", (unsigned long long)end.cd_size,
                     (unsigned long long)end.cd_offset, size);
+  if ((status = mi__image_fill(img, (size_t)end.cd_offset, (size_t)end.cd_size)) != MI_OK)
+    return status;
   /* Each entry takes at least 46 bytes, which bounds what is allocated. */
   if (end.entries > end.cd_size / 46)
     return mi__fail(MI_ERR_FORMAT, "the zip end record counts %llu entries, more than its "
@@ -267,7 +292,7 @@ static mi_status zip_open(zip *z, const unsigned char *bytes, size_t size) {
       return mi__fail(MI_ERR_FORMAT, "zip central directory entry %zu of %zu is missing "
                       "or malformed (at byte %zu)", i, z->count, (size_t)(p - bytes));
     size_t used = 0;
-    status = read_entry(&z->entries[i], p, room, &used, bytes, size);
+    status = read_entry(&z->entries[i], p, room, &used, img);
     if (status != MI_OK)
       return status;
     z->sorted[i] = &z->entries[i];
@@ -285,7 +310,11 @@ static mi_status zip_open(zip *z, const unsigned char *bytes, size_t size) {
 /* A small record checked against its CRC. PyTorch 2.1+ can be told not to
  * compute CRCs (torch.serialization.config.save.compute_crc32); it then
  * writes 0, which is taken to mean "not computed". */
-static mi_status check_crc(const zip_entry *e) {
+static mi_status check_crc(const zip *z, const zip_entry *e) {
+  /* Read here: a record is in the image once it is checked. */
+  mi_status status = mi__image_fill(z->img, (size_t)(e->data - z->img->bytes), e->size);
+  if (status != MI_OK)
+    return status;
   uint32_t crc = crc32_of(e->data, e->size);
   if (e->crc != 0 && crc != e->crc)
     return mi__fail(MI_ERR_FORMAT, "zip entry '%.*s': CRC-32 is %08x, but the directory "
@@ -416,6 +445,7 @@ static mi_status out_of_memory(const unpickler *up) {
 
 /* A new object of `kind`, owned by the machine. */
 static mi_status make(obj **out, unpickler *up, int kind) {
+  *out = NULL;
   obj *o = calloc(1, sizeof *o);
   if (o == NULL || !grow(&up->all, &up->cap_all, up->n_all, sizeof *up->all)) {
     free(o);
@@ -459,6 +489,7 @@ static obj *pop(unpickler *up) { return up->stack[--up->n_stack]; }
 
 /* The items above the last mark, which is removed. */
 static mi_status pop_mark(size_t *out_from, unpickler *up) {
+  *out_from = 0;
   if (up->n_marks == 0)
     return mi__fail(MI_ERR_FORMAT, "data.pkl byte %zu: %s without a MARK", up->op_at,
                     opcode_name(up->p[up->op_at]));
@@ -486,6 +517,7 @@ static mi_status take_items(unpickler *up, obj *seq, size_t from) {
 /* ---- reading operands ----------------------------------------------------------- */
 
 static mi_status operand(const unsigned char **out, unpickler *up, size_t n) {
+  *out = NULL; /* set on every path, so -O3 sees callers' operands initialised */
   if (n > up->size - up->pos)
     return mi__fail(MI_ERR_TRUNCATED, "data.pkl byte %zu: %s needs %zu more bytes, but the "
                     "%zu-byte pickle ends first", up->op_at, opcode_name(up->p[up->op_at]),
@@ -1147,7 +1179,7 @@ static mi_status check_records(const zip *z, const char *prefix, size_t prefix_l
   const zip_entry *order = record(z, prefix, prefix_len, "byteorder");
   const zip_entry *version = record(z, prefix, prefix_len, "version");
   mi_status status = MI_OK;
-  if (order != NULL && (status = check_crc(order)) == MI_OK) {
+  if (order != NULL && (status = check_crc(z, order)) == MI_OK) {
     size_t n = order->size;
     while (n > 0 && (order->data[n - 1] == '\n' || order->data[n - 1] == '\r'))
       n--;
@@ -1159,11 +1191,11 @@ static mi_status check_records(const zip *z, const char *prefix, size_t prefix_l
                       "'little' nor 'big'", (int)(n > 16 ? 16 : n), order->data);
   }
   if (status == MI_OK && version != NULL)
-    status = check_crc(version);
+    status = check_crc(z, version);
   return status;
 }
 
-mi_status mi__torch_load(mi_model **out, const unsigned char *bytes, size_t size,
+mi_status mi__torch_load(mi_model **out, const mi__image *img,
                          const mi__model_hints *given, const mi_load_options *options) {
   zip z = {0};
   unpickler up = {0};
@@ -1171,7 +1203,7 @@ mi_status mi__torch_load(mi_model **out, const unsigned char *bytes, size_t size
   size_t n_views = 0;
   mi__model_hints hints = {0};
   const obj *top = NULL, *dict = NULL;
-  mi_status status = zip_open(&z, bytes, size);
+  mi_status status = zip_open(&z, img);
   if (status == MI_OK)
     status = find_prefix(&up.prefix, &up.prefix_len, &z);
   if (status == MI_OK)
@@ -1179,7 +1211,7 @@ mi_status mi__torch_load(mi_model **out, const unsigned char *bytes, size_t size
   const zip_entry *pickle =
       status == MI_OK ? record(&z, up.prefix, up.prefix_len, "data.pkl") : NULL;
   if (pickle != NULL)
-    status = check_crc(pickle);
+    status = check_crc(&z, pickle);
   if (status == MI_OK) {
     up.p = pickle->data;
     up.size = pickle->size;
@@ -1189,12 +1221,12 @@ mi_status mi__torch_load(mi_model **out, const unsigned char *bytes, size_t size
   if (status == MI_OK)
     status = state_dict(&dict, top);
   if (status == MI_OK)
-    status = tensor_views(&views, &n_views, dict, size);
+    status = tensor_views(&views, &n_views, dict, img->size);
   /* A .pth carries no config: the hints are what else was said. */
   if (status == MI_OK)
     status = mi__hints_merge(&hints, given);
   if (status == MI_OK)
-    status = mi__model_from_tensors(out, views, n_views, &hints, options);
+    status = mi__model_from_tensors(out, views, n_views, &hints, options, img);
   free(views);
   unpickler_close(&up);
   zip_close(&z);

@@ -7,11 +7,13 @@
  */
 #define _GNU_SOURCE /* syscall, mkfifo, pthread_attr_setstacksize */
 #include "model_files.h"
+#include "pth_writer.h"
 #include "st_writer.h"
 #include "testutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -128,6 +130,16 @@ START_TEST(nonfinite_file_is_refused) {
   SAYS("W_E");
   SAYS("[1, 1]");
   ck_assert_ptr_null(model);
+  /* From a file, where float32 tensors are read straight into the model. */
+  char path[512];
+  tmp_path(path, sizeof path, "reliability_nonfinite.safetensors");
+  ck_assert(st_write_bytes(path, bytes, size));
+  TU_FAILS(MI_ERR_NONFINITE, mi_model_load(&model, path, NULL));
+  SAYS("W_E");
+  SAYS("[1, 1]");
+  SAYS("+inf");
+  ck_assert_ptr_null(model);
+  unlink(path);
   free(bytes);
   st_writer_free(st);
 }
@@ -304,14 +316,20 @@ static void arm(const char *path, off_t size) {
   armed_inode = st.st_ino;
 }
 
-START_TEST(files_shrinking_while_they_load_are_truncated) {
+/* A small TransformerLens model saved as `name` (its path in `path`); owned. */
+static st_writer *small_file(char *path, size_t size, const char *name) {
   mi_model *model = small_model(MI_PART_LN);
   st_writer *st = write_tl(model, "F32", false, NULL);
   mi_model_free(model);
-  char path[512];
-  tmp_path(path, sizeof path, "reliability_shrinks.safetensors");
+  tmp_path(path, size, name);
   ck_assert(st_save(st, path));
-  st_writer_free(st);
+  return st;
+}
+
+START_TEST(files_shrinking_while_they_load_are_truncated) {
+  char path[512];
+  st_writer_free(small_file(path, sizeof path, "reliability_shrinks.safetensors"));
+  mi_model *model;
   mi_load_options options;
   mi_load_options_init(&options, sizeof options);
   options.flags = MI_LOAD_NO_CONFIG;
@@ -336,6 +354,137 @@ START_TEST(files_shrinking_while_they_load_are_truncated) {
   mi_model_free(model);
   unlink(path);
   unlink(vocab);
+}
+END_TEST
+
+/* A file that shrinks after its header was read: the tensor reads see it. */
+START_TEST(files_shrinking_under_their_tensors_are_truncated) {
+  char path[512];
+  st_writer *st = small_file(path, sizeof path, "reliability_shrinks_late.safetensors");
+  mi_model *model;
+  size_t size;
+  unsigned char *pth = pth_from_st(st, PTH_DESCRIPTOR, &size);
+  st_writer_free(st);
+  struct stat before;
+  ck_assert_int_eq(stat(path, &before), 0);
+  mi_load_options options;
+  mi_load_options_init(&options, sizeof options);
+  options.flags = MI_LOAD_NO_CONFIG;
+  /* The last 4 bytes are the last tensor's: the header is whole. */
+  arm(path, before.st_size - 4);
+  TU_FAILS(MI_ERR_TRUNCATED, mi_model_load(&model, path, &options));
+  ck_assert(shrunk);
+  SAYS("shrank while it was read");
+  ck_assert_ptr_null(model);
+  /* An archive cut inside its storages, its directory gone with its end. */
+  ck_assert(pth != NULL && st_write_bytes(path, pth, size));
+  free(pth);
+  arm(path, (off_t)size / 2);
+  TU_FAILS(MI_ERR_TRUNCATED, mi_model_load(&model, path, &options));
+  ck_assert(shrunk);
+  SAYS("shrank while it was read");
+  unlink(path);
+}
+END_TEST
+
+/* ---- peak memory of a load ------------------------------------------------------------ */
+
+/* A "Vm...:" figure of this process, in bytes. */
+static double vm_bytes(const char *key) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  double kib = -1;
+  while (f != NULL && fgets(line, sizeof line, f))
+    if (strncmp(line, key, strlen(key)) == 0)
+      kib = atof(line + strlen(key));
+  if (f != NULL)
+    fclose(f);
+  ck_assert_msg(kib >= 0, "/proc/self/status has no %s", key);
+  return kib * 1024;
+}
+
+/*
+ * How far the resident set rose above where it was while `path` loaded:
+ * the high-water mark is reset first (clear_refs 5), and the file's pages
+ * are page cache, never resident in the process, so this is what libmi held.
+ */
+static double load_peak(const char *path) {
+  /* Memory the writers freed would otherwise be reused unseen. */
+  malloc_trim(0);
+  int fd = open("/proc/self/clear_refs", O_WRONLY);
+  ck_assert_msg(fd >= 0, "cannot open /proc/self/clear_refs: %s", strerror(errno));
+  ck_assert_int_eq(write(fd, "5", 1), 1);
+  close(fd);
+  double base = vm_bytes("VmRSS:");
+  mi_load_options options;
+  mi_load_options_init(&options, sizeof options);
+  options.flags = MI_LOAD_NO_CONFIG;
+  options.n_heads = 4; /* for the GPT-2 file */
+  mi_model *model;
+  TU_OK(mi_model_load(&model, path, &options));
+  double peak = vm_bytes("VmHWM:") - base;
+  mi_model_free(model);
+  return peak;
+}
+
+/*
+ * A load holds the weights libmi keeps plus at most one tensor of the file:
+ * tensors are read one by one into the model, never the whole file first
+ * (which would be weights + file, here weights + 34 MiB against a bound of
+ * weights + 16 MiB + 4 MiB). The model: two layers of four heads, d_model
+ * 256, d_vocab 16384, so W_E and W_U (16 MiB each) are most of the 34 MiB of
+ * weights and the largest tensor of each file. TransformerLens safetensors
+ * and .pth (every tensor read straight into the model), and a GPT-2 file with
+ * tied W_U (each layer's packed c_attn read whole into the one scratch, to
+ * split; W_U transposed from the model's W_E).
+ */
+START_TEST(a_load_peaks_at_the_weights_plus_one_tensor) {
+  mi_config c = tu_config(2, 4, 256, 64, 16384, 64, MI_PART_LN | MI_PART_QKV_BIAS |
+                                                        MI_PART_OUT_BIAS | MI_PART_POS_EMBED);
+  mi_model *model = tu_random_model(&c, 11);
+  ck_assert_ptr_nonnull(model);
+  double weights = 0;
+  for (int w = 0; w < MI_WEIGHT_COUNT; w++) {
+    size_t rows, cols, layers, heads;
+    if (mi_model_weight_shape(&rows, &cols, model, (mi_weight)w) != MI_OK)
+      continue;
+    copies_of(&c, (mi_weight)w, &layers, &heads);
+    weights += 4.0 * (double)(rows * cols * layers * heads);
+  }
+  const double largest = 4.0 * 16384 * 256, margin = 4.0 * 1048576;
+  char paths[3][512];
+  tmp_path(paths[0], sizeof paths[0], "reliability_peak.safetensors");
+  tmp_path(paths[1], sizeof paths[1], "reliability_peak.pth");
+  tmp_path(paths[2], sizeof paths[2], "reliability_peak_gpt2.safetensors");
+  st_writer *st = write_tl(model, "F32", false, NULL);
+  size_t size;
+  unsigned char *pth = pth_from_st(st, PTH_DESCRIPTOR, &size);
+  ck_assert(st_save(st, paths[0]) && pth != NULL && st_write_bytes(paths[1], pth, size));
+  free(pth);
+  st_writer_free(st);
+  tie_unembedding(model);
+  st = write_gpt2(model, "F32", "", false, false);
+  ck_assert(st_save(st, paths[2]));
+  st_writer_free(st);
+  mi_model_free(model);
+#if defined(__SANITIZE_ADDRESS__)
+  /* ASan's shadow adds an eighth of what is touched, its allocator more. */
+  const double scale = 1.25;
+#else
+  const double scale = 1.0;
+#endif
+  double bound = scale * (weights + largest) + margin;
+  for (int i = 0; i < 3; i++) {
+    double peak = load_peak(paths[i]);
+    ck_assert_msg(peak <= bound, "loading %s rose %.1f MiB, above the weights' %.1f MiB + "
+                  "the largest tensor's %.1f MiB + %.1f MiB", paths[i], peak / 1048576,
+                  weights / 1048576, largest / 1048576, (bound - weights - largest) / 1048576);
+    /* And it did hold the weights: the measure sees what it should. */
+    ck_assert_msg(peak >= weights, "loading %s rose only %.1f MiB, below the weights' "
+                  "%.1f MiB: the measure is broken", paths[i], peak / 1048576,
+                  weights / 1048576);
+    unlink(paths[i]);
+  }
 }
 END_TEST
 
@@ -571,7 +720,12 @@ static Suite *reliability_suite(void) {
   tcase_set_timeout(files, 10); /* a FIFO used to block forever */
   tcase_add_test(files, fifo_paths_return_at_once);
   tcase_add_test(files, files_shrinking_while_they_load_are_truncated);
+  tcase_add_test(files, files_shrinking_under_their_tensors_are_truncated);
   suite_add_tcase(s, files);
+  TCase *memory = tcase_create("memory");
+  tcase_set_timeout(memory, 60);
+  tcase_add_test(memory, a_load_peaks_at_the_weights_plus_one_tensor);
+  suite_add_tcase(s, memory);
   TCase *scale = tcase_create("scale");
   tcase_set_timeout(scale, 120);
   tcase_add_test(scale, attribution_of_a_deep_model);

@@ -10,7 +10,8 @@
  *    d_vocab² circuits), with N threads and with 1, interleaved for R
  *    rounds; each round's ratio, the median, and the load average beside
  *    them. Times 144 it is the search's part of `mi report` on 12 × 12.
- * 2. mi_model_composition_scores, Q, K and V, of the 12 × 12 model, R
+ * 2. mi_model_composition_scores, Q, K and V, of the 12 × 12 model, then the
+ *    three in one mi_model_composition_tables call, R
  *    rounds: the three tables' sum per round.
  * 3. With --full: what `mi report` asks of the library on an L × H model
  *    of that shape (default 12 × 12): the skip-trigram search and
@@ -170,8 +171,9 @@ int main(int argc, char **argv) {
     mi_model *model = random_model(LAYERS, HEADS);
     printf("model %d x %d heads built in %.1f s\n", LAYERS, HEADS, bench_now() - t0);
     size_t n = (size_t)LAYERS * HEADS * LAYERS * HEADS;
-    double *scores = malloc(n * sizeof *scores), total[MAX_ROUNDS];
-    double kind_t[3][MAX_ROUNDS];
+    double *scores = malloc(3 * n * sizeof *scores), total[MAX_ROUNDS];
+    double kind_t[3][MAX_ROUNDS], tables[MAX_ROUNDS], tables_cpu[MAX_ROUNDS];
+    const mi_composition qkv[3] = {MI_COMPOSE_Q, MI_COMPOSE_K, MI_COMPOSE_V};
     for (int r = 0; r < rounds; r++) {
       total[r] = 0;
       for (int k = 0; k < 3; k++) {
@@ -181,11 +183,20 @@ int main(int argc, char **argv) {
         kind_t[k][r] = bench_now() - t;
         total[r] += kind_t[k][r];
       }
-      printf("  round %d: composition Q %.3f s, K %.3f s, V %.3f s: %.3f s (load %.2f)\n", r,
-             kind_t[0][r], kind_t[1][r], kind_t[2][r], total[r], load_average());
+      /* The three in one call, which shares the earlier heads' Grams. */
+      double t = bench_now(), c0 = cpu_seconds();
+      bench_check(mi_model_composition_tables(scores, 3 * n, model, qkv, 3), "composition tables");
+      tables[r] = bench_now() - t;
+      tables_cpu[r] = cpu_seconds() - c0;
+      printf("  round %d: composition Q %.3f s, K %.3f s, V %.3f s: %.3f s; tables Q+K+V %.3f s "
+             "(CPU %.3f s) (load %.2f)\n", r, kind_t[0][r], kind_t[1][r], kind_t[2][r], total[r],
+             tables[r], tables_cpu[r], load_average());
     }
     printf("composition scores, all three tables of %d x %d heads: %.3f / %.3f s "
-           "(min / median)\n", LAYERS, HEADS, bench_minimum(total, rounds), bench_median(total, rounds));
+           "(min / median); in one mi_model_composition_tables call %.3f / %.3f s, CPU %.3f s "
+           "(median)\n", LAYERS, HEADS, bench_minimum(total, rounds), bench_median(total, rounds),
+           bench_minimum(tables, rounds), bench_median(tables, rounds),
+           bench_median(tables_cpu, rounds));
     free(scores);
     mi_model_free(model);
   }

@@ -331,18 +331,21 @@ static json_t *composition_json(const mi_model *model, mi_status *status) {
   size_t heads = c->n_layers * c->n_heads;
   if (c->n_layers < 2)
     return json_null();
-  double *k = malloc(heads * heads * sizeof *k), base[3];
-  if (k == NULL) {
-    *status = mi__fail(MI_ERR_OUT_OF_MEMORY, "html report: %zu composition scores",
-                       heads * heads);
+  size_t table = heads * heads;
+  double *scores = malloc(3 * table * sizeof *scores), base[3];
+  if (scores == NULL) {
+    *status = mi__fail(MI_ERR_OUT_OF_MEMORY, "html report: 3 x %zu composition scores", table);
     return NULL;
   }
   json_t *root = json_object();
   static const char *const names[] = {"Q", "K", "V"};
+  static const mi_composition kinds[] = {MI_COMPOSE_Q, MI_COMPOSE_K, MI_COMPOSE_V};
   *status = mi_model_composition_baseline(base, model);
+  if (*status == MI_OK) /* one call: the three tables share the earlier heads' Grams */
+    *status = mi_model_composition_tables(scores, 3 * table, model, kinds, 3);
   for (int kind = 0; kind < 3 && root && *status == MI_OK; kind++) {
-    *status = mi_model_composition_scores(k, heads * heads, model, (mi_composition)kind);
-    json_t *m = *status == MI_OK ? json_array() : NULL;
+    const double *k = scores + (size_t)kind * table;
+    json_t *m = json_array();
     for (size_t i = 0; m && i < heads; i++) {
       json_t *row = json_array();
       for (size_t j = 0; row && j < heads; j++)
@@ -360,7 +363,7 @@ static json_t *composition_json(const mi_model *model, mi_status *status) {
       root = NULL;
     }
   }
-  free(k);
+  free(scores);
   if (root && *status == MI_OK &&
       json_object_set_new(root, "baseline", json_pack("{s:o, s:o}", "mean", num(base[0]), "sd",
                                                       num(base[1])))) {

@@ -265,6 +265,26 @@ mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__mat
   return MI_OK;
 }
 
+mi_status mi__dgemm_serial(double alpha, mi__dmatrix A, mi__dmatrix B, double beta,
+                           mi__dmatrix C) {
+  if (A.cols != B.rows || C.rows != A.rows || C.cols != B.cols)
+    return mi__fail(MI_ERR_SHAPE, "dgemm: (%zu x %zu)(%zu x %zu) into %zu x %zu", A.rows,
+                    A.cols, B.rows, B.cols, C.rows, C.cols);
+  if (C.rows == 0 || C.cols == 0)
+    return MI_OK;
+  if (C.data == NULL || (A.cols > 0 && (A.data == NULL || B.data == NULL)))
+    return mi__fail(MI_ERR_INVALID_ARGUMENT, "dgemm: NULL matrix data");
+  mi_status status = mi__blis_begin();
+  if (status != MI_OK)
+    return status;
+  rntm_t rntm;
+  serial_rntm(&rntm);
+  bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)C.rows, (dim_t)C.cols,
+               (dim_t)A.cols, &alpha, A.data, (inc_t)A.rs, (inc_t)A.cs, B.data, (inc_t)B.rs,
+               (inc_t)B.cs, &beta, C.data, (inc_t)C.rs, (inc_t)C.cs, NULL, &rntm);
+  return MI_OK;
+}
+
 /* One job of mi__run_threads, run as a worker (see worker_depth). */
 typedef struct run_job {
   void *(*worker)(void *);

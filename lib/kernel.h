@@ -47,6 +47,20 @@ static inline mi__matrix mi__matrix_cols(mi__matrix m, size_t j0, size_t j1) {
  */
 mi_status mi__sgemm(float alpha, mi__matrix A, mi__matrix B, float beta, mi__matrix C);
 
+/* A double-precision view, strided as mi__matrix. */
+typedef struct mi__dmatrix {
+  double *data;
+  size_t rows, cols;
+  ptrdiff_t rs, cs;
+} mi__dmatrix;
+
+/*
+ * C ← alpha·A·B + beta·C in double with single-threaded BLIS, on the calling
+ * thread (callers thread around it), shapes and NULLs checked as mi__sgemm.
+ */
+mi_status mi__dgemm_serial(double alpha, mi__dmatrix A, mi__dmatrix B, double beta,
+                           mi__dmatrix C);
+
 /*
  * Must succeed before any BLIS or LAPACK call (LAPACK runs on BLIS's libblas):
  * checks BLIS_ARCH_TYPE, which BLIS reads at its first use and aborts on when

@@ -4,11 +4,12 @@
  *
  * Every score is ‖X·C·Yᵀ‖_F with X, Y tall (d_model × d_head) and C small.
  * With X = Q_x·R_x (QR), ‖X·M‖_F = ‖R_x·M‖_F for any M, so each head is
- * reduced once to a d_head × d_model "left" factor (R_V·W_O: the rows its OV
- * circuit writes) and a d_model × d_head "right" factor per kind (what the
- * later head reads), and a score is the Frobenius norm of a d_head × d_head
- * block of left·right. One GEMM per pair of layers gives every pair of heads:
- * O(d_head · d_model) work a pair instead of O(d_model³) dense.
+ * reduced once to a d_head × d_model "left" factor L (R_V·W_O: the rows its
+ * OV circuit writes) and a d_model × d_head "right" factor R per kind (what
+ * the later head reads), and a score is ‖L·R‖²_F = ⟨LᵀL, R·Rᵀ⟩_F: an inner
+ * product of two d_model × d_model Grams, which a table takes for every
+ * pair at once as one product streamed over tiles of the Grams
+ * (composition_tables): O(d_model²) a pair instead of O(d_head² · d_model).
  */
 #include "linalg.h"
 
@@ -48,32 +49,31 @@ static double frobenius_sq(mi__matrix M) {
   return sq;
 }
 
-/* Sum of squares of the r × r block at (bi, bj) of C (ld columns), in double. */
-static double block_sq(const float *C, size_t ld, size_t bi, size_t bj, size_t r) {
-  double sq = 0.0;
-  for (size_t i = 0; i < r; i++)
-    for (size_t j = 0; j < r; j++) {
-      double v = C[(bi * r + i) * ld + bj * r + j];
-      sq += v * v;
-    }
-  return sq;
-}
-
-/* What every head's reduction shares; head i writes only its own parts. */
-typedef struct compose_heads {
+/* What the tables share. Heads are numbered l·H + h; the n = (L − 1)·H
+ * "early" heads (layers 0..L−2) write into something later, and "late"
+ * head j is head H + j (layers 1..L−1). */
+typedef struct compose_plan {
   const mi_model *model;
-  mi_composition kind;
-  float *left, *right; /* heads·dh × D; D × heads·dh */
-  double *left_sq, *right_sq;
-} compose_heads;
+  const mi_composition *kinds;
+  size_t n_kinds, n;
+  float *left;                /* n × (D × dh): early head i's (R(W_V)·W_O)ᵀ */
+  float *right;               /* n_kinds × n × (D × dh): late head j's X·R(Y)ᵀ */
+  double *left_sq, *right_sq; /* their ‖·‖²_F: n, n_kinds × n */
+  size_t (*tiles)[4];         /* rows a0..a1 × columns b0..b1 of D × D, b0 ≥ a0 */
+  size_t n_tiles, tile_max;   /* tile_max: the largest tile's entries */
+  size_t tile_width;          /* a tile's rows + columns, at most */
+  atomic_size_t next_tile;
+  double *acc; /* per worker: n × n·n_kinds partial ⟨P_i, Q_j⟩, kinds inner */
+} compose_plan;
 
-/* Head i's left factor R(W_V)·W_O and right factor X·R(Y)ᵀ (column block i). */
-static mi_status compose_head(size_t i, void *user) {
-  const compose_heads *ch = user;
-  const mi_config *c = &ch->model->config;
-  size_t H = c->n_heads, G = c->n_kv_heads, D = c->d_model, dh = c->d_head, heads = c->n_layers * H;
-  size_t l = i / H, h = i % H, g = l * G + mi__kv_head(ch->model, h);
-  float *const *w = ch->model->w;
+/* Head i's factors: left if it has a later layer, right (each kind) if an
+ * earlier one. Whole heads a thread: the pieces are small. */
+static mi_status compose_factors(size_t i, void *user) {
+  compose_plan *p = user;
+  const mi_config *c = &p->model->config;
+  size_t H = c->n_heads, G = c->n_kv_heads, D = c->d_model, dh = c->d_head, L = c->n_layers;
+  size_t l = i / H, g = l * G + mi__kv_head(p->model, i % H), fsize = dh * D;
+  float *const *w = p->model->w;
   float *W_Q = w[MI_W_Q] + i * D * dh, *W_O = w[MI_W_O] + i * dh * D;
   float *W_K = w[MI_W_K] + g * D * dh, *W_V = w[MI_W_V] + g * D * dh;
   float *R = malloc(dh * dh * sizeof *R);
@@ -84,88 +84,242 @@ static mi_status compose_head(size_t i, void *user) {
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "composition: head %zu's %zu x %zu factors", i, dh,
                     dh);
   }
-  /* Left: R(W_V)·W_O (dh × D), whose Frobenius norm is ‖W_OV‖. */
-  mi__matrix Left = mi__matrix_rowmajor(ch->left + i * dh * D, dh, D);
-  mi_status status = r_of(R, W_V, false, D, dh, work);
-  if (status == MI_OK)
-    status = mi__sgemm(1.0f, mi__matrix_rowmajor(R, dh, dh), mi__matrix_rowmajor(W_O, dh, D),
-                       0.0f, Left);
-  /* Right: the later head's M = X·Yᵀ as X·R(Y)ᵀ (D × dh, column block i). */
-  mi_composition kind = ch->kind;
-  float *X = kind == MI_COMPOSE_V ? W_V : kind == MI_COMPOSE_Q ? W_Q : W_K;
-  float *Y = kind == MI_COMPOSE_V ? W_O : kind == MI_COMPOSE_Q ? W_K : W_Q;
-  mi__matrix Right = {ch->right + i * dh, D, dh, (ptrdiff_t)(heads * dh), 1};
-  if (status == MI_OK)
+  mi_status status = MI_OK;
+  if (l + 1 < L) {
+    /* R(W_V)·W_O (dh × D): its Gram is W_OV's, Frobenius norm ‖W_OV‖;
+     * stored transposed, so a range of its columns is one block. */
+    mi__matrix Left = mi__matrix_t(mi__matrix_rowmajor(p->left + i * fsize, D, dh));
+    status = r_of(R, W_V, false, D, dh, work);
+    if (status == MI_OK)
+      status = mi__sgemm(1.0f, mi__matrix_rowmajor(R, dh, dh), mi__matrix_rowmajor(W_O, dh, D),
+                         0.0f, Left);
+    if (status == MI_OK)
+      p->left_sq[i] = frobenius_sq(Left);
+  }
+  /* The later head's M = X·Yᵀ as X·R(Y)ᵀ (D × dh): the same M·Mᵀ. */
+  for (size_t k = 0; k < p->n_kinds && l >= 1 && status == MI_OK; k++) {
+    mi_composition kind = p->kinds[k];
+    float *X = kind == MI_COMPOSE_V ? W_V : kind == MI_COMPOSE_Q ? W_Q : W_K;
+    float *Y = kind == MI_COMPOSE_V ? W_O : kind == MI_COMPOSE_Q ? W_K : W_Q;
+    size_t j = k * p->n + i - H;
+    mi__matrix Right = mi__matrix_rowmajor(p->right + j * fsize, D, dh);
     status = r_of(R, Y, kind == MI_COMPOSE_V, D, dh, work);
-  if (status == MI_OK)
-    status = mi__sgemm(1.0f, mi__matrix_rowmajor(X, D, dh),
-                       mi__matrix_t(mi__matrix_rowmajor(R, dh, dh)), 0.0f, Right);
-  if (status == MI_OK) {
-    ch->left_sq[i] = frobenius_sq(Left);
-    ch->right_sq[i] = frobenius_sq(Right);
+    if (status == MI_OK)
+      status = mi__sgemm(1.0f, mi__matrix_rowmajor(X, D, dh),
+                         mi__matrix_t(mi__matrix_rowmajor(R, dh, dh)), 0.0f, Right);
+    if (status == MI_OK)
+      p->right_sq[j] = frobenius_sq(Right);
   }
   free(R);
   free(work);
   return status;
 }
 
+/*
+ * alpha·(F·Fᵀ)[a0..a1, b0..b1] into T (row-major) for a D × dh float factor
+ * F, in double: the two row ranges are converted first (x: dh·(a1 − a0 +
+ * b1 − b0) doubles).
+ */
+static mi_status gram_tile(double *T, const float *F, size_t dh, const size_t *t,
+                           double alpha, double *x) {
+  size_t ra = t[1] - t[0], cb = t[3] - t[2];
+  double *xa = x, *xb = x + dh * ra;
+  for (size_t e = 0; e < dh * ra; e++)
+    xa[e] = F[t[0] * dh + e];
+  for (size_t e = 0; e < dh * cb; e++)
+    xb[e] = F[t[2] * dh + e];
+  return mi__dgemm_serial(alpha, (mi__dmatrix){xa, ra, dh, (ptrdiff_t)dh, 1},
+                          (mi__dmatrix){xb, dh, cb, 1, (ptrdiff_t)dh}, 0.0,
+                          (mi__dmatrix){T, ra, cb, (ptrdiff_t)cb, 1});
+}
+
+/*
+ * One worker: takes tiles until none is left and adds, for each, ⟨P_i, Q_j⟩
+ * over the tile's entries into its own accumulator, with two GEMMs a tile
+ * for every pair and kind: the GEMMs stream their inputs from memory, so
+ * a few wide products beat many that skip more of the pairs the tables
+ * leave 0 (measured). Q carries the weights that make a sum over the upper triangle
+ * the whole inner product of two symmetric matrices: 2 above the diagonal,
+ * 1 on it, 0 below (exact in floating point).
+ */
+static mi_status compose_worker(size_t t, void *user) {
+  compose_plan *p = user;
+  size_t dh = p->model->config.d_head, n = p->n, fsize = dh * p->model->config.d_model;
+  size_t E = p->tile_max, nq = p->n_kinds * n;
+  size_t H = p->model->config.n_heads, split = n / H / 2 * H;
+  double *acc = p->acc + t * nq * n;
+  double *Pt = malloc(n * E * sizeof *Pt), *Qt = malloc(nq * E * sizeof *Qt);
+  double *x = malloc(dh * p->tile_width * sizeof *x);
+  mi_status status = MI_OK;
+  if (Pt == NULL || Qt == NULL || x == NULL)
+    status = mi__fail(MI_ERR_OUT_OF_MEMORY, "composition: %zu x %zu doubles of tiles", n + nq, E);
+  for (size_t e = 0; e < nq * n; e++)
+    acc[e] = 0.0;
+  for (;;) {
+    size_t ti = atomic_fetch_add(&p->next_tile, 1);
+    if (ti >= p->n_tiles || status != MI_OK)
+      break;
+    const size_t *tile = p->tiles[ti];
+    size_t ra = tile[1] - tile[0], cb = tile[3] - tile[2], e = ra * cb;
+    for (size_t i = 0; i < n && status == MI_OK; i++)
+      status = gram_tile(Pt + i * e, p->left + i * fsize, dh, tile, 1.0, x);
+    for (size_t j = 0; j < nq && status == MI_OK; j++) { /* late head j / n_kinds */
+      double *Q = Qt + j * e;
+      size_t k = j % p->n_kinds, head = j / p->n_kinds;
+      status = gram_tile(Q, p->right + (k * n + head) * fsize, dh, tile, 2.0, x);
+      for (size_t r = 0; r < ra && tile[2] < tile[0] + ra; r++)
+        for (size_t s = 0; s < cb && tile[2] + s <= tile[0] + r; s++)
+          Q[r * cb + s] *= tile[2] + s == tile[0] + r ? 0.5 : 0.0;
+    }
+    /* The early heads of the later half of the layers pair only with the
+     * late heads from there on: two GEMMs skip a quarter of the pairs. */
+    for (int half = 0; half < 2 && status == MI_OK; half++) {
+      size_t i0 = half ? split : 0, i1 = half ? n : split, j0 = half ? split * p->n_kinds : 0;
+      status = mi__dgemm_serial(1.0, (mi__dmatrix){Pt + i0 * e, i1 - i0, e, (ptrdiff_t)e, 1},
+                                (mi__dmatrix){Qt + j0 * e, e, nq - j0, 1, (ptrdiff_t)e}, 1.0,
+                                (mi__dmatrix){acc + i0 * nq + j0, i1 - i0, nq - j0,
+                                              (ptrdiff_t)nq, 1});
+    }
+  }
+  free(Pt);
+  free(Qt);
+  free(x);
+  return status;
+}
+
+/* Scratch of the tiles: about this much in all, whatever the threads. */
+enum { COMPOSE_TILE_BUDGET = 64 << 20, COMPOSE_TILE_ROWS = 64, COMPOSE_TILE_COLS = 192 };
+
+/* The upper triangle of D × D cut into tiles of `rows` × at most `cols`;
+ * with tiles NULL only counts them. */
+static size_t cut_tiles(size_t (*tiles)[4], size_t D, size_t rows, size_t cols) {
+  size_t count = 0;
+  for (size_t a0 = 0; a0 < D; a0 += rows)
+    for (size_t b0 = a0; b0 < D; b0 += cols, count++)
+      if (tiles != NULL) {
+        tiles[count][0] = a0;
+        tiles[count][1] = a0 + rows < D ? a0 + rows : D;
+        tiles[count][2] = b0;
+        tiles[count][3] = b0 + cols < D ? b0 + cols : D;
+      }
+  return count;
+}
+
+/*
+ * The tables of n_kinds kinds into out (n_kinds × heads², checked). Score
+ * ‖L_i·R_j‖²_F = ⟨L_iᵀL_i, R_jR_jᵀ⟩_F = ⟨P_i, Q_j⟩: every pair's score is
+ * an inner product of two symmetric D × D matrices, so each table is one
+ * product of the early heads' P's (flattened upper triangles) against the
+ * late heads' Q's, D(D + 1)/2 long instead of d_head² · D a pair. It is
+ * streamed tile by tile of D × D, so no P or Q is ever whole, and every
+ * kind shares the early heads' P tiles. In double: the terms can cancel
+ * (nearly orthogonal heads), and double keeps the error of ⟨P, Q⟩ below
+ * D² · 2⁻⁵³ · ‖P‖_F‖Q‖_F ≤ D² · 2⁻⁵³ · ‖L‖²‖R‖², so a score's squared error
+ * below 1e-10 at D = 768.
+ */
+static mi_status composition_tables(double *out, const mi_model *model,
+                                    const mi_composition *kinds, size_t n_kinds) {
+  const mi_config *c = &model->config;
+  size_t L = c->n_layers, H = c->n_heads, D = c->d_model, dh = c->d_head, heads = L * H;
+  size_t n = L > 1 ? (L - 1) * H : 0, table = heads * heads;
+  for (size_t i = 0; i < n_kinds * table; i++)
+    out[i] = 0.0;
+  if (n == 0 || D == 0 || dh == 0 || n_kinds == 0)
+    return MI_OK;
+  mi_status status = mi__blis_begin(); /* before mi__thread_count asks BLIS */
+  if (status != MI_OK)
+    return status;
+  size_t threads = mi__thread_count(), n_factor, n_acc;
+  /* Tiles as wide as the budget allows for every thread's 1 + n_kinds stacks. */
+  size_t per_tile = COMPOSE_TILE_BUDGET / ((1 + n_kinds) * sizeof(double) * n * threads);
+  size_t rows = COMPOSE_TILE_ROWS < D ? COMPOSE_TILE_ROWS : D;
+  size_t cols = per_tile / rows / 16 * 16;
+  cols = cols < 16 ? 16 : cols > COMPOSE_TILE_COLS ? COMPOSE_TILE_COLS : cols;
+  cols = cols < D ? cols : D;
+  compose_plan p = {.model = model, .kinds = kinds, .n_kinds = n_kinds, .n = n,
+                    .n_tiles = cut_tiles(NULL, D, rows, cols), .tile_max = rows * cols,
+                    .tile_width = rows + cols};
+  if (threads > p.n_tiles)
+    threads = p.n_tiles;
+  if (!mi__mul_size(&n_factor, (1 + n_kinds) * n, dh * D) || n_factor > SIZE_MAX / sizeof(float) ||
+      !mi__mul_size(&n_acc, threads * n_kinds * n, n) || n_acc > SIZE_MAX / sizeof(double))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "composition scratch overflows size_t");
+  p.left = malloc(n_factor * sizeof *p.left);
+  p.left_sq = malloc((1 + n_kinds) * n * sizeof *p.left_sq);
+  p.acc = malloc(n_acc * sizeof *p.acc);
+  p.tiles = malloc(p.n_tiles * sizeof *p.tiles);
+  if (p.left == NULL || p.left_sq == NULL || p.acc == NULL || p.tiles == NULL)
+    status = mi__fail(MI_ERR_OUT_OF_MEMORY, "composition: %zu factor floats, %zu doubles",
+                      n_factor, n_acc);
+  if (status == MI_OK) {
+    p.right = p.left + n * dh * D;
+    p.right_sq = p.left_sq + n;
+    cut_tiles(p.tiles, D, rows, cols);
+    atomic_init(&p.next_tile, 0);
+    status = mi__parallel_for(heads, compose_factors, &p);
+  }
+  /* One worker a thread, each with its own accumulator (summed below). */
+  if (status == MI_OK)
+    status = mi__parallel_for(threads, compose_worker, &p);
+  for (size_t t = 1; t < threads && status == MI_OK; t++)
+    for (size_t e = 0; e < n_kinds * n * n; e++)
+      p.acc[e] += p.acc[t * n_kinds * n * n + e];
+  for (size_t k = 0; k < n_kinds && status == MI_OK; k++)
+    for (size_t i = 0; i < n && status == MI_OK; i++)
+      for (size_t j = i / H * H; j < n; j++) { /* late layers from i's own + 1 */
+        double num = p.acc[(i * n + j) * n_kinds + k], den = p.left_sq[i] * p.right_sq[k * n + j];
+        if (!isfinite(num) || !isfinite(den)) {
+          status = mi__fail(MI_ERR_NUMERIC, "%c-composition score of head (%zu, %zu) into "
+                            "(%zu, %zu) is not finite: their weights' products overflowed "
+                            "float32", "QKV"[kinds[k]], i / H, i % H, j / H + 1, j % H);
+          break;
+        }
+        out[k * table + i * heads + H + j] = den > 0.0 ? sqrt(fmax(num, 0.0) / den) : 0.0;
+      }
+  if (status != MI_OK)
+    for (size_t i = 0; i < n_kinds * table; i++)
+      out[i] = 0.0;
+  free(p.left);
+  free(p.left_sq);
+  free(p.acc);
+  free(p.tiles);
+  return status;
+}
+
+static mi_status check_tables(size_t count, const mi_model *model, size_t n_kinds,
+                              const mi_composition *kinds) {
+  for (size_t k = 0; k < n_kinds; k++)
+    if ((unsigned)kinds[k] > MI_COMPOSE_V)
+      return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown composition kind %d (kinds[%zu])",
+                      (int)kinds[k], k);
+  const mi_config *c = &model->config;
+  size_t heads = c->n_layers * c->n_heads, table, need;
+  if (!mi__mul_size(&table, heads, heads) || !mi__mul_size(&need, table, n_kinds))
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "%zu tables of (n_layers x n_heads)^2 overflow size_t",
+                    n_kinds);
+  if (count < need)
+    return mi__fail(MI_ERR_SHAPE,
+                    "out holds %zu doubles; %zu x [n_layers][n_heads][n_layers][n_heads] needs %zu",
+                    count, n_kinds, need);
+  return MI_OK;
+}
+
 mi_status mi_model_composition_scores(double *out, size_t count, const mi_model *model,
                                       mi_composition kind) {
   MI_CHECK_ARG(out);
   MI_CHECK_ARG(model);
-  if ((unsigned)kind > MI_COMPOSE_V)
-    return mi__fail(MI_ERR_INVALID_ARGUMENT, "unknown composition kind %d", (int)kind);
-  const mi_config *c = &model->config;
-  size_t L = c->n_layers, H = c->n_heads, D = c->d_model, r = c->d_head;
-  size_t heads = L * H, need, Hr = H * r;
-  if (!mi__mul_size(&need, heads, heads))
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "(n_layers x n_heads)^2 overflows size_t");
-  if (count < need)
-    return mi__fail(MI_ERR_SHAPE,
-                    "out holds %zu doubles; [n_layers][n_heads][n_layers][n_heads] needs %zu",
-                    count, need);
-  /* left: heads·r × D; right: D × heads·r; block: every earlier layer's
-   * heads against one layer's, (L − 1)·H·r × H·r. */
-  size_t n_left, n_block, total_f;
-  if (!mi__mul_size(&n_left, heads * r, D) || !mi__mul_size(&n_block, (L ? L - 1 : 0) * Hr, Hr) ||
-      __builtin_add_overflow(2 * n_left, n_block, &total_f) ||
-      total_f > SIZE_MAX / sizeof(float))
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "composition scratch overflows size_t");
-  float *f = malloc((total_f ? total_f : 1) * sizeof *f);
-  double *norm_sq = malloc(2 * heads * sizeof *norm_sq);
-  if (f == NULL || norm_sq == NULL) {
-    free(f);
-    free(norm_sq);
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "cannot allocate composition scratch");
-  }
-  float *left = f, *right = left + n_left, *block = right + n_left;
-  compose_heads ch = {model, kind, left, right, norm_sq, norm_sq + heads};
-  /* The heads' reductions are small and independent: whole heads a thread. */
-  mi_status status = mi__parallel_for(heads, compose_head, &ch);
-  for (size_t i = 0; i < need; i++)
-    out[i] = 0.0;
-  /* One GEMM per later layer l2: every earlier layer's left rows (stored
-   * one after another) against l2's right columns. */
-  for (size_t l2 = 1; l2 < L && status == MI_OK; l2++) {
-    mi__matrix Right = {right + l2 * Hr, D, Hr, (ptrdiff_t)(heads * r), 1};
-    status = mi__sgemm(1.0f, mi__matrix_rowmajor(left, l2 * Hr, D), Right, 0.0f,
-                       mi__matrix_rowmajor(block, l2 * Hr, Hr));
-    for (size_t i1 = 0; i1 < l2 * H && status == MI_OK; i1++)
-      for (size_t h2 = 0; h2 < H; h2++) {
-        double den = ch.left_sq[i1] * ch.right_sq[l2 * H + h2];
-        double num = block_sq(block, Hr, i1, h2, r);
-        if (!isfinite(num) || !isfinite(den)) {
-          status = mi__fail(MI_ERR_NUMERIC, "composition score of head (%zu, %zu) into "
-                            "(%zu, %zu): a product of their weights overflowed float32",
-                            i1 / H, i1 % H, l2, h2);
-          break;
-        }
-        out[(i1 * L + l2) * H + h2] = den > 0.0 ? sqrt(num / den) : 0.0;
-      }
-  }
-  free(f);
-  free(norm_sq);
-  return status;
+  mi_status status = check_tables(count, model, 1, &kind);
+  return status != MI_OK ? status : composition_tables(out, model, &kind, 1);
+}
+
+mi_status mi_model_composition_tables(double *out, size_t count, const mi_model *model,
+                                      const mi_composition *kinds, size_t n_kinds) {
+  MI_CHECK_ARG(out);
+  MI_CHECK_ARG(model);
+  if (n_kinds > 0)
+    MI_CHECK_ARG(kinds);
+  mi_status status = check_tables(count, model, n_kinds, kinds);
+  return status != MI_OK ? status : composition_tables(out, model, kinds, n_kinds);
 }
 
 /* ---- chance level -------------------------------------------------------- */

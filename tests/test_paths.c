@@ -103,6 +103,204 @@ START_TEST(scores_match_dense_products) {
 }
 END_TEST
 
+/* Xᵀ of a rows × cols matrix, malloc'd. */
+static double *transposed(const double *X, size_t rows, size_t cols) {
+  double *T = malloc(rows * cols * sizeof *T);
+  for (size_t i = 0; i < rows; i++)
+    for (size_t j = 0; j < cols; j++)
+      T[j * rows + i] = X[i * cols + j];
+  return T;
+}
+
+/*
+ * A head's matrix of one kind's role as A·B (A d_model × d_head, B d_head ×
+ * d_model, doubles, malloc'd): 0 W_Q·W_Kᵀ (Q), 1 W_K·W_Qᵀ (K), 2 W_V·W_O (V
+ * and every earlier head's side).
+ */
+static void head_factors(double **A, double **B, const mi_model *model, const mi_config *c,
+                         size_t l, size_t h, int which) {
+  size_t g = h / (c->n_heads / c->n_kv_heads), r, k;
+  double *WQ = tu_weight(model, MI_W_Q, l, h, &r, &k), *WK = tu_weight(model, MI_W_K, l, g, &r, &k);
+  if (which == 2) {
+    *A = tu_weight(model, MI_W_V, l, g, &r, &k);
+    *B = tu_weight(model, MI_W_O, l, h, &r, &k);
+  } else {
+    *A = which == 0 ? WQ : WK;
+    *B = transposed(which == 0 ? WK : WQ, c->d_model, c->d_head);
+  }
+  if (which == 2 || which == 1)
+    free(WQ);
+  if (which == 2 || which == 0)
+    free(WK);
+}
+
+/*
+ * Head a's score into b for `kind` in double, multiplying the weights in
+ * another order: ‖A₁B₁·A₂B₂‖_F as ‖(A₁·(B₁A₂))·B₂‖_F, each d_model × d_model
+ * matrix's norm from the matrix itself.
+ */
+static double reference_score(const mi_model *model, const mi_config *c, size_t a, size_t b,
+                              int kind) {
+  size_t H = c->n_heads, D = c->d_model, dh = c->d_head;
+  double *A1, *B1, *A2, *B2, *full = malloc(D * D * sizeof *full);
+  head_factors(&A1, &B1, model, c, a / H, a % H, 2);
+  head_factors(&A2, &B2, model, c, b / H, b % H, kind);
+  double *mid = tu_mul(B1, A2, dh, D, dh), *left = tu_mul(A1, mid, D, dh, dh);
+  tu_matmul(full, left, B2, NULL, D, dh, D);
+  double num = frobenius(full, D * D);
+  tu_matmul(full, A1, B1, NULL, D, dh, D);
+  double n1 = frobenius(full, D * D);
+  tu_matmul(full, A2, B2, NULL, D, dh, D);
+  double want = num / (n1 * frobenius(full, D * D));
+  free(A1); free(B1); free(A2); free(B2); free(mid); free(left); free(full);
+  return want;
+}
+
+/* The worst absolute error of a table of `kind` against reference_score
+ * (want: the reference table, filled when *filled is false); entries not
+ * into a later layer must be 0. */
+static double worst_error(const double *got, double *want, bool *filled, const mi_model *model,
+                          const mi_config *c, int kind) {
+  size_t nh = c->n_layers * c->n_heads, H = c->n_heads;
+  double worst = 0;
+  for (size_t a = 0; a < nh; a++)
+    for (size_t b = 0; b < nh; b++) {
+      double score = got[a * nh + b];
+      if (b / H <= a / H) {
+        ck_assert_msg(score == 0.0, "kind %d: (%zu, %zu) not later but %g", kind, a, b, score);
+        continue;
+      }
+      if (!*filled)
+        want[a * nh + b] = reference_score(model, c, a, b, kind);
+      worst = fmax(worst, fabs(score - want[a * nh + b]));
+    }
+  *filled = true;
+  return worst;
+}
+
+/*
+ * d_model 200 cuts the Grams into several tiles (off-diagonal ones too);
+ * with 64 threads the tiles narrow below their height, so a tile's columns
+ * start inside its rows. Grouped heads; LayerNorm as loaded (case 0) and
+ * folded (1). Both entry points, the table of several kinds with a kind
+ * repeated, against the reference; tolerance 2e-6 absolute as above.
+ */
+START_TEST(scores_match_across_tiles) {
+  mi_config c = tu_config(4, 4, 200, 8, 10, 8, _i ? ALL_PARTS : MI_PART_LN);
+  c.n_kv_heads = 2;
+  mi_model *model = tu_random_model(&c, 500 + _i);
+  if (_i == 1) {
+    TU_OK(mi_model_process(model, MI_PROCESS_TRANSFORMERLENS));
+    TU_OK(mi_set_num_threads(64));
+  }
+  TU_OK(mi_model_get_config(&c, model));
+  size_t nh = c.n_layers * c.n_heads, N = nh * nh;
+  const mi_composition kinds[4] = {MI_COMPOSE_V, MI_COMPOSE_Q, MI_COMPOSE_K, MI_COMPOSE_V};
+  double *got = malloc(4 * N * sizeof *got), *want = malloc(3 * N * sizeof *want);
+  bool filled[3] = {false, false, false};
+  for (size_t i = 0; i < 4 * N; i++)
+    got[i] = -1.0;
+  TU_OK(mi_model_composition_tables(got, 4 * N, model, kinds, 4));
+  for (int t = 0; t < 4; t++) {
+    int k = (int)kinds[t];
+    double worst = worst_error(got + t * N, want + k * N, &filled[k], model, &c, k);
+    ck_assert_msg(worst <= 2e-6, "case %d, table %d: off by %g", _i, t, worst);
+  }
+  for (int kind = MI_COMPOSE_Q; kind <= MI_COMPOSE_V; kind++) {
+    TU_OK(mi_model_composition_scores(got, N, model, (mi_composition)kind));
+    double worst = worst_error(got, want + kind * N, &filled[kind], model, &c, kind);
+    ck_assert_msg(worst <= 2e-6, "case %d, kind %d: off by %g", _i, kind, worst);
+  }
+  TU_FAILS(MI_ERR_SHAPE, mi_model_composition_tables(got, 4 * N - 1, model, kinds, 4));
+  free(got);
+  free(want);
+  mi_model_free(model);
+}
+END_TEST
+
+/* A random orthogonal D × D matrix (modified Gram–Schmidt of Gaussians). */
+static double *random_rotation(size_t D, tu_rng *rng) {
+  double *U = malloc(D * D * sizeof *U);
+  for (size_t i = 0; i < D * D; i++)
+    U[i] = tu_normal(rng);
+  for (size_t i = 0; i < D; i++) { /* row i */
+    for (size_t j = 0; j < i; j++) {
+      double dot = 0;
+      for (size_t t = 0; t < D; t++)
+        dot += U[i * D + t] * U[j * D + t];
+      for (size_t t = 0; t < D; t++)
+        U[i * D + t] -= dot * U[j * D + t];
+    }
+    double norm = frobenius(U + i * D, D);
+    for (size_t t = 0; t < D; t++)
+      U[i * D + t] /= norm;
+  }
+  return U;
+}
+
+/*
+ * Nearly orthogonal subspaces: head (0, 0) writes into the first half of
+ * the residual stream and head (1, 0) reads (values, queries and keys) from
+ * the second half, each leaking 1e-4 into the other half, the whole model
+ * then turned by a random rotation so that every Gram entry is O(1) while
+ * the scores are ~1e-4: ⟨P, Q⟩ cancels to 1e-8 of its terms. Float32
+ * inner products would be off by ~1e-3 here (their rounding of ~1e-6 a
+ * squared score against 1e-8); the library's must agree with the reference
+ * to 1e-3 of these scores (measured: within 5e-5, the float32 factors'
+ * rounding; with the Grams rounded to float32 before the sum, 2.3e-3),
+ * and every other score to 2e-6 as above.
+ */
+START_TEST(small_scores_do_not_cancel) {
+  size_t D = 200, dh = 8, half = D / 2;
+  double eps = 1e-4;
+  mi_config c = tu_config(2, 2, D, dh, 10, 8, 0);
+  mi_model *model = tu_random_model(&c, 77);
+  tu_rng rng = tu_rng_seed(78);
+  double *U = random_rotation(D, &rng), *w = malloc(D * dh * sizeof *w);
+  float *f = malloc(D * dh * sizeof *f);
+  /* W_O of (0, 0): dh × D, rows (W_O·U) */
+  for (size_t i = 0; i < dh * D; i++)
+    w[i] = tu_normal(&rng) * (i % D < half ? 1.0 : eps);
+  for (size_t r = 0; r < dh; r++)
+    for (size_t j = 0; j < D; j++) {
+      double s = 0;
+      for (size_t t = 0; t < D; t++)
+        s += w[r * D + t] * U[t * D + j];
+      f[r * D + j] = (float)s;
+    }
+  TU_OK(mi_model_set_weight(model, MI_W_O, 0, 0, MI_DTYPE_F32, f, D));
+  /* W_V, W_Q, W_K of (1, 0): D × dh, (Uᵀ·W) */
+  const mi_weight reads[3] = {MI_W_V, MI_W_Q, MI_W_K};
+  for (int m = 0; m < 3; m++) {
+    for (size_t i = 0; i < D * dh; i++)
+      w[i] = tu_normal(&rng) * (i / dh >= half ? 1.0 : eps);
+    for (size_t j = 0; j < D; j++)
+      for (size_t col = 0; col < dh; col++) {
+        double s = 0;
+        for (size_t t = 0; t < D; t++)
+          s += U[t * D + j] * w[t * dh + col];
+        f[j * dh + col] = (float)s;
+      }
+    TU_OK(mi_model_set_weight(model, reads[m], 1, 0, MI_DTYPE_F32, f, dh));
+  }
+  TU_OK(mi_model_process(model, 0));
+  TU_OK(mi_model_get_config(&c, model));
+  size_t N = 16;
+  double got[16];
+  for (int kind = MI_COMPOSE_Q; kind <= MI_COMPOSE_V; kind++) {
+    TU_OK(mi_model_composition_scores(got, N, model, (mi_composition)kind));
+    /* (0, 0) → (1, 0) is index 2 */
+    bool filled = false;
+    double table[16], worst = worst_error(got, table, &filled, model, &c, kind), want = table[2];
+    ck_assert_msg(want < 1e-3, "kind %d: the construction scores %g", kind, want);
+    ck_assert_msg(fabs(got[2] - want) <= 1e-3 * want, "kind %d: %g, want %g", kind, got[2], want);
+    ck_assert_msg(worst <= 2e-6, "kind %d: off by %g", kind, worst);
+  }
+  free(U); free(w); free(f);
+  mi_model_free(model);
+}
+END_TEST
+
 /*
  * Heads built by hand: head (0, 0) writes into dimensions {0, 1}; head (1, 0)
  * reads values from {0, 1} with the same projection (W_OV² = W_OV¹ = P, a
@@ -481,7 +679,10 @@ END_TEST
 static Suite *paths_suite(void) {
   Suite *s = suite_create("paths");
   TCase *composition = tcase_create("composition");
+  tcase_set_timeout(composition, 60); /* 64 threads on a shared 2-core machine */
   tcase_add_loop_test(composition, scores_match_dense_products, 0, 3);
+  tcase_add_loop_test(composition, scores_match_across_tiles, 0, 2);
+  tcase_add_test(composition, small_scores_do_not_cancel);
   tcase_add_test(composition, constructed_heads_have_known_scores);
   tcase_add_loop_test(composition, baseline_matches_a_dense_monte_carlo, 0, 3);
   tcase_add_test(composition, baseline_is_in_a_sensible_range);

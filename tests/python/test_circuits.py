@@ -212,6 +212,17 @@ class CircuitTest(unittest.TestCase):
                     self.assertEqual(got[1][h1][0][h2], 0.0)
         with self.assertRaises(ValueError):
             self.model.composition_scores("X")
+        tables = tolist(self.model.composition_tables("VQK"))  # one call, same dense reference
+        for t, kind in enumerate("VQK"):
+            for h1 in range(2):
+                for h2 in range(2):
+                    ov1 = wov(0, h1)
+                    second = {"Q": wqk(1, h2), "K": transpose(wqk(1, h2)), "V": wov(1, h2)}[kind]
+                    want = frobenius(matmul(ov1, second)) / (frobenius(ov1) * frobenius(second))
+                    self.assertAlmostEqual(tables[t][0][h1][1][h2], want, delta=TOL)
+                    self.assertEqual(tables[t][1][h1][0][h2], 0.0)
+        with self.assertRaises(ValueError):
+            self.model.composition_tables("QX")
         mean, std, sem = self.model.composition_baseline()
         self.assertEqual((mean, std, sem), self.model.composition_baseline())
         self.assertTrue(0 < mean < 1 and std > 0)

@@ -38,7 +38,8 @@ int cmd_compose(int argc, char **argv) {
   size_t L = m.cfg.n_layers, H = m.cfg.n_heads, nh = L * H;
   double base[3];
   LIB(mi_model_composition_baseline(base, m.model), "computing the chance baseline");
-  double *score = xcalloc(nh * nh, sizeof *score);
+  /* The kinds wanted in one call: they share the earlier heads' work. */
+  double *scores = xcalloc((k1 - k0) * nh * nh, sizeof *scores);
   size_t *order = xcalloc(nh * nh, sizeof *order);
   json_t *jkinds = c.json ? json_object() : NULL;
   if (!c.json) {
@@ -47,9 +48,10 @@ int cmd_compose(int argc, char **argv) {
     if (L < 2)
       printf("one layer: no head has a later head to compose with\n");
   }
+  LIB(mi_model_composition_tables(scores, (k1 - k0) * nh * nh, m.model, kinds + k0, k1 - k0),
+      "computing composition scores");
   for (size_t k = k0; k < k1; k++) {
-    LIB(mi_model_composition_scores(score, nh * nh, m.model, kinds[k]),
-        "computing %c-composition scores", names[k]);
+    const double *score = scores + (k - k0) * nh * nh;
     /* Pairs (earlier, later), strongest first. */
     size_t np = 0;
     for (size_t a = 0; a < nh; a++)
@@ -91,7 +93,7 @@ int cmd_compose(int argc, char **argv) {
   if (c.json)
     dump(json_pack("{s:o, s:{s:f, s:f, s:f}, s:o}", "model", model_json(&m), "baseline", "mean",
                    base[0], "sd", base[1], "sem", base[2], "kinds", jkinds));
-  free(score);
+  free(scores);
   free(order);
   unload(&m);
   return 0;

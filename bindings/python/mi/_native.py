@@ -444,6 +444,8 @@ PROTOTYPES = [
      _STATUS, True),
     ("mi_model_composition_scores", [c_double_p, _Size, _void_p, ctypes.c_int],
      _STATUS, True),
+    ("mi_model_composition_tables", [c_double_p, _Size, _void_p, ctypes.POINTER(ctypes.c_int),
+                                     _Size], _STATUS, True),
     ("mi_model_composition_baseline", [c_double_p, _void_p], _STATUS, True),
     ("mi_model_path_count", [c_size_p, _void_p, _Size], _STATUS, True),
     ("mi_model_paths", [c_size_p, _void_p, _Size, ctypes.c_uint, PATH_FN, _void_p],

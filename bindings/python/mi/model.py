@@ -950,6 +950,21 @@ class Model:
         return out.result()
 
     @reads
+    def composition_tables(self, kinds: str = "QKV"):
+        """Several composition tables in one libmi call, which shares the
+        earlier heads' Grams between kinds: [len(kinds), L, H, L, H], table t
+        as composition_scores(kinds[t]) gives it (equal to rounding)."""
+        for kind in kinds:
+            if kind not in COMPOSITIONS:
+                raise ValueError(f"unknown composition {kind!r}; one of {list(COMPOSITIONS)}")
+        config = self.config
+        L, H = config["n_layers"], config["n_heads"]
+        out = OutArray((len(kinds), L, H, L, H), ctypes.c_double)
+        codes = (ctypes.c_int * max(len(kinds), 1))(*[COMPOSITIONS[k] for k in kinds])
+        lib.mi_model_composition_tables(out.pointer, out.count, self._h(), codes, len(kinds))
+        return out.result()
+
+    @reads
     def composition_baseline(self) -> Tuple[float, float, float]:
         """The chance level of a composition score for this model's shapes:
         (mean, standard deviation of one score, standard error of the mean)."""

@@ -112,6 +112,7 @@ def model_cases(m):
         "k_composition_circuit": [(lambda: m.k_composition_circuit(0, 0, 2, 0), IndexError,
                                    "layer 2")],
         "composition_scores": [(lambda: m.composition_scores("X"), ValueError, "composition")],
+        "composition_tables": [(lambda: m.composition_tables("QX"), ValueError, "composition")],
         "repeated_tokens": [(lambda: m.repeated_tokens(-1, 2), ValueError, "n_sequences"),
                             (lambda: m.repeated_tokens(1, 2 ** 64), OverflowError, "half")],
         "path_count": [(lambda: m.path_count(-1), ValueError, "max_order")],

@@ -65,10 +65,6 @@ static double load_average(void) {
   return x;
 }
 
-
-
-
-
 /* CPU seconds of the whole process so far (every thread). */
 static double cpu_seconds(void) {
   struct rusage u;

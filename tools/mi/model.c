@@ -334,9 +334,10 @@ static const char *processing_name(unsigned steps) {
 }
 
 void print_model(const loaded *m) {
-  printf("model: %s\n  %zu layer%s x %zu heads, d_model %zu, d_head %zu, d_vocab %zu, n_ctx %zu\n",
-         m->path, m->cfg.n_layers, m->cfg.n_layers == 1 ? "" : "s", m->cfg.n_heads,
-         m->cfg.d_model, m->cfg.d_head, m->cfg.d_vocab, m->cfg.n_ctx);
+  printf("model: %s\n  %zu layer%s x %zu head%s, d_model %zu, d_head %zu, d_vocab %zu, "
+         "n_ctx %zu\n", m->path, m->cfg.n_layers, m->cfg.n_layers == 1 ? "" : "s",
+         m->cfg.n_heads, m->cfg.n_heads == 1 ? "" : "s", m->cfg.d_model, m->cfg.d_head,
+         m->cfg.d_vocab, m->cfg.n_ctx);
   printf("  %s layout, %s positional embedding, %s\n  processing: %s\n",
          layout_name(mi_model_layout(m->model)), positional_name(m->cfg.positional),
          layer_norm_name(m->cfg.parts), processing_name(applied(m)));

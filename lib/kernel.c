@@ -563,9 +563,50 @@ mi_status mi__column_moments(double *mean, double *cov, mi__matrix X) {
   return MI_OK;
 }
 
+/* Rows a job of mi__row_forms (a multiple of its BLIS chunk). */
+enum { FORMS_CHUNK = 256, FORMS_JOB = 8 * FORMS_CHUNK };
+
+typedef struct row_forms_job {
+  double *dot, *quad;
+  mi__matrix A;
+  const double *v, *S;
+} row_forms_job;
+
+/* Rows c·FORMS_JOB .. of mi__row_forms, FORMS_CHUNK at a time: each row's
+ * forms depend on that row alone, so any split gives the same bits. */
+static mi_status row_forms_part(size_t c, void *user) {
+  const row_forms_job *j = user;
+  size_t p = j->A.rows, r = j->A.cols, first = c * FORMS_JOB;
+  size_t last = p - first < FORMS_JOB ? p : first + FORMS_JOB;
+  double *a = malloc(2 * FORMS_CHUNK * r * sizeof *a);
+  if (a == NULL)
+    return mi__fail(MI_ERR_OUT_OF_MEMORY, "row forms: %d x %zu doubles", 2 * FORMS_CHUNK, r);
+  double *y = a + FORMS_CHUNK * r, one = 1.0, zero = 0.0;
+  rntm_t rntm;
+  serial_rntm(&rntm);
+  for (size_t i0 = first; i0 < last; i0 += FORMS_CHUNK) {
+    size_t h = last - i0 < FORMS_CHUNK ? last - i0 : FORMS_CHUNK;
+    for (size_t i = 0; i < h; i++)
+      for (size_t t = 0; t < r; t++)
+        a[i * r + t] = j->A.data[(ptrdiff_t)(i0 + i) * j->A.rs + (ptrdiff_t)t * j->A.cs];
+    bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)h, (dim_t)r, (dim_t)r, &one, a,
+                 (inc_t)r, 1, (double *)j->S, (inc_t)r, 1, &zero, y, (inc_t)r, 1, NULL, &rntm);
+    for (size_t i = 0; i < h; i++) {
+      double d = 0.0, q = 0.0;
+      for (size_t t = 0; t < r; t++) {
+        d += a[i * r + t] * j->v[t];
+        q += a[i * r + t] * y[i * r + t];
+      }
+      j->dot[i0 + i] = d;
+      j->quad[i0 + i] = q;
+    }
+  }
+  free(a);
+  return MI_OK;
+}
+
 mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v,
                         const double *S) {
-  enum { CHUNK = 256 };
   size_t p = A.rows, r = A.cols;
   if (p == 0)
     return MI_OK;
@@ -577,29 +618,6 @@ mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v
   mi_status status = mi__blis_begin();
   if (status != MI_OK)
     return status;
-  double *a = malloc(2 * CHUNK * r * sizeof *a);
-  if (a == NULL)
-    return mi__fail(MI_ERR_OUT_OF_MEMORY, "row forms: %d x %zu doubles", 2 * CHUNK, r);
-  double *y = a + CHUNK * r, one = 1.0, zero = 0.0;
-  rntm_t rntm;
-  serial_rntm(&rntm);
-  for (size_t i0 = 0; i0 < p; i0 += CHUNK) {
-    size_t h = p - i0 < CHUNK ? p - i0 : CHUNK;
-    for (size_t i = 0; i < h; i++)
-      for (size_t t = 0; t < r; t++)
-        a[i * r + t] = A.data[(ptrdiff_t)(i0 + i) * A.rs + (ptrdiff_t)t * A.cs];
-    bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)h, (dim_t)r, (dim_t)r, &one, a,
-                 (inc_t)r, 1, (double *)S, (inc_t)r, 1, &zero, y, (inc_t)r, 1, NULL, &rntm);
-    for (size_t i = 0; i < h; i++) {
-      double d = 0.0, q = 0.0;
-      for (size_t t = 0; t < r; t++) {
-        d += a[i * r + t] * v[t];
-        q += a[i * r + t] * y[i * r + t];
-      }
-      dot[i0 + i] = d;
-      quad[i0 + i] = q;
-    }
-  }
-  free(a);
-  return MI_OK;
+  row_forms_job job = {dot, quad, A, v, S};
+  return mi__parallel_for((p + FORMS_JOB - 1) / FORMS_JOB, row_forms_part, &job);
 }

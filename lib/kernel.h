@@ -212,7 +212,9 @@ mi_status mi__column_moments(double *mean, double *cov, mi__matrix X);
 
 /*
  * For each row a_i of A (p × r float32 view), in double: dot[i] ← a_i·v and
- * quad[i] ← a_iᵀ S a_i (S r × r, row-major). Extra memory: 2·256·r doubles.
+ * quad[i] ← a_iᵀ S a_i (S r × r, row-major), rows split between the
+ * threads (the same bits whatever the split). Extra memory: 2·256·r doubles a
+ * thread.
  */
 mi_status mi__row_forms(double *dot, double *quad, mi__matrix A, const double *v,
                         const double *S);

@@ -321,6 +321,42 @@ static mi_status ov_ranks(search *s, const mi_circuit *ov, size_t l, size_t h, d
   return status;
 }
 
+/* Rows a job of the QK z factors. */
+enum { Z_CHUNK = 1024 };
+
+typedef struct z_factors_job {
+  search *s;
+  const mi_circuit *qk;
+} z_factors_job;
+
+/*
+ * Rows c·Z_CHUNK .. of the QK z factors, each at its own row of zf and
+ * keys: [a_d / sd_d, −mean_d / sd_d] and [b_d, 1]. A row whose scaled
+ * factors overflow float loses its spread (sd_d ← 0: no z-scores from it).
+ */
+static mi_status z_factors_part(size_t c, void *user) {
+  const z_factors_job *j = user;
+  search *s = j->s;
+  size_t r1 = s->r + 1, end = (c + 1) * Z_CHUNK < s->n ? (c + 1) * Z_CHUNK : s->n;
+  mi__matrix A, B;
+  mi__circuit_factors(&A, &B, j->qk);
+  for (size_t d = c * Z_CHUNK; d < end; d++) {
+    float *z = s->zf + d * r1, *key = s->keys + d * r1;
+    bool finite = spread(s, d);
+    for (size_t t = 0; t < s->r; t++) {
+      z[t] = finite ? (float)(A.data[(ptrdiff_t)d * A.rs + (ptrdiff_t)t * A.cs] / s->sd[d])
+                    : 0.0f;
+      key[t] = B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)d * B.cs];
+      finite = finite && isfinite(z[t]);
+    }
+    z[s->r] = finite ? (float)(-s->mean[d] / s->sd[d]) : 0.0f;
+    key[s->r] = 1.0f;
+    if (!finite || !isfinite(z[s->r]))
+      s->sd[d] = 0.0;
+  }
+  return MI_OK;
+}
+
 /*
  * QK ranks: column src of the z matrix Z[d][src] = (a_d·b_src − mean_d) /
  * sd_d = [a_d / sd_d, −mean_d / sd_d]·[b_src; 1], streamed as the rows of
@@ -336,24 +372,16 @@ static mi_status qk_ranks(search *s, const mi_circuit *qk, size_t l, size_t h) {
   mi_status status = mi_circuit_row_stats(s->mean, s->sd, qk, 0, n, 0);
   if (status != MI_OK)
     return status;
-  mi__matrix A, B;
-  mi__circuit_factors(&A, &B, qk);
-  for (size_t d = 0; d < n; d++) {
-    float *z = s->zf + m * r1, *key = s->keys + d * r1;
-    bool finite = spread(s, d);
-    for (size_t t = 0; t < s->r; t++) {
-      z[t] = finite ? (float)(A.data[(ptrdiff_t)d * A.rs + (ptrdiff_t)t * A.cs] / s->sd[d])
-                    : 0.0f;
-      key[t] = B.data[(ptrdiff_t)t * B.rs + (ptrdiff_t)d * B.cs];
-      finite = finite && isfinite(z[t]);
-    }
-    z[s->r] = finite ? (float)(-s->mean[d] / s->sd[d]) : 0.0f;
-    key[s->r] = 1.0f;
-    if (finite && isfinite(z[s->r]))
+  z_factors_job job = {s, qk};
+  status = mi__parallel_for((n + Z_CHUNK - 1) / Z_CHUNK, z_factors_part, &job);
+  if (status != MI_OK)
+    return status;
+  for (size_t d = 0; d < n; d++) /* the rows with z-scores, moved up in order */
+    if (spread(s, d)) {
+      if (m != d)
+        memcpy(s->zf + m * r1, s->zf + d * r1, r1 * sizeof *s->zf);
       s->live[m++] = d;
-    else
-      s->sd[d] = 0.0; /* no z-scores from this row */
-  }
+    }
   if (m == 0)
     return MI_OK; /* no row has z-scores: no destinations */
   size_t picks = s->qk_picks < m ? s->qk_picks : m;

@@ -94,9 +94,10 @@ static const column columns[] = {
     {"best K-comp", "score (z)", 18}};
 enum { N_COLUMNS = sizeof columns / sizeof columns[0] };
 
-static void print_cells(const char *const *text) {
+/* The head column is as wide as the widest label ("L10H11" in GPT-2 small). */
+static void print_cells(const char *const *text, int head_width) {
   for (size_t j = 0; j < N_COLUMNS; j++)
-    printf("%s%*s", j ? "  " : "", columns[j].width, text[j]);
+    printf("%s%*s", j ? "  " : "", j ? columns[j].width : -head_width, text[j]);
   printf("\n");
 }
 
@@ -104,8 +105,13 @@ static void print_table(const mi_head_roles *r, size_t nh) {
   const char *top[N_COLUMNS], *bottom[N_COLUMNS];
   for (size_t j = 0; j < N_COLUMNS; j++)
     top[j] = columns[j].top, bottom[j] = columns[j].bottom;
-  print_cells(top);
-  print_cells(bottom);
+  int head_width = -columns[0].width;
+  for (size_t i = 0; i < nh; i++) {
+    int w = snprintf(NULL, 0, "L%zuH%zu", r[i].layer, r[i].head);
+    head_width = w > head_width ? w : head_width;
+  }
+  print_cells(top, head_width);
+  print_cells(bottom, head_width);
   for (size_t i = 0; i < nh; i++) {
     char c[N_COLUMNS][64];
     const char *text[N_COLUMNS];
@@ -125,7 +131,7 @@ static void print_table(const mi_head_roles *r, size_t nh) {
                r[i].k_score, r[i].k_z);
     for (size_t j = 0; j < N_COLUMNS; j++)
       text[j] = c[j];
-    print_cells(text);
+    print_cells(text, head_width);
   }
 }
 

@@ -206,14 +206,32 @@ class Roles(unittest.TestCase):
 
 class Layout(unittest.TestCase):
     def test_headers_sit_over_their_columns(self):
+        self.check_columns(run("report", IND, "--trigrams", "0").stdout, 8)
+
+    def test_columns_hold_two_digit_layers_and_heads(self):
+        # "L10H10" is wider than the shipped models' labels.
+        L, H, V, D, dh, ctx = 11, 11, 12, 8, 2, 4
+        rng = random.Random(3)
+        tensors = {"embed.W_E": ([V, D], randoms(rng, V, D)),
+                   "unembed.W_U": ([D, V], randoms(rng, D, V))}
+        for layer in range(L):
+            for w, shape in (("W_Q", [H, D, dh]), ("W_K", [H, D, dh]), ("W_V", [H, D, dh]),
+                             ("W_O", [H, dh, D])):
+                tensors[f"blocks.{layer}.attn.{w}"] = (shape, randoms(rng, *shape))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "wide.safetensors")
+            write_safetensors(path, tensors, {"n_ctx": str(ctx)})
+            self.check_columns(run("report", path, "--trigrams", "0").stdout, L * H)
+
+    def check_columns(self, stdout, heads):
         # Two header lines, then one line a head: every header word ends in
         # the column where its values end (all right-aligned), or, for the
         # left-aligned head and role columns, starts where they start.
-        text = run("report", IND, "--trigrams", "0").stdout.splitlines()
+        text = stdout.splitlines()
         start = next(i for i, l in enumerate(text) if l.startswith("head "))
         top, bottom = text[start - 1], text[start]
         rows = [l for l in text[start + 1:] if re.match(r"L\d+H\d+ ", l)]
-        self.assertEqual(len(rows), 8)
+        self.assertEqual(len(rows), heads)
 
         def spans(line):
             return [(m.start(), m.end()) for m in re.finditer(r"\S+(?: \S+)*", line)]

@@ -481,8 +481,9 @@ static mi_status page_data(json_t **out, const mi_model *model, const mi_html_op
                !json_object_set(root, "heads", hl) && !json_object_set(root, "partners", pl));
   x = composition_json(model, &status);
   TRY(!json_object_set_new(root, "composition", x));
-  TRY(!json_object_set_new(root, "trigrams", tri));
+  json_t *table = tri; /* json_object_set_new owns it from here, even when it fails */
   tri = NULL;
+  TRY(!json_object_set_new(root, "trigrams", table));
   x = json_null();
   if (o->n_tokens > 0)
     status = prompt_json(&x, model, o);

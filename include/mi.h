@@ -1898,6 +1898,8 @@ typedef enum mi_composition {
  * streamed tile by tile: none is ever formed whole) in double. Accuracy:
  * float32 factors and double inner products keep every score within about
  * 1e-6 of the exact one, however small (nearly orthogonal heads included).
+ * The tiles are summed in an order fixed by the shapes, so the scores are
+ * the same bits on any number of threads and in every run.
  * Several kinds at once share work: mi_model_composition_tables.
  *
  * @param out    out: `count` doubles, filled as [n_layers][n_heads][n_layers][n_heads]:
@@ -1911,8 +1913,8 @@ typedef enum mi_composition {
  * @param kind   MI_COMPOSE_Q, _K or _V
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, unknown kind);
  *         MI_ERR_SHAPE (count too small); MI_ERR_OUT_OF_MEMORY (scratch of
- *         2·(L − 1)·H·d_head·d_model floats, about 64 MiB of tiles, and
- *         ((L − 1)·H)² doubles a thread); MI_ERR_NUMERIC (a score's factors
+ *         2·(L − 1)·H·d_head·d_model floats, about 32 MiB of tiles a
+ *         thread, and 16·((L − 1)·H)² doubles); MI_ERR_NUMERIC (a score's factors
  *         overflowed float32: never a NaN score).
  */
 MI_API mi_status mi_model_composition_scores(double *out, size_t count, const mi_model *model,
@@ -1935,8 +1937,8 @@ MI_API mi_status mi_model_composition_scores(double *out, size_t count, const mi
  * @param n_kinds  tables wanted
  * @return MI_OK; MI_ERR_INVALID_ARGUMENT (NULL, an unknown kind, named by
  *         index); MI_ERR_SHAPE (count too small); MI_ERR_OUT_OF_MEMORY
- *         ((1 + n_kinds)·(L − 1)·H·d_head·d_model floats, about 64 MiB of
- *         tiles, n_kinds·((L − 1)·H)² doubles a thread); MI_ERR_NUMERIC (as
+ *         ((1 + n_kinds)·(L − 1)·H·d_head·d_model floats, about 32 MiB of
+ *         tiles a thread, 16·n_kinds·((L − 1)·H)² doubles); MI_ERR_NUMERIC (as
  *         mi_model_composition_scores).
  */
 MI_API mi_status mi_model_composition_tables(double *out, size_t count, const mi_model *model,

@@ -62,8 +62,8 @@ typedef struct compose_plan {
   size_t (*tiles)[4];         /* rows a0..a1 × columns b0..b1 of D × D, b0 ≥ a0 */
   size_t n_tiles, tile_max;   /* tile_max: the largest tile's entries */
   size_t tile_width;          /* a tile's rows + columns, at most */
-  atomic_size_t next_tile;
-  double *acc; /* per worker: n × n·n_kinds partial ⟨P_i, Q_j⟩, kinds inner */
+  size_t n_slices;            /* slice s: tiles s, s + n_slices, ... */
+  double *acc; /* per slice: n × n·n_kinds partial ⟨P_i, Q_j⟩, kinds inner */
 } compose_plan;
 
 /* Head i's factors: left if it has a later layer, right (each kind) if an
@@ -134,20 +134,22 @@ static mi_status gram_tile(double *T, const float *F, size_t dh, const size_t *t
 }
 
 /*
- * One worker: takes tiles until none is left and adds, for each, ⟨P_i, Q_j⟩
- * over the tile's entries into its own accumulator, with two GEMMs a tile
+ * Slice `slice` (a job for the next free thread): its tiles in order, each
+ * adding ⟨P_i, Q_j⟩ over the tile's entries into the slice's accumulator.
+ * Slices and tiles do not depend on the thread count, so neither do the
+ * sums: the scores are the same bits on any number of threads. Two GEMMs a tile
  * for every pair and kind: the GEMMs stream their inputs from memory, so
  * a few wide products beat many that skip more of the pairs the tables
  * leave 0 (measured). Q carries the weights that make a sum over the upper triangle
  * the whole inner product of two symmetric matrices: 2 above the diagonal,
  * 1 on it, 0 below (exact in floating point).
  */
-static mi_status compose_worker(size_t t, void *user) {
+static mi_status compose_slice(size_t slice, void *user) {
   compose_plan *p = user;
   size_t dh = p->model->config.d_head, n = p->n, fsize = dh * p->model->config.d_model;
   size_t E = p->tile_max, nq = p->n_kinds * n;
   size_t H = p->model->config.n_heads, split = n / H / 2 * H;
-  double *acc = p->acc + t * nq * n;
+  double *acc = p->acc + slice * nq * n;
   double *Pt = malloc(n * E * sizeof *Pt), *Qt = malloc(nq * E * sizeof *Qt);
   double *x = malloc(dh * p->tile_width * sizeof *x);
   mi_status status = MI_OK;
@@ -155,10 +157,7 @@ static mi_status compose_worker(size_t t, void *user) {
     status = mi__fail(MI_ERR_OUT_OF_MEMORY, "composition: %zu x %zu doubles of tiles", n + nq, E);
   for (size_t e = 0; e < nq * n; e++)
     acc[e] = 0.0;
-  for (;;) {
-    size_t ti = atomic_fetch_add(&p->next_tile, 1);
-    if (ti >= p->n_tiles || status != MI_OK)
-      break;
+  for (size_t ti = slice; ti < p->n_tiles && status == MI_OK; ti += p->n_slices) {
     const size_t *tile = p->tiles[ti];
     size_t ra = tile[1] - tile[0], cb = tile[3] - tile[2], e = ra * cb;
     for (size_t i = 0; i < n && status == MI_OK; i++)
@@ -187,8 +186,11 @@ static mi_status compose_worker(size_t t, void *user) {
   return status;
 }
 
-/* Scratch of the tiles: about this much in all, whatever the threads. */
-enum { COMPOSE_TILE_BUDGET = 64 << 20, COMPOSE_TILE_ROWS = 64, COMPOSE_TILE_COLS = 192 };
+/* Scratch of one slice's tiles: about this much (a slice runs on one
+ * thread); slices: enough to balance the threads, few enough that their
+ * accumulators stay small. */
+enum { COMPOSE_TILE_BUDGET = 32 << 20, COMPOSE_TILE_ROWS = 64, COMPOSE_TILE_COLS = 192,
+       COMPOSE_SLICES = 16 };
 
 /* The upper triangle of D × D cut into tiles of `rows` × at most `cols`;
  * with tiles NULL only counts them. */
@@ -229,9 +231,9 @@ static mi_status composition_tables(double *out, const mi_model *model,
   mi_status status = mi__blis_begin(); /* before mi__thread_count asks BLIS */
   if (status != MI_OK)
     return status;
-  size_t threads = mi__thread_count(), n_factor, n_acc;
-  /* Tiles as wide as the budget allows for every thread's 1 + n_kinds stacks. */
-  size_t per_tile = COMPOSE_TILE_BUDGET / ((1 + n_kinds) * sizeof(double) * n * threads);
+  size_t n_factor, n_acc;
+  /* Tiles as wide as the budget allows for a slice's 1 + n_kinds stacks. */
+  size_t per_tile = COMPOSE_TILE_BUDGET / ((1 + n_kinds) * sizeof(double) * n);
   size_t rows = COMPOSE_TILE_ROWS < D ? COMPOSE_TILE_ROWS : D;
   size_t cols = per_tile / rows / 16 * 16;
   cols = cols < 16 ? 16 : cols > COMPOSE_TILE_COLS ? COMPOSE_TILE_COLS : cols;
@@ -239,10 +241,9 @@ static mi_status composition_tables(double *out, const mi_model *model,
   compose_plan p = {.model = model, .kinds = kinds, .n_kinds = n_kinds, .n = n,
                     .n_tiles = cut_tiles(NULL, D, rows, cols), .tile_max = rows * cols,
                     .tile_width = rows + cols};
-  if (threads > p.n_tiles)
-    threads = p.n_tiles;
+  p.n_slices = COMPOSE_SLICES < p.n_tiles ? COMPOSE_SLICES : p.n_tiles;
   if (!mi__mul_size(&n_factor, (1 + n_kinds) * n, dh * D) || n_factor > SIZE_MAX / sizeof(float) ||
-      !mi__mul_size(&n_acc, threads * n_kinds * n, n) || n_acc > SIZE_MAX / sizeof(double))
+      !mi__mul_size(&n_acc, p.n_slices * n_kinds * n, n) || n_acc > SIZE_MAX / sizeof(double))
     return mi__fail(MI_ERR_OUT_OF_MEMORY, "composition scratch overflows size_t");
   p.left = malloc(n_factor * sizeof *p.left);
   p.left_sq = malloc((1 + n_kinds) * n * sizeof *p.left_sq);
@@ -255,13 +256,12 @@ static mi_status composition_tables(double *out, const mi_model *model,
     p.right = p.left + n * dh * D;
     p.right_sq = p.left_sq + n;
     cut_tiles(p.tiles, D, rows, cols);
-    atomic_init(&p.next_tile, 0);
     status = mi__parallel_for(heads, compose_factors, &p);
   }
-  /* One worker a thread, each with its own accumulator (summed below). */
+  /* The slices' accumulators, summed in slice order. */
   if (status == MI_OK)
-    status = mi__parallel_for(threads, compose_worker, &p);
-  for (size_t t = 1; t < threads && status == MI_OK; t++)
+    status = mi__parallel_for(p.n_slices, compose_slice, &p);
+  for (size_t t = 1; t < p.n_slices && status == MI_OK; t++)
     for (size_t e = 0; e < n_kinds * n * n; e++)
       p.acc[e] += p.acc[t * n_kinds * n * n + e];
   for (size_t k = 0; k < n_kinds && status == MI_OK; k++)

@@ -361,7 +361,18 @@ mi_status mi__parallel_for(size_t count, mi_status (*fn)(size_t i, void *user), 
   mi_status status = mi__blis_begin();
   if (status != MI_OK)
     return status;
-  size_t threads = mi__thread_count();
+  return mi__parallel_for_threads(count, mi__thread_count(), fn, user);
+}
+
+size_t mi__own_thread_count(void) {
+  size_t n = atomic_load(&num_threads);
+  return worker_depth > 0 || n == 0 ? 1 : n;
+}
+
+mi_status mi__parallel_for_threads(size_t count, size_t threads,
+                                   mi_status (*fn)(size_t i, void *user), void *user) {
+  if (count == 0)
+    return MI_OK;
   if (threads > count)
     threads = count;
   if (threads > MI__MAX_THREADS)

@@ -97,6 +97,19 @@ void mi__run_threads(void *(*worker)(void *), void *jobs, size_t size, size_t co
 mi_status mi__parallel_for(size_t count, mi_status (*fn)(size_t i, void *user), void *user);
 
 /*
+ * mi__parallel_for on `threads` threads without starting BLIS, for work
+ * that makes no BLIS call (reading a file): a process may still choose its
+ * kernels after it (mi_blis_select_fast_kernels). `threads` from
+ * mi__own_thread_count.
+ */
+mi_status mi__parallel_for_threads(size_t count, size_t threads,
+                                   mi_status (*fn)(size_t i, void *user), void *user);
+
+/* mi_set_num_threads's count without asking BLIS: 1 when it is 0 (BLIS's
+ * own setting, which only BLIS can read) or inside a job. */
+size_t mi__own_thread_count(void);
+
+/*
  * Receives one tile of a streamed product: rows row0.. and columns col0.. of
  * A·B, `rows` × `cols` at tile[i * ld + j]. A non-OK status stops the stream
  * and is returned.

@@ -268,8 +268,8 @@ static mi_status read_direct(loader *ld, mi_weight which, size_t layer, size_t h
   atomic_init(&d.nonfinite, false);
   TRY(mi__model_weight_target(&d.slot, &d.count, ld->model, which, layer, head));
   size_t chunks = (d.count + CHUNK - 1) / CHUNK;
-  if (chunks >= 8) {
-    TRY(mi__parallel_for(chunks, read_chunk, &d));
+  if (chunks >= 8) { /* no BLIS call: BLIS is not started by a load */
+    TRY(mi__parallel_for_threads(chunks, mi__own_thread_count(), read_chunk, &d));
   } else {
     for (size_t i = 0; i < chunks; i++)
       TRY(read_chunk(i, &d));

@@ -438,6 +438,28 @@ static double load_peak(const char *path) {
  * tied W_U (each layer's packed c_attn read whole into the one scratch, to
  * split; W_U transposed from the model's W_E).
  */
+/*
+ * Loading reads large tensors on several threads, but never starts BLIS:
+ * a program may load first and choose its kernels after (BLIS chooses
+ * them once, at its first use).
+ */
+START_TEST(a_load_leaves_blis_unstarted) {
+  mi_config c = tu_config(1, 2, 256, 64, 16384, 64, 0); /* W_E: 16 chunks of 1 MiB */
+  mi_model *model = tu_random_model(&c, 12);
+  char path[512];
+  tmp_path(path, sizeof path, "reliability_blis.safetensors");
+  st_writer *st = write_tl(model, "F32", false, NULL);
+  ck_assert(st_save(st, path));
+  st_writer_free(st);
+  mi_model_free(model);
+  TU_OK(mi_set_num_threads(2));
+  TU_OK(mi_model_load(&model, path, NULL));
+  TU_OK(mi_blis_select_fast_kernels());
+  mi_model_free(model);
+  unlink(path);
+}
+END_TEST
+
 START_TEST(a_load_peaks_at_the_weights_plus_one_tensor) {
   mi_config c = tu_config(2, 4, 256, 64, 16384, 64, MI_PART_LN | MI_PART_QKV_BIAS |
                                                         MI_PART_OUT_BIAS | MI_PART_POS_EMBED);
@@ -725,6 +747,7 @@ static Suite *reliability_suite(void) {
   TCase *memory = tcase_create("memory");
   tcase_set_timeout(memory, 60);
   tcase_add_test(memory, a_load_peaks_at_the_weights_plus_one_tensor);
+  tcase_add_test(memory, a_load_leaves_blis_unstarted);
   suite_add_tcase(s, memory);
   TCase *scale = tcase_create("scale");
   tcase_set_timeout(scale, 120);

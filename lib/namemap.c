@@ -297,6 +297,7 @@ static mi_status hold(loader *ld, const mi__tensor *t, size_t *out_start) {
     mi__advise_huge(ld->scratch, size);
     ld->scratch_size = size;
   }
+  ld->held = NULL; /* until the read has filled it */
   TRY(mi__image_read(ld->scratch, ld->img, start, size));
   ld->held = t;
   return MI_OK;
@@ -419,14 +420,18 @@ static mi_status tl_layer(loader *ld, size_t l) {
   if (H % KV != 0)
     return mi__fail(MI_ERR_SHAPE, "tensor '%s' has %zu key/value heads, which does not "
                     "divide the %zu query heads of '%s'", WK->name, KV, H, WQ->name);
-  for (size_t h = 0; h < H; h++) {
+  /* Tensor by tensor, all its heads together: the scratch holds one tensor. */
+  for (size_t h = 0; h < H; h++)
     TRY(copy(ld, MI_W_Q, l, h, WQ, h * ST(WQ, 0), ST(WQ, 1), ST(WQ, 2)));
+  for (size_t h = 0; h < H; h++)
     TRY(copy(ld, MI_W_O, l, h, WO, h * ST(WO, 0), ST(WO, 1), ST(WO, 2)));
+  for (size_t h = 0; h < H; h++)
     TRY(copy(ld, MI_B_Q, l, h, bQ, h * ST(bQ, 0), 0, ST(bQ, 1)));
-  }
-  for (size_t h = 0; h < KV; h++) {
+  for (size_t h = 0; h < KV; h++)
     TRY(copy(ld, MI_W_K, l, h, WK, h * ST(WK, 0), ST(WK, 1), ST(WK, 2)));
+  for (size_t h = 0; h < KV; h++)
     TRY(copy(ld, MI_W_V, l, h, WV, h * ST(WV, 0), ST(WV, 1), ST(WV, 2)));
+  for (size_t h = 0; h < KV; h++) {
     TRY(copy(ld, MI_B_K, l, h, bK, h * ST(bK, 0), 0, ST(bK, 1)));
     TRY(copy(ld, MI_B_V, l, h, bV, h * ST(bV, 0), 0, ST(bV, 1)));
   }
@@ -486,19 +491,23 @@ static mi_status gpt2_layer(loader *ld, size_t l) {
              "%sh.%zu.attn.c_proj.weight", p, l));
   TRY(lookup(&proj_b, ld, MI_PART_OUT_BIAS, SHAPE1(DIM_MODEL), NULL,
              "%sh.%zu.attn.c_proj.bias", p, l));
-  /* Conv1D computes x·W: columns of c_attn are Q | K | V, head h at h·d_head. */
-  for (size_t h = 0; h < ld->dims[DIM_HEADS]; h++) {
+  /* Conv1D computes x·W: columns of c_attn are Q | K | V, head h at h·d_head.
+   * Tensor by tensor, all heads together: the scratch holds one tensor. */
+  size_t H = ld->dims[DIM_HEADS];
+  for (size_t h = 0; h < H; h++) {
     TRY(copy(ld, MI_W_Q, l, h, attn, h * dh * ST(attn, 1), ST(attn, 0), ST(attn, 1)));
     TRY(copy(ld, MI_W_K, l, h, attn, (D + h * dh) * ST(attn, 1), ST(attn, 0), ST(attn, 1)));
     TRY(copy(ld, MI_W_V, l, h, attn, (2 * D + h * dh) * ST(attn, 1), ST(attn, 0),
              ST(attn, 1)));
+  }
+  for (size_t h = 0; h < H; h++) {
     TRY(copy(ld, MI_B_Q, l, h, attn_b, h * dh * ST(attn_b, 0), 0, ST(attn_b, 0)));
     TRY(copy(ld, MI_B_K, l, h, attn_b, (D + h * dh) * ST(attn_b, 0), 0, ST(attn_b, 0)));
     TRY(copy(ld, MI_B_V, l, h, attn_b, (2 * D + h * dh) * ST(attn_b, 0), 0,
              ST(attn_b, 0)));
-    /* Head h's output z_h multiplies rows h·d_head.. of c_proj. */
-    TRY(copy(ld, MI_W_O, l, h, proj, h * dh * ST(proj, 0), ST(proj, 0), ST(proj, 1)));
   }
+  for (size_t h = 0; h < H; h++) /* head h's output z_h multiplies rows h·d_head.. */
+    TRY(copy(ld, MI_W_O, l, h, proj, h * dh * ST(proj, 0), ST(proj, 0), ST(proj, 1)));
   TRY(copy(ld, MI_B_O, l, 0, proj_b, 0, 0, ST(proj_b, 0)));
   TRY(copy(ld, MI_LN1_W, l, 0, lw, 0, 0, ST(lw, 0)));
   return copy(ld, MI_LN1_B, l, 0, lb, 0, 0, ST(lb, 0));

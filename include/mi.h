@@ -2267,9 +2267,9 @@ MI_API mi_status mi_model_attention_scores(double *out, size_t count, const mi_m
  * A one-layer head implements skip-trigrams "src ... dst -> out": a
  * destination token dst attends back to a source token src (its token QK
  * circuit scores row dst, column src highly) and the head then raises the
- * logit of out (its token OV circuit, row src, column out). The search reads
- * both d_vocab × d_vocab circuits of every head in blocks of rows, never
- * whole:
+ * logit of out (its token OV circuit, row src, column out). The search
+ * streams both d_vocab × d_vocab circuits of every head once each, never
+ * storing them (how: below):
  *
  * - Every entry becomes a z-score within its row, z = (x − row mean) / row
  *   standard deviation (population, over all d_vocab entries, in double): a
@@ -2397,7 +2397,7 @@ MI_API void mi_skip_trigram_options_init(mi_skip_trigram_options *out, size_t st
  *         ov_top5 with ov_accuracy_count < n_layers · n_heads);
  *         MI_ERR_NUMERIC (a head's OV circuit overflows float32, or a
  *         diagonal entry does, when the copying accuracy is asked);
- *         MI_ERR_OUT_OF_MEMORY (the block, the ranks, the results, or a
+ *         MI_ERR_OUT_OF_MEMORY (the picks, the QK z factors, the ranks, the results, or a
  *         head's circuit factors).
  */
 MI_API mi_status mi_model_skip_trigrams(mi_skip_trigram *out, size_t *out_count,

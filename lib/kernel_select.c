@@ -78,6 +78,15 @@ static void sift_up(float *v, size_t *ix, size_t at, float sign) {
  * Offers a row's entries x[0..cols), columns col0.., to its heap, which
  * holds the best min(k, col0) of the columns before col0.
  */
+/* x at column `col` replaces the heap's worst entry; the new threshold. */
+static float heap_replace_root(float *hv, size_t *hi, size_t k, float sign, float x,
+                               size_t col) {
+  hv[0] = x;
+  hi[0] = col;
+  sift_down(hv, hi, k, 0, sign);
+  return sign * hv[0];
+}
+
 static void topk_offer(float *hv, size_t *hi, size_t k, float sign, const float *x,
                        size_t col0, size_t cols) {
   enum { CHUNK = 32 };
@@ -101,12 +110,8 @@ static void topk_offer(float *hv, size_t *hi, size_t k, float sign, const float 
       hit = 1;
     if (hit)
       for (size_t t = j; t < end; t++)
-        if (sign * x[t] > threshold) {
-          hv[0] = x[t];
-          hi[0] = col0 + t;
-          sift_down(hv, hi, k, 0, sign);
-          threshold = sign * hv[0];
-        }
+        if (sign * x[t] > threshold)
+          threshold = heap_replace_root(hv, hi, k, sign, x[t], col0 + t);
     j = end;
   }
 }
@@ -421,12 +426,8 @@ static void panel_rows(const mi__select *s, size_t g0, size_t rows, size_t c0, s
       for (uint64_t m = mask[i]; m != 0; m &= m - 1) {
         size_t j = (size_t)__builtin_ctzll(m);
         float x = out[i * nr + j];
-        if (sign * x > threshold) {
-          hv[0] = x;
-          hi[0] = c0 + j;
-          sift_down(hv, hi, s->k, 0, sign);
-          threshold = sign * hv[0];
-        }
+        if (sign * x > threshold)
+          threshold = heap_replace_root(hv, hi, s->k, sign, x, c0 + j);
       }
       thr[i] = hv[0];
     }
